@@ -1,0 +1,1 @@
+"""The backend: keeps uploads in a store."""

@@ -1,0 +1,68 @@
+"""
+C{twistd streamrelay-backend}: options and service wiring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from streamrelay.backend.routes import BackendRoutes
+from streamrelay.options import ServiceOptions, parseSize
+from streamrelay.service import ListeningService
+from streamrelay.store.disk import DiskStore
+from streamrelay.streaming import StreamingRequest
+
+_log = Logger()
+
+
+class Options(ServiceOptions):
+    synopsis = "[options]"
+    longdesc = "Store uploads streamed to it under a storage folder."
+    defaultListen = "tcp:8081:interface=127.0.0.1"
+    optParameters = [
+        ["storage", None, "uploads", "Folder to keep files in. [env STREAMRELAY_STORAGE]"],
+        ["max-size", None, None,
+         "Largest body accepted, in bytes (K, M, G, T suffixes); none by default. "
+         "[env STREAMRELAY_MAX_SIZE]"],
+        ["idle-timeout", None, "60",
+         "Seconds a connection may send nothing before it is closed "
+         "(not counted while streamrelay itself holds the client back). "
+         "[env STREAMRELAY_IDLE_TIMEOUT]"],
+        ["debug-write-rate", None, None,
+         "Slow disk writes to about this many bytes a second (for testing "
+         "backpressure only). [env STREAMRELAY_DEBUG_WRITE_RATE]"],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for key in ("max-size", "debug-write-rate"):
+            if self[key] is not None:
+                self[key] = parseSize(str(self[key]))
+        try:
+            self["idle-timeout"] = float(self["idle-timeout"])
+        except ValueError:
+            raise usage.UsageError("--idle-timeout takes a number of seconds") from None
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    root = Path(options["storage"])
+    store = DiskStore(root, clock=reactor, writeRate=options["debug-write-rate"])  # type: ignore[arg-type]
+    swept = store.sweep()
+    if swept:
+        _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
+    routes = BackendRoutes(store, maxSize=options["max-size"])
+    site = Site(routes.app.resource(), requestFactory=StreamingRequest)
+    site.timeOut = options["idle-timeout"] or None
+    site.displayTracebacks = False
+    _log.info("streamrelay-backend storing files in {root}", root=str(root.resolve()))
+    service = MultiService()
+    listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)
+    listener.setServiceParent(service)
+    return service

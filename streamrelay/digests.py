@@ -1,0 +1,69 @@
+"""
+SHA-256 digests as HTTP carries them (RFC 9530) and as a consumer computes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from zope.interface import implementer
+
+_SHA256_FIELD = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?(?=,|$)")
+
+
+def reprDigest(sha256hex: str) -> bytes:
+    """The C{Repr-Digest} / C{Content-Digest} value for a hex SHA-256."""
+    return b"sha-256=:" + base64.b64encode(bytes.fromhex(sha256hex)) + b":"
+
+
+def parseSHA256Digest(value: str) -> str | None:
+    """
+    The hex SHA-256 named in a C{Content-Digest} field value, L{None} when it
+    names none; L{ValueError} when the sha-256 member is malformed.
+    """
+    match = _SHA256_FIELD.search(value)
+    if match is None:
+        return None
+    raw = base64.b64decode(match.group(1), validate=True)
+    if len(raw) != 32:
+        raise ValueError("a sha-256 digest has 32 bytes")
+    return raw.hex()
+
+
+@implementer(IConsumer)
+class HashingConsumer:
+    """
+    Passes bytes on to C{consumer}, hashing and counting them; raises
+    C{tooLarge()} from C{write} once more than C{limit} bytes went by.
+    """
+
+    def __init__(
+        self,
+        consumer: IConsumer,
+        limit: int | None = None,
+        tooLarge: type[Exception] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._limit = limit
+        self._tooLarge = tooLarge or ValueError
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._consumer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._limit is not None and self.size > self._limit:
+            raise self._tooLarge(self._limit)
+        self._sha256.update(data)
+        self._consumer.write(data)
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()

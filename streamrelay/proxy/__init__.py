@@ -1,0 +1,1 @@
+"""The proxy: the public face, streaming every body to a backend."""

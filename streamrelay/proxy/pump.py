@@ -1,0 +1,59 @@
+"""
+Pumping a backend response body to the client, with backpressure.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import IRequest
+
+
+class ResponsePump(Protocol):
+    """
+    Writes a response body it is delivered to C{request}, registering the
+    backend connection as the request's producer: a client that reads
+    slowly pauses the backend.
+
+    L{done} fires when the body ended, fails when the backend connection
+    broke, and stops the backend connection when cancelled.
+    """
+
+    transport: IPushProducer  # type: ignore[assignment]
+
+    def __init__(self, request: IRequest) -> None:
+        self._request = request
+        self._registered = False
+        self.done: Deferred[None] = Deferred(self._cancel)
+
+    def connectionMade(self) -> None:
+        self._request.registerProducer(self.transport, True)
+        self._registered = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self._request.write(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        reason = reason or Failure(ResponseDone())
+        self._unregister()
+        if self.done.called:
+            return
+        if reason.check(ResponseDone):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            # After the client is gone the request has no channel left.
+            if getattr(self._request, "channel", None) is not None:
+                self._request.unregisterProducer()
+
+    def _cancel(self, d: Deferred[None]) -> None:
+        self._unregister()
+        if self.transport is not None:
+            self.transport.stopProducing()

@@ -1,0 +1,162 @@
+"""
+The proxy's HTTP routes: check what can be checked here, then stream each
+request to the backend and its response back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from klein import Klein
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
+
+from streamrelay.errors import ApiError, tooLarge, writeJSON
+from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
+from streamrelay.proxy.pump import ResponsePump
+from streamrelay.streaming import RequestBody
+from streamrelay.webapp import installJSONErrors, requestId, requestName
+
+_NO_BODY_CODES = frozenset({204, 304})
+
+
+def backendUnavailable(why: str) -> ApiError:
+    return ApiError(502, "backend_unavailable", f"The storage backend is unavailable: {why}.")
+
+
+class ProxyRoutes:
+    """
+    The proxy's routes, forwarding to the backend at C{backendURL} with
+    C{client}.
+
+    @param maxSize: the largest body accepted, or L{None} for no limit.
+    """
+
+    app = Klein()
+    installJSONErrors(app)
+    _log = Logger()
+
+    def __init__(
+        self,
+        client: HTTPClient,
+        backendURL: str,
+        maxSize: int | None = None,
+        readyTimeout: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.backendURL = backendURL.rstrip("/")
+        self.maxSize = maxSize
+        self.readyTimeout = readyTimeout
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    def healthz(self, request: IRequest) -> bytes:
+        return writeJSON(request, 200, {"status": "ok"})
+
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    async def readyz(self, request: IRequest) -> bytes:
+        try:
+            response = await self.client.get(
+                self.backendURL + "/healthz", timeout=self.readyTimeout
+            )
+            await response.text()
+            ok = response.code == 200
+        except CancelledError:
+            raise
+        except Exception:
+            ok = False
+        if ok:
+            return writeJSON(request, 200, {"status": "ready"})
+        return writeJSON(
+            request, 503, {"error": "not_ready", "message": "The backend is not reachable."}
+        )
+
+    @app.route("/files/<path:_name>", methods=["PUT"])
+    async def putFile(self, request: IRequest, _name: str) -> bytes | None:
+        requestName(request)
+        body: RequestBody | None = getattr(request, "body", None)
+        declared = body.declaredLength if body is not None else 0
+        if self.maxSize is not None and declared is not None and declared > self.maxSize:
+            raise tooLarge(self.maxSize)
+        return await self.forward(request)
+
+    async def forward(self, request: IRequest) -> bytes | None:
+        """
+        Stream C{request} to the backend and the backend's response back.
+        """
+        started = time.monotonic()
+        rid = requestId(request)
+        request.setHeader(b"x-request-id", rid.encode("ascii"))
+        client = request.getClientAddress()
+        body: RequestBody | None = getattr(request, "body", None)
+        method = request.method.decode("ascii")
+        url = self.backendURL.encode("ascii") + request.uri
+        try:
+            response = await self.client.request(
+                method,
+                url,
+                headers=upstreamHeaders(
+                    request.requestHeaders, getattr(client, "host", None), rid
+                ),
+                data=body,
+                unbuffered=True,
+                allow_redirects=False,
+            )
+        except CancelledError:
+            self._logOutcome(rid, request, None, started, "client_gone")
+            raise
+        except Exception as e:
+            self._logOutcome(rid, request, None, started, "backend_unavailable")
+            raise backendUnavailable(_describe(e)) from None
+        if body is not None and not body.ended:
+            # An early answer (an error): drop the rest of the client's body.
+            body.stopProducing()
+        request.setResponseCode(response.code, response.phrase)
+        for name, values in downstreamHeaders(response.headers).getAllRawHeaders():
+            request.responseHeaders.setRawHeaders(name, values)
+        if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+            # The client parser keeps Content-Length to itself.
+            request.setHeader(b"content-length", b"%d" % (response.length,))
+        request.setHeader(b"x-request-id", rid.encode("ascii"))
+        pump = ResponsePump(request)
+        response.deliverBody(pump)
+        try:
+            await pump.done
+        except CancelledError:
+            self._logOutcome(rid, request, response.code, started, "client_gone")
+            raise
+        except Exception as e:
+            # The status line is out: all that is left is to cut the
+            # response short so the client sees it is incomplete.
+            self._logOutcome(rid, request, response.code, started, "backend_failed")
+            self._log.info("backend failed mid-response: {why}", why=_describe(e))
+            request.transport.abortConnection()
+            await Deferred()  # Klein cancels this once the connection is gone.
+        self._logOutcome(rid, request, response.code, started, "ok")
+        return None
+
+    def _logOutcome(
+        self, rid: str, request: IRequest, code: int | None, started: float, outcome: str
+    ) -> None:
+        body: RequestBody | None = getattr(request, "body", None)
+        self._log.info(
+            "{method} {path} status={code} outcome={outcome} request_id={rid} "
+            "received={received} seconds={seconds:.3f}",
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+            code=code if code is not None else "-",
+            outcome=outcome,
+            rid=rid,
+            received=body.received if body is not None else 0,
+            seconds=time.monotonic() - started,
+        )
+
+
+def _describe(error: Any) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(_describe(r.value) for r in reasons)
+    text = str(error) or type(error).__name__
+    return text.rstrip(".")

@@ -1,0 +1,69 @@
+"""
+Listening on Twisted endpoint descriptions, saying where.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
+from twisted.logger import Logger
+
+
+class ListeningService(Service):
+    """
+    Listens on each endpoint description while running and logs the
+    address it bound, e.g. C{streamrelay-proxy listening on
+    tcp:127.0.0.1:8080}: tests and operators learn a C{tcp:0} port there.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        label: str,
+        descriptions: list[str],
+        factory: IProtocolFactory,
+    ) -> None:
+        self._reactor = reactor
+        self._label = label
+        self._descriptions = descriptions
+        self._factory = factory
+        self._ports: list[IListeningPort] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for description in self._descriptions:
+            endpoint = serverFromString(self._reactor, description)
+            endpoint.listen(self._factory).addCallbacks(
+                self._listening,
+                self._failed,
+                errbackArgs=(description,),
+            )
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._ports.append(port)
+        host = port.getHost()
+        kind = getattr(host, "type", "").lower() or "unix"
+        where = (
+            f"{kind}:{host.host}:{host.port}"
+            if hasattr(host, "port")
+            else f"unix:{getattr(host, 'name', host)}"
+        )
+        self._log.info("{label} listening on {where}", label=self._label, where=where)
+
+    def _failed(self, failure, description: str) -> None:  # type: ignore[no-untyped-def]
+        self._log.failure(
+            "{label} cannot listen on {description}",
+            failure,
+            label=self._label,
+            description=description,
+        )
+        self._reactor.stop()
+
+    def stopService(self) -> Deferred[object]:
+        super().stopService()
+        ports, self._ports = self._ports, []
+        return DeferredList([d for d in (p.stopListening() for p in ports) if d is not None])  # type: ignore[return-value]

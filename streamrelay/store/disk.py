@@ -1,0 +1,216 @@
+"""
+The default store: files in a folder, byte for byte under their names.
+
+A new version is written to C{<root>/.partial/<random>}, fsynced, and
+renamed over C{<root>/<name>}, so readers see the old file or the new one,
+never a partial one.  The SHA-256 of each file is kept in an extended
+attribute set before the rename, so it travels with the file atomically.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import implementer
+
+from streamrelay.store.interfaces import FileInfo, IUpload, IUploadStore, StorageFull
+
+PARTIAL_DIR = ".partial"
+SHA256_XATTR = "user.streamrelay.sha256"
+
+
+def _storageError(error: OSError) -> Exception:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(os.strerror(error.errno))
+    return error
+
+
+@implementer(IUpload)
+class DiskUpload:
+    """One file being written into a L{DiskStore}."""
+
+    def __init__(self, store: DiskStore, name: str) -> None:
+        self.name = name
+        self.size = 0
+        self._store = store
+        self._path = store.partialDir / secrets.token_hex(16)
+        self._fd: int | None = os.open(
+            self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
+        self._producer: IPushProducer | None = None
+        self._throttle = (
+            _Throttle(store.clock, store.writeRate)
+            if store.clock is not None and store.writeRate
+            else None
+        )
+
+    # IConsumer
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise RuntimeError(f"upload of {self.name!r} is closed")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as e:
+            raise _storageError(e) from e
+        self.size += len(data)
+        if self._throttle is not None and self._producer is not None:
+            self._throttle.wrote(len(data), self._producer)
+
+    # IUpload
+
+    def commit(self, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise RuntimeError(f"upload of {self.name!r} is closed")
+        target = self._store.root / self.name
+        try:
+            try:
+                os.fsync(fd)
+                _setSHA256(fd, sha256)
+                modified = os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+            replaced = target.exists()
+            os.replace(self._path, target)
+            self._store.syncFolder()
+        except OSError as e:
+            self._unlink()
+            raise _storageError(e) from e
+        return succeed((FileInfo(self.name, self.size, sha256, modified), replaced))
+
+    def abort(self) -> None:
+        if self._throttle is not None:
+            self._throttle.cancel()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            self._unlink()
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+
+class _Throttle:
+    """
+    Slows writes to about C{rate} bytes a second by pausing the producer:
+    how streamrelay's tests stand in for a slow disk.
+    """
+
+    def __init__(self, clock: IReactorTime, rate: int) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._start = clock.seconds()
+        self._written = 0
+        self._call: IDelayedCall | None = None
+
+    def wrote(self, count: int, producer: IPushProducer) -> None:
+        self._written += count
+        due = self._start + self._written / self._rate
+        delay = due - self._clock.seconds()
+        if delay > 0 and self._call is None:
+            producer.pauseProducing()
+            self._call = self._clock.callLater(delay, self._resume, producer)
+
+    def _resume(self, producer: IPushProducer) -> None:
+        self._call = None
+        producer.resumeProducing()
+
+    def cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+def _setSHA256(fd: int, sha256: str) -> None:
+    try:
+        os.setxattr(fd, SHA256_XATTR, sha256.encode("ascii"))
+    except OSError:
+        # The file system keeps no extended attributes: the digest is
+        # computed again when asked for.
+        pass
+
+
+def _getSHA256(path: Path) -> str:
+    try:
+        return os.getxattr(path, SHA256_XATTR).decode("ascii")
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@implementer(IUploadStore)
+class DiskStore:
+    """
+    Files kept under C{root}.
+
+    @param writeRate: when set (with C{clock}), writes are slowed to about
+        this many bytes a second; for tests of backpressure only.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        clock: IReactorTime | None = None,
+        writeRate: int | None = None,
+    ) -> None:
+        self.root = root
+        self.partialDir = root / PARTIAL_DIR
+        self.clock = clock
+        self.writeRate = writeRate
+        self.partialDir.mkdir(parents=True, exist_ok=True)
+
+    def begin(self, name: str) -> DiskUpload:
+        try:
+            return DiskUpload(self, name)
+        except OSError as e:
+            raise _storageError(e) from e
+
+    def stat(self, name: str) -> FileInfo | None:
+        path = self.root / name
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not path.is_file():
+            return None
+        return FileInfo(name, st.st_size, _getSHA256(path), st.st_mtime)
+
+    def sweep(self) -> int:
+        count = 0
+        for entry in self.partialDir.iterdir():
+            entry.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def syncFolder(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def writable(self) -> bool:
+        return os.access(self.partialDir, os.W_OK)

@@ -1,0 +1,82 @@
+"""
+The store seam: what the backend's routes need from storage.
+
+A store keeps named files.  A new version of a file is written through an
+L{IUpload} and becomes visible under its name only when committed; an
+aborted upload leaves nothing behind.  Stores only store: limits, names
+and HTTP errors are the routes' business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from zope.interface import Attribute, Interface
+
+
+class StorageFull(Exception):
+    """The store has no room left (disk full or quota reached)."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A stored file, as listed and answered."""
+
+    name: str
+    size: int
+    sha256: str
+    modified: float
+
+    def asJSON(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "modified": rfc3339(self.modified),
+        }
+
+
+def rfc3339(timestamp: float) -> str:
+    when = datetime.fromtimestamp(timestamp, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class IUpload(IConsumer):
+    """
+    One new version of a file, being received.
+
+    Bytes are written with C{write}; a store that cannot keep up pauses
+    the registered producer.
+    """
+
+    name: str = Attribute("The name the file will take once committed.")
+    size: int = Attribute("Bytes written so far.")
+
+    def commit(sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        """
+        Flush everything to stable storage and make the file visible under
+        its name, replacing any older version atomically.
+
+        @param sha256: the hex SHA-256 of the bytes written, kept with it.
+        @return: the stored file, and whether it replaced an older version.
+        """
+
+    def abort() -> None:
+        """Throw away what was written; nothing stays behind."""
+
+
+class IUploadStore(Interface):
+    """Named files, each written whole or not at all."""
+
+    def begin(name: str) -> IUpload:
+        """Start receiving a new version of C{name}; nothing is visible yet."""
+
+    def stat(name: str) -> FileInfo | None:
+        """The stored file called C{name}, or L{None}."""
+
+    def sweep() -> int:
+        """Remove what interrupted uploads left behind; return how many."""

@@ -1,0 +1,362 @@
+"""
+Streaming request bodies for twisted.web.
+
+Stock twisted.web reads a whole request body into ``request.content`` before
+it looks up a resource.  L{StreamingRequest} instead dispatches a request to
+its resource as soon as its headers are in, and exposes the body as
+L{RequestBody}, an L{IBodyProducer} whose pause and resume pause and resume
+reading the client's socket.
+
+This is the only module of streamrelay that touches twisted.web internals
+(C{HTTPChannel._command}, C{_path}, C{_version}, C{_savedTimeOut},
+C{_send100Continue} and C{Request._cleanup}); it is tested against the Twisted
+range pinned in setup.cfg.
+"""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import parse_qs
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConsumer, IDelayedCall
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+__all__ = [
+    "BodyIncomplete",
+    "RequestBody",
+    "StreamingRequest",
+    "LINGER_SECONDS",
+]
+
+#: How long an early response waits for the rest of a body before closing.
+LINGER_SECONDS = 30.0
+
+#: Read size (and write high-water mark) of connections that stream a body.
+STREAM_BUFFER_SIZE = 1 << 20
+
+
+class BodyIncomplete(Exception):
+    """
+    The client's connection ended before its whole request body arrived.
+
+    @ivar received: how many body bytes did arrive.
+    """
+
+    def __init__(self, received: int, expected: int | None) -> None:
+        super().__init__(received, expected)
+        self.received = received
+        self.expected = expected
+
+    def __str__(self) -> str:
+        wanted = "" if self.expected is None else f" of {self.expected}"
+        return f"connection closed after {self.received}{wanted} body bytes"
+
+
+@implementer(IBodyProducer)
+class RequestBody:
+    """
+    The body of a L{StreamingRequest}, produced as it arrives.
+
+    One consumer reads it: C{startProducing(consumer)} returns a Deferred
+    that fires once the whole body was written to the consumer, or fails
+    when the client goes away or the consumer raises.  The consumer may
+    pause, resume and stop it like any push producer.
+
+    @ivar length: the declared C{Content-Length}, or L{UNKNOWN_LENGTH} for a
+        chunked body.
+    @ivar received: body bytes read from the client so far.
+    """
+
+    def __init__(self, request: StreamingRequest, length: int | None) -> None:
+        self._request = request
+        self.length: int = UNKNOWN_LENGTH if length is None else length
+        self.received = 0
+        self.ended = False
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] | None = None
+        self._pending: list[bytes] = []
+        self._paused = False
+        self._discarding = False
+        self._failure: Failure | None = None
+
+    @property
+    def declaredLength(self) -> int | None:
+        """The C{Content-Length} of the body, or L{None} when chunked."""
+        return None if self.length is UNKNOWN_LENGTH else self.length
+
+    # IBodyProducer, for the one consumer
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        if self._consumer is not None or self._discarding:
+            raise RuntimeError("a request body can only be consumed once")
+        self._consumer = consumer
+        self._done = Deferred(self._cancel)
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._discarding = True
+            done, self._done = self._done, None
+            done.errback(failure)
+            return done
+        done = self._done
+        self._request._continueBody()
+        self._deliver()
+        return done
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._request._pauseClient()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._deliver()
+
+    def stopProducing(self) -> None:
+        """
+        Drop the rest of the body; the startProducing Deferred never fires.
+        """
+        self._done = None
+        self.discard()
+
+    # Feeding, from the request
+
+    def discard(self) -> None:
+        """Read and drop whatever is left of the body."""
+        self._discarding = True
+        self._pending.clear()
+        self._request._resumeClient()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._discarding:
+            return
+        self._pending.append(data)
+        self._deliver()
+
+    def bodyEnded(self) -> None:
+        self.ended = True
+        self._deliver()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.ended:
+            return
+        if reason.check(ConnectionDone):
+            reason = Failure(BodyIncomplete(self.received, self.declaredLength))
+        self._pending.clear()
+        self._fail(reason)
+
+    # Internals
+
+    def _wanting(self) -> bool:
+        return (
+            self._consumer is not None
+            and self._done is not None
+            and not self._paused
+            and not self._discarding
+        )
+
+    def _deliver(self) -> None:
+        """
+        Hand pending data to the consumer while it wants it; pause the
+        client whenever it does not.
+        """
+        while self._pending and self._wanting():
+            data = self._pending.pop(0)
+            try:
+                assert self._consumer is not None
+                self._consumer.write(data)
+            except BaseException:
+                self._fail(Failure())
+                return
+        if self._discarding:
+            return
+        if not self._wanting():
+            self._request._pauseClient()
+            return
+        if self.ended:
+            done, self._done = self._done, None
+            if done is not None:
+                self._discarding = True
+                done.callback(None)
+        else:
+            self._request._resumeClient()
+
+    def _fail(self, failure: Failure) -> None:
+        done, self._done = self._done, None
+        if done is None and self._consumer is None:
+            # Nobody consumes yet: keep it for startProducing.
+            self._failure = failure
+            return
+        self._discarding = True
+        self._pending.clear()
+        if not self.ended:
+            self._request._resumeClient()
+        if done is not None:
+            done.errback(failure)
+
+    def _cancel(self, d: Deferred[None]) -> None:
+        # The consumer gave up (e.g. Klein cancelled the route): the
+        # Deferred fails with CancelledError and the rest is dropped.
+        self._done = None
+        self.discard()
+
+
+class StreamingRequest(server.Request):
+    """
+    A request dispatched to its resource as soon as its headers are in.
+
+    Use as C{Site(resource, requestFactory=StreamingRequest)}.  A request
+    with a body has L{body}; a request without one has C{body = None} and is
+    handled as stock twisted.web does.  C{request.content} is always empty.
+    """
+
+    body: RequestBody | None = None
+    _expectContinue = False
+    _clientPaused = False
+    _timeoutSuspended = False
+    _suspendedTimeout: float | None = None
+    _dispatchCall: IDelayedCall | None = None
+    _lingerCall: IDelayedCall | None = None
+    _lingering = False
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
+        if length == 0:
+            return
+        channel = self.channel
+        self.body = RequestBody(self, length)
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        if expect is not None:
+            # twisted.web would answer 100 Continue right away; it is sent
+            # only once a route starts consuming the body.
+            self.requestHeaders.removeHeader(b"expect")
+            self._expectContinue = (
+                expect[0].lower() == b"100-continue"
+                and channel._version == b"HTTP/1.1"
+            )
+        transport = self.transport
+        if transport is not None and hasattr(transport, "bufferSize"):
+            transport.bufferSize = STREAM_BUFFER_SIZE
+        self._setRequestLine(channel._command, channel._path, channel._version)
+        self._pauseClient()
+        # Never dispatch inside gotLength: a synchronous answer would make the
+        # channel parse the rest of this body as new requests.
+        self._dispatchCall = channel.callLater(0, self._dispatch)
+
+    def _setRequestLine(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.path, _, query = path.partition(b"?")
+        self.args = parse_qs(query, keep_blank_values=True) if query else {}  # type: ignore[arg-type]
+
+    def _dispatch(self) -> None:
+        self._dispatchCall = None
+        if not self._disconnected:
+            self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body is not None:
+            self.body.dataReceived(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        body = self.body
+        if body is None:
+            self._setRequestLine(command, path, version)
+            self.process()
+            return
+        self._clientPaused = False
+        if self._timeoutSuspended:
+            # The channel saved "no timeout" because we had suspended it;
+            # give it the real one back for the next request.
+            self.channel._savedTimeOut = self._suspendedTimeout
+            self._timeoutSuspended = False
+        body.bodyEnded()
+        if self._lingering:
+            self._stopLingering()
+
+    # Flow control of the client's connection
+
+    def _pauseClient(self) -> None:
+        if self.body is None or self.body.ended or self._disconnected:
+            return
+        # Re-pause even when already paused: twisted.web may have resumed
+        # the transport behind our back.
+        self.transport.pauseProducing()
+        if not self._clientPaused:
+            self._clientPaused = True
+            if not self._timeoutSuspended:
+                self._suspendedTimeout = self.channel.setTimeout(None)
+                self._timeoutSuspended = True
+
+    def _resumeClient(self) -> None:
+        if not self._clientPaused or self._disconnected:
+            return
+        self._clientPaused = False
+        if self._timeoutSuspended:
+            self._timeoutSuspended = False
+            self.channel.setTimeout(self._suspendedTimeout)
+        self.transport.resumeProducing()
+
+    def _continueBody(self) -> None:
+        if self._expectContinue:
+            self._expectContinue = False
+            if self.body is not None and not self.body.ended and not self._disconnected:
+                self.channel._send100Continue()
+
+    # Responses that finish before the body ends
+
+    def write(self, data: bytes) -> None:
+        if (
+            not self.startedWriting
+            and self.body is not None
+            and not self.body.ended
+            and not self._disconnected
+        ):
+            # The rest of the body cannot be parsed as further requests.
+            self.setHeader(b"connection", b"close")
+            self.channel.persistent = False
+        super().write(data)
+
+    def _cleanup(self) -> None:
+        body = self.body
+        if body is not None and not body.ended and not self._disconnected:
+            # Lingering close: closing with unread data would send a RST that
+            # can destroy the response we just wrote.
+            self._lingering = True
+            body.discard()
+            self._lingerCall = self.channel.callLater(
+                LINGER_SECONDS, self._stopLingering
+            )
+            return
+        super()._cleanup()
+
+    def _stopLingering(self) -> None:
+        if not self._lingering:
+            return
+        self._lingering = False
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
+        self._lingerCall = None
+        super()._cleanup()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._dispatchCall is not None and self._dispatchCall.active():
+            self._dispatchCall.cancel()
+        self._dispatchCall = None
+        if self._lingering:
+            # The response was written in full; the client just went away
+            # without sending the rest of the body.
+            self._lingering = False
+            if self._lingerCall is not None and self._lingerCall.active():
+                self._lingerCall.cancel()
+            notifications, self.notifications = self.notifications, []
+            for d in notifications:
+                d.callback(None)
+        super().connectionLost(reason)
+        if self.body is not None:
+            self.body.connectionLost(reason)
+

@@ -1,0 +1,1 @@
+"""The uploader: sends files through the proxy, with progress."""

@@ -1,0 +1,87 @@
+"""
+What every streamrelay Klein app shares: JSON errors for every failure,
+including Klein's own 404 and 405.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from streamrelay.errors import ApiError, badName, notFound, writeError
+from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
+
+_log = Logger()
+
+
+def _apiError(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, ApiError)
+    return writeError(request, error)
+
+
+def _notFound(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    if request.path.startswith(FILES_PREFIX):
+        # Routing normalises paths such as /files/..; the name is still bad.
+        try:
+            nameFromPath(request.path, FILES_PREFIX)
+        except BadName as e:
+            return writeError(request, badName(str(e)))
+    return writeError(request, notFound())
+
+
+def _methodNotAllowed(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    exc = failure.value
+    assert isinstance(exc, MethodNotAllowed)
+    allowed = sorted(exc.valid_methods or [])
+    return writeError(
+        request,
+        ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method.decode('ascii', 'replace')} is not allowed here.",
+            {b"allow": ", ".join(allowed).encode("ascii")},
+        ),
+    )
+
+
+def _internal(instance: Any, request: IRequest, failure: Failure) -> bytes | None:
+    if failure.check(CancelledError):
+        # The client went away; there is nobody to answer.
+        return None
+    _log.failure("Unexpected error handling {method} {uri}", failure,
+                 method=request.method, uri=request.uri)
+    return writeError(
+        request, ApiError(500, "internal_error", "The server failed unexpectedly.")
+    )
+
+
+def requestId(request: IRequest) -> str:
+    """The request's C{X-Request-Id}, or a new one when it has none."""
+    value = request.getHeader(b"x-request-id")
+    if value and len(value) <= 200 and value.isascii():
+        return value.decode("ascii")
+    return uuid.uuid4().hex
+
+
+def requestName(request: IRequest) -> str:
+    """The validated file name of a C{/files/{name}} request, or 400 bad_name."""
+    try:
+        return nameFromPath(request.path, FILES_PREFIX)
+    except BadName as e:
+        raise badName(str(e)) from None
+
+
+def installJSONErrors(app: Klein) -> None:
+    """Make C{app} answer every error as API.md's JSON."""
+    app.handle_errors(ApiError)(_apiError)
+    app.handle_errors(NotFound)(_notFound)
+    app.handle_errors(MethodNotAllowed)(_methodNotAllowed)
+    app.handle_errors(Exception)(_internal)
