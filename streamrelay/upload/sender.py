@@ -1,0 +1,151 @@
+"""
+Sending one file to streamrelay: streamed from disk, hashed on the way,
+checked against the digest the server answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.task import Cooperator
+from twisted.web.client import FileBodyProducer
+from zope.interface import implementer
+
+from streamrelay.digests import HashingConsumer
+
+#: Bytes read from disk at a time.
+READ_SIZE = 1 << 20
+
+
+class UploadFailed(Exception):
+    """A file was not stored intact; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the server answered for a file stored intact."""
+
+    name: str
+    size: int
+    sha256: str
+    status: int
+    answer: dict[str, Any]
+
+
+@implementer(IConsumer)
+class _Counting:
+    """Reports each write's size to C{progress}, then passes it on."""
+
+    def __init__(self, consumer: IConsumer, progress: Callable[[int], object]) -> None:
+        self._consumer = consumer
+        self._progress = progress
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._consumer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._consumer.write(data)
+        self._progress(len(data))
+
+
+class FileSender(FileBodyProducer):
+    """
+    A file as a request body, read C{READ_SIZE} bytes at a time, hashed as
+    it is sent.
+    """
+
+    def __init__(
+        self,
+        inputFile: BinaryIO,
+        progress: Callable[[int], object],
+        cooperator: Cooperator | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"readSize": READ_SIZE}
+        if cooperator is not None:
+            kwargs["cooperator"] = cooperator
+        super().__init__(inputFile, **kwargs)
+        self._progress = progress
+        self._hashing: HashingConsumer | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._hashing = HashingConsumer(_Counting(consumer, self._progress))
+        return super().startProducing(self._hashing)
+
+    def sent(self) -> tuple[int, str]:
+        """How many bytes went out, and their SHA-256."""
+        assert self._hashing is not None
+        return self._hashing.size, self._hashing.hexdigest()
+
+
+def fileURL(base: str, name: str) -> str:
+    return base.rstrip("/") + "/files/" + quote(name, safe="")
+
+
+async def sendFile(
+    client: HTTPClient,
+    base: str,
+    path: str,
+    name: str,
+    progress: Callable[[int], object],
+    headers: dict[bytes, list[bytes]] | None = None,
+) -> Stored:
+    """
+    Upload the file at C{path} as C{name}; succeed only if the server
+    stored exactly the bytes read.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the upload
+    except OSError as e:
+        raise UploadFailed(f"cannot read {path}: {e.strerror}") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        producer = FileSender(f, progress)
+        try:
+            response = await client.put(
+                fileURL(base, name), data=producer, headers=headers, unbuffered=True
+            )
+            text = await response.text("utf-8")
+        except Exception as e:
+            raise UploadFailed(f"connection failed: {_describe(e)}") from None
+    finally:
+        f.close()
+    answer = _json(text)
+    if response.code not in (200, 201):
+        message = answer.get("message") or text.strip()[:200] or response.phrase
+        code = answer.get("error", "")
+        raise UploadFailed(f"HTTP {response.code} {code}: {message}".replace("  ", " "))
+    sentSize, sentSHA = producer.sent()
+    if sentSize != size:
+        raise UploadFailed(f"the file changed while it was sent ({sentSize} of {size} bytes)")
+    if answer.get("sha256") != sentSHA or answer.get("size") != sentSize:
+        raise UploadFailed(
+            f"the server stored other bytes (sha256 {answer.get('sha256')}, "
+            f"sent {sentSHA})"
+        )
+    return Stored(name, sentSize, sentSHA, response.code, answer)
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(_describe(r.value) for r in reasons)
+    return str(error) or type(error).__name__
