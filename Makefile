@@ -1,0 +1,42 @@
+# streamrelay: `make run` starts the backend and the proxy on 127.0.0.1;
+# `make test` runs the whole suite. Both install into .venv first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TRIAL_ARGS ?= tests
+BACKEND_LISTEN ?= tcp:8081:interface=127.0.0.1
+PROXY_LISTEN ?= tcp:8080:interface=127.0.0.1
+
+.PHONY: install run test lint unit bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "streamrelay needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --editable '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
+	touch $@
+
+run: install
+	@mkdir -p uploads
+	@echo "streamrelay: backend on $(BACKEND_LISTEN), proxy on $(PROXY_LISTEN); Ctrl-C stops both"
+	@trap 'kill $$backend 2>/dev/null; wait $$backend 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/twistd -n --pidfile= --logfile=- streamrelay-backend --listen $(BACKEND_LISTEN) --storage uploads & backend=$$!; \
+	$(BIN)/twistd -n --pidfile= --logfile=- streamrelay-proxy --listen $(PROXY_LISTEN) --backend http://$$(echo $(BACKEND_LISTEN) | sed -E 's/^tcp:([0-9]+):interface=(.*)$$/\2:\1/')
+
+lint: install
+	$(BIN)/ruff check streamrelay tests bench twisted
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/trial --temp-directory=$${TMPDIR:-/tmp}/streamrelay-trial-$$$$ $(TRIAL_ARGS)
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache _trial_temp*

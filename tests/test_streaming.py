@@ -1,0 +1,419 @@
+"""
+Unit tests of the streaming request layer, with Twisted's fakes.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from streamrelay.streaming import LINGER_SECONDS, BodyIncomplete, RequestBody, StreamingRequest
+from tests.httpfakes import Connection
+
+
+@implementer(IConsumer)
+class ListConsumer:
+    """Keeps what it is written; can pause its producer on each write."""
+
+    def __init__(self, pauseEach: bool = False, failAfter: int | None = None) -> None:
+        self.chunks: list[bytes] = []
+        self.producer: IPushProducer | None = None
+        self.pauseEach = pauseEach
+        self.failAfter = failAfter
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.failAfter is not None and len(self.chunks) > self.failAfter:
+            raise OSError("disk on fire")
+        if self.pauseEach and self.producer is not None:
+            self.producer.pauseProducing()
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class Upload(Resource):
+    """
+    A PUT target: records its requests; C{consume} decides whether it reads
+    the body or answers at once with 413.
+    """
+
+    isLeaf = True
+
+    def __init__(self, consume: bool = True, consumer: ListConsumer | None = None) -> None:
+        super().__init__()
+        self.consume = consume
+        self.consumer = consumer or ListConsumer()
+        self.requests: list[StreamingRequest] = []
+        self.results: list[object] = []
+
+    def render_PUT(self, request: StreamingRequest) -> object:
+        self.requests.append(request)
+        if not self.consume or request.body is None:
+            request.setResponseCode(413 if request.body is not None else 200)
+            request.setHeader(b"content-length", b"2")
+            return b"no"
+        body = request.body
+        if self.consumer.producer is None:
+            self.consumer.registerProducer(body, True)
+        d = body.startProducing(self.consumer)
+
+        def done(result: object) -> None:
+            self.results.append(result)
+            if isinstance(result, Failure):
+                return
+            answer = b"%d" % (len(self.consumer.data),)
+            request.setHeader(b"content-length", b"%d" % (len(answer),))
+            request.write(answer)
+            request.finish()
+
+        d.addBoth(done)
+        return NOT_DONE_YET
+
+    def render_GET(self, request: StreamingRequest) -> bytes:
+        self.requests.append(request)
+        request.setHeader(b"content-length", b"2")
+        return b"ok"
+
+
+class Hold(Resource):
+    """A PUT target that neither reads nor answers: the test does."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[StreamingRequest] = []
+
+    def render_PUT(self, request: StreamingRequest) -> object:
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+def put(path: bytes, body: bytes, *headers: bytes) -> bytes:
+    extra = b"".join(h + b"\r\n" for h in headers)
+    return (
+        b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (len(body),)
+        + extra + b"\r\n" + body
+    )
+
+
+def chunkedHead(path: bytes) -> bytes:
+    return b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % (len(data),) + data + b"\r\n"
+
+
+class DispatchTests(SynchronousTestCase):
+    def test_dispatchedBeforeBodyEnds(self) -> None:
+        """
+        The resource runs on the turn after the headers, while the client
+        still holds most of the body, and reads what has come so far.
+        """
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 10)[:-6])
+        self.assertEqual(resource.requests, [])
+        conn.turn()
+        self.assertEqual(len(resource.requests), 1)
+        request = resource.requests[0]
+        self.assertEqual(request.method, b"PUT")
+        self.assertEqual(request.path, b"/f")
+        self.assertEqual(resource.consumer.data, b"a" * 4)
+        self.assertEqual(request.content.read(), b"")
+        conn.send(b"a" * 6)
+        self.assertEqual(resource.consumer.data, b"a" * 10)
+        self.assertEqual(conn.responses()[0].body, b"10")
+
+    def test_bodyIsABodyProducer(self) -> None:
+        resource = Upload(consume=False)
+        conn = Connection(resource)
+        conn.send(chunkedHead(b"/f"))
+        conn.turn()
+        body = resource.requests[0].body
+        assert body is not None
+        verifyObject(IBodyProducer, body)
+        self.assertIs(body.length, UNKNOWN_LENGTH)
+        self.assertIsNone(body.declaredLength)
+
+    def test_queryArguments(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f?a=1&b=", b"xyz"))
+        conn.turn()
+        request = resource.requests[0]
+        self.assertEqual(request.path, b"/f")
+        self.assertEqual(request.uri, b"/f?a=1&b=")
+        self.assertEqual(request.args, {b"a": [b"1"], b"b": [b""]})
+
+    def test_noBody(self) -> None:
+        """A request without a body is handled as twisted.web does."""
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(len(resource.requests), 1)
+        self.assertIsNone(resource.requests[0].body)
+        self.assertEqual(conn.responses()[0].body, b"ok")
+
+    def test_connectionLostBeforeDispatch(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 10)[:-5])
+        conn.lose()
+        conn.turn()
+        self.assertEqual(resource.requests, [])
+
+
+class FlowControlTests(SynchronousTestCase):
+    def test_pausedUntilConsumed(self) -> None:
+        """The client is not read until the route starts consuming."""
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 100)[:-50])
+        self.assertTrue(conn.paused)
+        conn.turn()
+        self.assertFalse(conn.paused)
+
+    def test_pauseAndResumeReachTransport(self) -> None:
+        consumer = ListConsumer(pauseEach=True)
+        resource = Upload(consumer=consumer)
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 30)[:-20])
+        conn.turn()
+        self.assertEqual(consumer.data, b"a" * 10)
+        self.assertTrue(conn.paused)
+        # twisted.web may resume the transport behind our back: the next
+        # read is kept, not delivered, and the transport paused again.
+        conn.transport.resumeProducing()
+        conn.send(b"b" * 10)
+        self.assertEqual(consumer.data, b"a" * 10)
+        self.assertTrue(conn.paused)
+        assert consumer.producer is not None
+        consumer.pauseEach = False
+        consumer.producer.resumeProducing()
+        self.assertEqual(consumer.data, b"a" * 10 + b"b" * 10)
+        self.assertFalse(conn.paused)
+        conn.send(b"c" * 10)
+        self.assertEqual(conn.responses()[0].body, b"30")
+
+    def test_idleTimeoutSuspendedWhilePaused(self) -> None:
+        """
+        A client held back by backpressure is not timed out; the timeout
+        applies again once it is resumed, and after the body for the next
+        request on the connection.
+        """
+        consumer = ListConsumer(pauseEach=True)
+        resource = Upload(consumer=consumer)
+        conn = Connection(resource, timeout=10)
+        conn.send(put(b"/f", b"a" * 20)[:-10])
+        conn.turn()
+        conn.clock.advance(100)
+        self.assertFalse(conn.transport.disconnecting)
+        assert consumer.producer is not None
+        consumer.pauseEach = False
+        consumer.producer.resumeProducing()
+        conn.send(b"b" * 10)
+        self.assertEqual(conn.responses()[0].body, b"20")
+        conn.clock.advance(11)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_timeoutRestoredWhenBodyEndsWhilePaused(self) -> None:
+        consumer = ListConsumer(pauseEach=True)
+        resource = Upload(consumer=consumer)
+        conn = Connection(resource, timeout=10)
+        conn.send(put(b"/f", b"a" * 20)[:-10])
+        conn.turn()
+        conn.send(b"b" * 10)  # the last bytes arrive while paused
+        assert consumer.producer is not None
+        consumer.pauseEach = False
+        consumer.producer.resumeProducing()
+        self.assertEqual(conn.responses()[0].body, b"20")
+        conn.clock.advance(11)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_idleClientTimedOut(self) -> None:
+        """A client that stops sending while not held back is timed out."""
+        resource = Upload()
+        conn = Connection(resource, timeout=10)
+        conn.send(put(b"/f", b"a" * 20)[:-10])
+        conn.turn()
+        conn.clock.advance(11)
+        self.assertTrue(conn.transport.disconnecting)
+
+
+class ChunkedAndPipelinedTests(SynchronousTestCase):
+    def test_chunked(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(chunkedHead(b"/f") + chunk(b"hello "))
+        conn.turn()
+        self.assertEqual(resource.consumer.data, b"hello ")
+        conn.send(chunk(b"world") + b"0\r\n\r\n")
+        self.assertEqual(resource.consumer.data, b"hello world")
+        self.assertEqual(conn.responses()[0].body, b"11")
+
+    def test_malformedChunk(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(chunkedHead(b"/f") + chunk(b"hello "))
+        conn.turn()
+        conn.send(b"zz\r\nnope\r\n")
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(conn.responses()[0].status, 400)
+        conn.lose()
+        self.assertEqual(len(resource.results), 1)
+        self.assertIsInstance(resource.results[0], Failure)
+
+    def test_pipelined(self) -> None:
+        """A Content-Length PUT, a chunked PUT and a GET in one write."""
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(
+            put(b"/a", b"x" * 5)
+            + chunkedHead(b"/b") + chunk(b"yyy") + b"0\r\n\r\n"
+            + b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        for _ in range(3):
+            conn.turn()
+        self.assertEqual(
+            [(r.status, r.body) for r in conn.responses()],
+            [(200, b"5"), (200, b"8"), (200, b"ok")],
+        )
+        self.assertEqual([r.path for r in resource.requests], [b"/a", b"/b", b"/c"])
+
+
+class EarlyResponseTests(SynchronousTestCase):
+    def test_earlyErrorLingers(self) -> None:
+        """
+        An answer before the body ends closes the connection, but only
+        after the rest of the body was read and dropped.
+        """
+        resource = Upload(consume=False)
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 100)[:-90])
+        conn.turn()
+        [response] = conn.responses()
+        self.assertEqual(response.status, 413)
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.assertFalse(conn.transport.disconnecting)
+        self.assertFalse(conn.paused)
+        conn.send(b"a" * 90)
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(len(conn.responses()), 1)
+
+    def test_lingerIsCapped(self) -> None:
+        resource = Upload(consume=False)
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 100)[:-90])
+        conn.turn()
+        conn.send(b"a" * 10)
+        conn.clock.advance(LINGER_SECONDS - 1)
+        conn.send(b"a" * 10)  # keeps the idle timeout from firing first
+        self.assertFalse(conn.transport.disconnecting)
+        conn.clock.advance(1)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_clientClosesWhileLingering(self) -> None:
+        resource = Upload(consume=False)
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 100)[:-90])
+        conn.turn()
+        finished = resource.requests[0].notifyFinish()
+        results: list[object] = []
+        finished.addBoth(results.append)
+        conn.lose()
+        self.assertEqual(results, [None])
+
+    def test_continueOnlyWhenConsumed(self) -> None:
+        """
+        C{100 Continue} goes out when the route starts reading the body,
+        never when it answers without reading.
+        """
+        refused = Connection(Upload(consume=False))
+        refused.send(put(b"/f", b"", b"Expect: 100-continue").replace(
+            b"Content-Length: 0", b"Content-Length: 1000"))
+        refused.turn()
+        self.assertEqual([r.status for r in refused.responses()], [413])
+
+        accepted = Connection(Upload())
+        accepted.send(put(b"/f", b"", b"Expect: 100-continue").replace(
+            b"Content-Length: 0", b"Content-Length: 3"))
+        self.assertEqual(accepted.output(), b"")
+        accepted.turn()
+        self.assertEqual(accepted.output(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        accepted.send(b"abc")
+        self.assertEqual([r.status for r in accepted.responses()], [100, 200])
+
+
+class FailureTests(SynchronousTestCase):
+    def test_clientGoneFailsBody(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 100)[:-90])
+        conn.turn()
+        conn.channel.connectionLost(Failure(ConnectionDone()))
+        [result] = resource.results
+        assert isinstance(result, Failure)
+        error = result.value
+        assert isinstance(error, BodyIncomplete)
+        self.assertEqual((error.received, error.expected), (10, 100))
+
+    def test_consumerErrorFailsBodyNotConnection(self) -> None:
+        """
+        An exception from the consumer fails the body; the connection
+        keeps parsing, and the rest of the body is dropped.
+        """
+        consumer = ListConsumer(failAfter=1)
+        resource = Upload(consumer=consumer)
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 30)[:-20])
+        conn.turn()
+        conn.send(b"b" * 10)
+        [result] = resource.results
+        assert isinstance(result, Failure)
+        self.assertIsInstance(result.value, OSError)
+        self.assertFalse(conn.transport.disconnecting)
+        conn.send(b"c" * 10)
+        self.assertEqual(consumer.data, b"a" * 10 + b"b" * 10)
+
+    def test_cancelDropsBody(self) -> None:
+        resource = Hold()
+        conn = Connection(resource)
+        conn.send(chunkedHead(b"/f"))
+        conn.turn()
+        body = resource.requests[0].body
+        assert body is not None
+        consumer = ListConsumer()
+        d: Deferred[None] = body.startProducing(consumer)
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        d.cancel()
+        conn.send(chunk(b"late"))
+        self.assertEqual(consumer.data, b"")
+        self.assertEqual(len(failures), 1)
+
+    def test_consumedOnce(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f", b"a" * 30)[:-20])
+        conn.turn()
+        body = resource.requests[0].body
+        assert isinstance(body, RequestBody)
+        self.assertRaises(RuntimeError, body.startProducing, ListConsumer())
