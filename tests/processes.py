@@ -1,0 +1,235 @@
+"""
+Running streamrelay's real programs in integration tests.
+
+Services listen on C{tcp:0:interface=127.0.0.1}; the port is read from the
+program's own "listening on" log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+reactor: Any = _reactor
+
+BIN = Path(sys.executable).parent
+_LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
+
+
+def deferLater(seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+class _Output(ProcessProtocol):
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.output = b""
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[int | None] = Deferred()
+        self.stdoutLines: list[bytes] = []
+        self._lineWaiters: list[tuple[bytes, Deferred[bytes]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self._received(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        self.output += data
+        if not self.listening.called:
+            match = _LISTENING.search(self.output)
+            if match:
+                self.listening.callback(int(match.group(1)))
+        for waiter in list(self._lineWaiters):
+            text, d = waiter
+            if text in self.output:
+                self._lineWaiters.remove(waiter)
+                d.callback(self.output)
+
+    def waitFor(self, text: bytes) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        if text in self.output:
+            d.callback(self.output)
+        else:
+            self._lineWaiters.append((text, d))
+        return d
+
+    def processEnded(self, reason: Failure) -> None:
+        code: int | None = 0
+        if reason.check(ProcessTerminated):
+            code = reason.value.exitCode
+        elif not reason.check(ProcessDone):
+            code = None
+        if not self.listening.called and self.listening.callbacks:
+            self.listening.errback(
+                RuntimeError(f"{self.label} ended before listening:\n{self.output.decode()}")
+            )
+        for _text, d in self._lineWaiters:
+            d.errback(RuntimeError(f"{self.label} ended:\n{self.output.decode()}"))
+        self._lineWaiters = []
+        self.ended.callback(code)
+
+
+@dataclass
+class Program:
+    """A running program started by a test."""
+
+    label: str
+    protocol: _Output
+    pid: int
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def status(self, field: str) -> int:
+        """A C{/proc/PID/status} memory figure, in bytes."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def rss(self) -> int:
+        return self.status("VmRSS")
+
+    def peak(self) -> int:
+        return self.status("VmHWM")
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def writeStdin(self, data: bytes) -> None:
+        transport = self.protocol.transport
+        assert transport is not None
+        transport.write(data)
+
+    @property
+    def output(self) -> bytes:
+        return self.protocol.output
+
+
+def spawn(
+    test: TestCase,
+    label: str,
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> Program:
+    protocol = _Output(label)
+    environment = dict(os.environ)
+    environment.update(env or {})
+    transport = reactor.spawnProcess(
+        protocol, argv[0], list(argv), env=environment, path=cwd
+    )
+    program = Program(label, protocol, transport.pid)
+
+    async def stop() -> None:
+        if not protocol.ended.called:
+            program.signal(signal.SIGTERM)
+            killer = reactor.callLater(10, program.signal, signal.SIGKILL)
+            await protocol.ended
+            if killer.active():
+                killer.cancel()
+
+    test.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+    return program
+
+
+async def startService(
+    test: TestCase, kind: str, *args: str, env: dict[str, str] | None = None
+) -> Program:
+    """Start C{twistd -n streamrelay-KIND} on a free loopback port."""
+    argv = [
+        str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
+        f"streamrelay-{kind}", "--listen", "tcp:0:interface=127.0.0.1", *args,
+    ]
+    program = spawn(test, kind, argv, env=env)
+    timeout = reactor.callLater(30, program.protocol.listening.cancel)
+    program.port = await program.protocol.listening
+    if timeout.active():
+        timeout.cancel()
+    return program
+
+
+async def startStack(
+    test: TestCase,
+    storage: Path,
+    backendArgs: Sequence[str] = (),
+    proxyArgs: Sequence[str] = (),
+) -> tuple[Program, Program]:
+    backend = await startService(test, "backend", "--storage", str(storage), *backendArgs)
+    proxy = await startService(test, "proxy", "--backend", backend.url, *proxyArgs)
+    return backend, proxy
+
+
+async def run(
+    test: TestCase, label: str, argv: Sequence[str], timeout: float = 120
+) -> tuple[int | None, bytes]:
+    """Run a program to its end; return its exit code and output."""
+    program = spawn(test, label, argv)
+    killer = reactor.callLater(timeout, program.signal, signal.SIGKILL)
+    code = await program.protocol.ended
+    if killer.active():
+        killer.cancel()
+    return code, program.output
+
+
+def makeRandomFile(path: Path, size: int, seed: int = 0) -> str:
+    """Write C{size} pseudo-random bytes to C{path}; return their SHA-256."""
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    block = 16 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            data = rng.randbytes(min(block, left))
+            digest.update(data)
+            f.write(data)
+            left -= len(data)
+    return digest.hexdigest()
+
+
+def sha256File(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def partials(storage: Path) -> list[Path]:
+    return list((storage / ".partial").iterdir())
+
+
+async def eventually(check: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll C{check()} until it is true or C{timeout} seconds passed."""
+    waited = 0.0
+    while waited <= timeout:
+        if check():
+            return True
+        await deferLater(interval)
+        waited += interval
+    return bool(check())

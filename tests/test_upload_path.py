@@ -1,0 +1,243 @@
+"""
+The streaming upload path end to end, with the real programs on 127.0.0.1:
+uploader or curl → proxy → backend → storage folder.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+from tests.processes import (
+    BIN,
+    deferLater,
+    eventually,
+    makeRandomFile,
+    partials,
+    run,
+    sha256File,
+    spawn,
+    startService,
+    startStack,
+)
+
+GiB = 1 << 30
+MiB = 1 << 20
+#: Allowed growth of a service's peak RSS over its idle RSS during a transfer.
+MEMORY_BOUND = 32 * MiB
+
+_shared: dict[str, tuple[Path, str]] = {}
+
+
+def sharedFile(size: int) -> tuple[Path, str]:
+    """A random file of C{size} bytes made once per test run, and its SHA-256."""
+    key = str(size)
+    if key not in _shared:
+        folder = Path(tempfile.mkdtemp(prefix="streamrelay-test-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / f"random-{size}"
+        _shared[key] = (path, makeRandomFile(path, size, seed=size))
+    return _shared[key]
+
+
+def curl(*args: str) -> list[str]:
+    return ["/usr/bin/curl", "--silent", "--show-error", *args]
+
+
+class UploadPathTests(TestCase):
+    timeout = 300
+
+    def setUp(self) -> None:
+        self.storage = Path(self.mktemp()) / "uploads"
+
+    def assertStoredAnswer(self, answer: dict[str, object], name: str, size: int, sha: str) -> None:
+        self.assertEqual(answer["name"], name)
+        self.assertEqual(answer["size"], size)
+        self.assertEqual(answer["sha256"], sha)
+        modified = answer["modified"]
+        assert isinstance(modified, str)
+        self.assertRegex(modified, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+    def assertStored(self, name: str, sha: str) -> None:
+        self.assertEqual(sha256File(self.storage / name), sha)
+        self.assertEqual(partials(self.storage), [])
+
+    async def test_uploaderOneGiB(self) -> None:
+        """
+        streamrelay-upload sends 1 GiB through the proxy: the stored bytes
+        are the source's, and neither service's memory grows with the size.
+        """
+        source, sha = sharedFile(GiB)
+        backend, proxy = await startStack(self, self.storage)
+        idle = {p.label: p.rss() for p in (backend, proxy)}
+        code, output = await run(
+            self, "uploader",
+            [str(BIN / "streamrelay-upload"), "--url", proxy.url, str(source)],
+        )
+        self.assertEqual(code, 0, output.decode())
+        self.assertIn(f"sha256 {sha}".encode(), output)
+        self.assertStored(source.name, sha)
+        for program in (backend, proxy):
+            growth = program.peak() - idle[program.label]
+            self.assertLess(
+                growth, MEMORY_BOUND,
+                f"{program.label} peak RSS grew by {growth / MiB:.1f} MiB",
+            )
+
+    async def curlUpload(self, chunked: bool) -> None:
+        source, sha = sharedFile(GiB)
+        backend, proxy = await startStack(self, self.storage)
+        idle = {p.label: p.rss() for p in (backend, proxy)}
+        name = "chunked.bin" if chunked else "plain.bin"
+        extra = ["-H", "Transfer-Encoding: chunked"] if chunked else []
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), *extra, "-w", "\n%{http_code}", f"{proxy.url}/files/{name}",
+        ))
+        self.assertEqual(code, 0, output.decode())
+        body, _, status = output.decode().rpartition("\n")
+        self.assertEqual(status, "201")
+        self.assertStoredAnswer(json.loads(body), name, GiB, sha)
+        self.assertStored(name, sha)
+        for program in (backend, proxy):
+            self.assertLess(program.peak() - idle[program.label], MEMORY_BOUND, program.label)
+
+    def test_curlContentLength(self) -> object:
+        return self.curlUpload(chunked=False)
+
+    def test_curlChunked(self) -> object:
+        return self.curlUpload(chunked=True)
+
+    async def test_bytesReachBackendWhileClientSends(self) -> None:
+        """
+        While the client still holds half the file, the backend's partial
+        file already holds at least 64 MiB of it.
+        """
+        source, sha = sharedFile(GiB)
+        backend, proxy = await startStack(self, self.storage)
+        sender = spawn(self, "halfsender", [
+            sys.executable, "-m", "tests.halfsender", str(proxy.port), "/files/half.bin",
+            str(source),
+        ])
+        await sender.protocol.waitFor(b"HALF")
+
+        def partialSize() -> int:
+            return sum(p.stat().st_size for p in partials(self.storage))
+
+        self.assertTrue(await eventually(lambda: partialSize() >= 64 * MiB, 10),
+                        f"partial file holds {partialSize()} bytes")
+        self.assertFalse((self.storage / "half.bin").exists())
+        sender.writeStdin(b"go\n")
+        output = await sender.protocol.waitFor(b"DONE")
+        self.assertIn(b"201 Created", output)
+        self.assertStored("half.bin", sha)
+
+    async def test_clientAbortsHalfway(self) -> None:
+        """
+        A client that drops its connection half-way leaves no file and no
+        partial file within 2 s, and both services keep serving.
+        """
+        source, _ = sharedFile(GiB)
+        backend, proxy = await startStack(self, self.storage)
+        sender = spawn(self, "halfsender", [
+            sys.executable, "-m", "tests.halfsender", str(proxy.port), "/files/gone.bin",
+            str(source),
+        ])
+        await sender.protocol.waitFor(b"HALF")
+        self.assertNotEqual(partials(self.storage), [])
+        sender.writeStdin(b"abort\n")
+        await sender.protocol.waitFor(b"ABORTED")
+        self.assertTrue(await eventually(lambda: partials(self.storage) == [], 2),
+                        f"left behind: {partials(self.storage)}")
+        self.assertFalse((self.storage / "gone.bin").exists())
+        small = Path(self.mktemp())
+        small.write_bytes(b"still serving")
+        code, output = await run(self, "curl", curl(
+            "-T", str(small), "-w", "\n%{http_code}", f"{proxy.url}/files/next.txt",
+        ))
+        self.assertTrue(output.endswith(b"\n201"), output)
+        self.assertEqual((self.storage / "next.txt").read_bytes(), b"still serving")
+
+    async def test_backpressure(self) -> None:
+        """
+        With the backend's disk writes slowed to 20 MiB/s, the client is
+        slowed to that rate and the proxy's memory stays flat.
+        """
+        source, sha = sharedFile(160 * MiB)
+        rate = 20 * MiB
+        backend, proxy = await startStack(
+            self, self.storage, backendArgs=["--debug-write-rate", str(rate)]
+        )
+        idle = proxy.rss()
+        started = time.monotonic()
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), "-w", "\n%{http_code} %{speed_upload}",
+            f"{proxy.url}/files/slow.bin",
+        ))
+        seconds = time.monotonic() - started
+        self.assertEqual(code, 0, output)
+        status, speed = output.decode().rpartition("\n")[2].split()
+        self.assertEqual(status, "201")
+        clientRate = float(speed)
+        # Socket buffers on the way hold a few MiB, so the client may run a
+        # little ahead of the disk, never far.
+        self.assertLess(clientRate, rate * 1.25, f"client sent at {clientRate / MiB:.1f} MiB/s")
+        self.assertGreater(clientRate, rate * 0.6)
+        self.assertGreater(seconds, 160 * MiB / rate * 0.8)
+        self.assertLess(proxy.peak() - idle, MEMORY_BOUND)
+        self.assertStored("slow.bin", sha)
+
+    async def test_expectContinueTooLarge(self) -> None:
+        """
+        curl with C{Expect: 100-continue} and a Content-Length above
+        --max-size gets 413 and sends no body byte, direct or via the proxy.
+        """
+        source, _ = sharedFile(16 * MiB)
+        backend, proxy = await startStack(
+            self, self.storage,
+            backendArgs=["--max-size", "1M"], proxyArgs=["--max-size", "1M"],
+        )
+        for target in (backend, proxy):
+            code, output = await run(self, "curl", curl(
+                "-T", str(source), "-H", "Expect: 100-continue",
+                "-w", "\n%{http_code} %{size_upload}", f"{target.url}/files/big.bin",
+            ))
+            body, _, summary = output.decode().rpartition("\n")
+            self.assertEqual(summary, "413 0", f"{target.label}: {output!r}")
+            self.assertEqual(json.loads(body)["error"], "too_large")
+        self.assertFalse((self.storage / "big.bin").exists())
+        self.assertEqual(partials(self.storage), [])
+
+    async def test_chunkedOverLimit(self) -> None:
+        """A chunked body passing --max-size gets 413 and nothing is kept."""
+        source, _ = sharedFile(16 * MiB)
+        backend = await startService(
+            self, "backend", "--storage", str(self.storage), "--max-size", "1M"
+        )
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), "-H", "Transfer-Encoding: chunked",
+            "-w", "\n%{http_code}", f"{backend.url}/files/big.bin",
+        ))
+        self.assertTrue(output.endswith(b"\n413"), output)
+        self.assertIn(b'"too_large"', output)
+        self.assertTrue(await eventually(lambda: partials(self.storage) == [], 2))
+        self.assertFalse((self.storage / "big.bin").exists())
+
+    async def test_backendDown(self) -> None:
+        """A proxy whose backend is unreachable answers 502 backend_unavailable."""
+        backend = await startService(self, "backend", "--storage", str(self.storage))
+        proxy = await startService(self, "proxy", "--backend", backend.url)
+        backend.signal(15)
+        await backend.protocol.ended
+        await deferLater(0.1)
+        code, output = await run(self, "curl", curl(
+            "-T", "/etc/hostname", "-w", "\n%{http_code}", f"{proxy.url}/files/x",
+        ))
+        self.assertTrue(output.endswith(b"\n502"), output)
+        self.assertEqual(json.loads(output.rpartition(b"\n")[0])["error"], "backend_unavailable")
