@@ -8,7 +8,7 @@ import base64
 import hashlib
 import re
 
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProducer
 from zope.interface import implementer
 
 _SHA256_FIELD = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?(?=,|$)")
@@ -52,7 +52,7 @@ class HashingConsumer:
         self._sha256 = hashlib.sha256()
         self.size = 0
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._consumer.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:

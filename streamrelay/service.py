@@ -4,6 +4,8 @@ Listening on Twisted endpoint descriptions, saying where.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
@@ -45,10 +47,9 @@ class ListeningService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self._ports.append(port)
-        host = port.getHost()
-        kind = getattr(host, "type", "").lower() or "unix"
+        host: Any = port.getHost()
         where = (
-            f"{kind}:{host.host}:{host.port}"
+            f"{host.type.lower()}:{host.host}:{host.port}"
             if hasattr(host, "port")
             else f"unix:{getattr(host, 'name', host)}"
         )

@@ -16,11 +16,12 @@ range pinned in setup.cfg.
 from __future__ import annotations
 
 import io
+from typing import cast
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IConsumer, IDelayedCall
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -74,7 +75,7 @@ class RequestBody:
 
     def __init__(self, request: StreamingRequest, length: int | None) -> None:
         self._request = request
-        self.length: int = UNKNOWN_LENGTH if length is None else length
+        self.length: int = cast(int, UNKNOWN_LENGTH) if length is None else length
         self.received = 0
         self.ended = False
         self._consumer: IConsumer | None = None
@@ -285,7 +286,7 @@ class StreamingRequest(server.Request):
             return
         # Re-pause even when already paused: twisted.web may have resumed
         # the transport behind our back.
-        self.transport.pauseProducing()
+        cast(IPushProducer, self.transport).pauseProducing()
         if not self._clientPaused:
             self._clientPaused = True
             if not self._timeoutSuspended:
@@ -299,7 +300,7 @@ class StreamingRequest(server.Request):
         if self._timeoutSuspended:
             self._timeoutSuspended = False
             self.channel.setTimeout(self._suspendedTimeout)
-        self.transport.resumeProducing()
+        cast(IPushProducer, self.transport).resumeProducing()
 
     def _continueBody(self) -> None:
         if self._expectContinue:

@@ -21,13 +21,13 @@ from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 _log = Logger()
 
 
-def _apiError(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, ApiError)
     return writeError(request, error)
 
 
-def _notFound(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
     if request.path.startswith(FILES_PREFIX):
         # Routing normalises paths such as /files/..; the name is still bad.
         try:
@@ -37,7 +37,7 @@ def _notFound(instance: Any, request: IRequest, failure: Failure) -> bytes:
     return writeError(request, notFound())
 
 
-def _methodNotAllowed(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _methodNotAllowed(self: Any, request: IRequest, failure: Failure) -> bytes:
     exc = failure.value
     assert isinstance(exc, MethodNotAllowed)
     allowed = sorted(exc.valid_methods or [])
@@ -52,7 +52,7 @@ def _methodNotAllowed(instance: Any, request: IRequest, failure: Failure) -> byt
     )
 
 
-def _internal(instance: Any, request: IRequest, failure: Failure) -> bytes | None:
+def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
     if failure.check(CancelledError):
         # The client went away; there is nobody to answer.
         return None

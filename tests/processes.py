@@ -38,8 +38,9 @@ def deferLater(seconds: float) -> Deferred[None]:
 
 
 class _Output(ProcessProtocol):
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, service: bool) -> None:
         self.label = label
+        self.service = service
         self.output = b""
         self.listening: Deferred[int] = Deferred()
         self.ended: Deferred[int | None] = Deferred()
@@ -74,11 +75,11 @@ class _Output(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         code: int | None = 0
-        if reason.check(ProcessTerminated):
+        if isinstance(reason.value, ProcessTerminated):
             code = reason.value.exitCode
         elif not reason.check(ProcessDone):
             code = None
-        if not self.listening.called and self.listening.callbacks:
+        if self.service and not self.listening.called:
             self.listening.errback(
                 RuntimeError(f"{self.label} ended before listening:\n{self.output.decode()}")
             )
@@ -137,8 +138,9 @@ def spawn(
     argv: Sequence[str],
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    service: bool = False,
 ) -> Program:
-    protocol = _Output(label)
+    protocol = _Output(label, service)
     environment = dict(os.environ)
     environment.update(env or {})
     transport = reactor.spawnProcess(
@@ -166,7 +168,7 @@ async def startService(
         str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
         f"streamrelay-{kind}", "--listen", "tcp:0:interface=127.0.0.1", *args,
     ]
-    program = spawn(test, kind, argv, env=env)
+    program = spawn(test, kind, argv, env=env, service=True)
     timeout = reactor.callLater(30, program.protocol.listening.cancel)
     program.port = await program.protocol.listening
     if timeout.active():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -29,7 +29,8 @@ class ListConsumer:
         self.pauseEach = pauseEach
         self.failAfter = failAfter
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        assert IPushProducer.providedBy(producer)
         self.producer = producer
 
     def unregisterProducer(self) -> None:
@@ -137,6 +138,7 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(request.method, b"PUT")
         self.assertEqual(request.path, b"/f")
         self.assertEqual(resource.consumer.data, b"a" * 4)
+        assert request.content is not None
         self.assertEqual(request.content.read(), b"")
         conn.send(b"a" * 6)
         self.assertEqual(resource.consumer.data, b"a" * 10)

@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 
 class ResponsePump(Protocol):
@@ -24,7 +24,7 @@ class ResponsePump(Protocol):
 
     transport: IPushProducer  # type: ignore[assignment]
 
-    def __init__(self, request: IRequest) -> None:
+    def __init__(self, request: Request) -> None:
         self._request = request
         self._registered = False
         self.done: Deferred[None] = Deferred(self._cancel)

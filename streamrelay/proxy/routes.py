@@ -120,7 +120,7 @@ class ProxyRoutes:
             # The client parser keeps Content-Length to itself.
             request.setHeader(b"content-length", b"%d" % (response.length,))
         request.setHeader(b"x-request-id", rid.encode("ascii"))
-        pump = ResponsePump(request)
+        pump = ResponsePump(request)  # type: ignore[arg-type]
         response.deliverBody(pump)
         try:
             await pump.done
@@ -132,7 +132,7 @@ class ProxyRoutes:
             # response short so the client sees it is incomplete.
             self._logOutcome(rid, request, response.code, started, "backend_failed")
             self._log.info("backend failed mid-response: {why}", why=_describe(e))
-            request.transport.abortConnection()
+            request.transport.abortConnection()  # type: ignore[attr-defined]
             await Deferred()  # Klein cancels this once the connection is gone.
         self._logOutcome(rid, request, response.code, started, "ok")
         return None

@@ -57,7 +57,7 @@ def backendClient(reactor: object) -> HTTPClient:
     # not reused just as the backend closes it.
     pool.cachedConnectionTimeout = 30
     jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-    return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)
+    return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)  # type: ignore[arg-type]
 
 
 def makeService(options: Options) -> IService:

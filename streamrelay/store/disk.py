@@ -16,7 +16,7 @@ import secrets
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProducer, IPushProducer, IReactorTime
 from zope.interface import implementer
 
 from streamrelay.store.interfaces import FileInfo, IUpload, IUploadStore, StorageFull
@@ -52,8 +52,8 @@ class DiskUpload:
 
     # IConsumer
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._producer = producer
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._producer = producer if IPushProducer.providedBy(producer) else None
 
     def unregisterProducer(self) -> None:
         self._producer = None

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProducer
 from twisted.internet.task import Cooperator
 from twisted.web.client import FileBodyProducer
 from zope.interface import implementer
@@ -48,7 +48,7 @@ class _Counting:
         self._consumer = consumer
         self._progress = progress
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._consumer.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
@@ -98,7 +98,7 @@ async def sendFile(
     path: str,
     name: str,
     progress: Callable[[int], object],
-    headers: dict[bytes, list[bytes]] | None = None,
+    headers: dict[bytes | str, list[bytes | str]] | None = None,
 ) -> Stored:
     """
     Upload the file at C{path} as C{name}; succeed only if the server
