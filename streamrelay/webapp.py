@@ -13,6 +13,7 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from streamrelay.errors import ApiError, badName, notFound, writeError
@@ -77,6 +78,36 @@ def requestName(request: IRequest) -> str:
         return nameFromPath(request.path, FILES_PREFIX)
     except BadName as e:
         raise badName(str(e)) from None
+
+
+class JSONResource(Resource):
+    """
+    Wraps a Klein app's resource so that a request Klein cannot route at all
+    (a path or Host that is not UTF-8) still gets API.md's JSON error.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            b"/".join(request.postpath).decode("utf-8")  # type: ignore[attr-defined]
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            if request.path.startswith(FILES_PREFIX):
+                error = badName("The file name is not valid UTF-8.")
+            else:
+                error = ApiError(400, "bad_request", "The URL is not valid UTF-8.")
+            return writeError(request, error)
+        return self._inner.render(request)
+
+
+def appResource(app: Klein) -> IResource:
+    """The resource serving C{app}, with JSON errors all the way down."""
+    return JSONResource(app.resource())
 
 
 def installJSONErrors(app: Klein) -> None:

@@ -16,6 +16,7 @@ from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import ListeningService
 from streamrelay.store.disk import DiskStore
 from streamrelay.streaming import StreamingRequest
+from streamrelay.webapp import appResource
 
 _log = Logger()
 
@@ -58,7 +59,7 @@ def makeService(options: Options) -> IService:
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
     routes = BackendRoutes(store, maxSize=options["max-size"])
-    site = Site(routes.app.resource(), requestFactory=StreamingRequest)
+    site = Site(appResource(routes.app), requestFactory=StreamingRequest)
     site.timeOut = options["idle-timeout"] or None
     site.displayTracebacks = False
     _log.info("streamrelay-backend storing files in {root}", root=str(root.resolve()))

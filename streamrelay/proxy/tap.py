@@ -16,6 +16,7 @@ from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.routes import ProxyRoutes
 from streamrelay.service import ListeningService
 from streamrelay.streaming import StreamingRequest
+from streamrelay.webapp import appResource
 
 
 class Options(ServiceOptions):
@@ -66,7 +67,7 @@ def makeService(options: Options) -> IService:
     routes = ProxyRoutes(
         backendClient(reactor), options["backend"], maxSize=options["max-size"]
     )
-    site = Site(routes.app.resource(), requestFactory=StreamingRequest)
+    site = Site(appResource(routes.app), requestFactory=StreamingRequest)
     site.timeOut = options["idle-timeout"] or None
     site.displayTracebacks = False
     service = MultiService()

@@ -1,0 +1,245 @@
+"""
+The backend's routes over a real disk store, through in-memory HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamrelay.backend.routes import BackendRoutes
+from streamrelay.store.disk import DiskStore
+from streamrelay.webapp import appResource
+from tests.httpfakes import Connection, Response
+from tests.test_streaming import chunk, chunkedHead, put
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def contentDigest(data: bytes) -> bytes:
+    return b"Content-Digest: sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()) + b":"
+
+
+class BackendTestCase(SynchronousTestCase):
+    maxSize: int | None = None
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.store = DiskStore(self.root)
+        self.routes = BackendRoutes(self.store, maxSize=self.maxSize)
+
+    def connect(self) -> Connection:
+        return Connection(appResource(self.routes.app))
+
+    def request(self, data: bytes) -> Response:
+        conn = self.connect()
+        conn.send(data)
+        conn.turn()
+        responses = [r for r in conn.responses() if r.status >= 200]
+        self.assertEqual(len(responses), 1, conn.output())
+        return responses[0]
+
+    def assertError(self, response: Response, status: int, code: str) -> None:
+        self.assertEqual(response.status, status, response.body)
+        self.assertEqual(response.headers[b"content-type"], b"application/json")
+        answer = json.loads(response.body)
+        self.assertEqual(answer["error"], code)
+        self.assertIsInstance(answer["message"], str)
+
+    def assertNothingStored(self) -> None:
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial"])
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+
+class PutTests(BackendTestCase):
+    def test_created(self) -> None:
+        response = self.request(put(b"/files/hello.txt", b"hello"))
+        self.assertEqual(response.status, 201)
+        answer = json.loads(response.body)
+        self.assertEqual(
+            (answer["name"], answer["size"], answer["sha256"]),
+            ("hello.txt", 5, sha(b"hello")),
+        )
+        self.assertRegex(answer["modified"], r"Z$")
+        self.assertEqual(response.headers[b"location"], b"/files/hello.txt")
+        self.assertEqual(response.headers[b"etag"], b'"%s"' % sha(b"hello").encode())
+        self.assertEqual(
+            response.headers[b"repr-digest"],
+            b"sha-256=:" + base64.b64encode(hashlib.sha256(b"hello").digest()) + b":",
+        )
+        self.assertEqual((self.root / "hello.txt").read_bytes(), b"hello")
+
+    def test_replaced(self) -> None:
+        self.request(put(b"/files/a", b"one"))
+        response = self.request(put(b"/files/a", b"two"))
+        self.assertEqual(response.status, 200)
+        self.assertEqual((self.root / "a").read_bytes(), b"two")
+
+    def test_unicodeName(self) -> None:
+        response = self.request(put(b"/files/caf%C3%A9%20menu.txt", b"x"))
+        self.assertEqual(response.status, 201)
+        self.assertEqual(json.loads(response.body)["name"], "café menu.txt")
+        self.assertEqual(response.headers[b"location"], b"/files/caf%C3%A9%20menu.txt")
+        self.assertTrue((self.root / "café menu.txt").exists())
+
+    def test_chunked(self) -> None:
+        conn = self.connect()
+        conn.send(chunkedHead(b"/files/c") + chunk(b"abc"))
+        conn.turn()
+        conn.send(chunk(b"def") + b"0\r\n\r\n")
+        [response] = conn.responses()
+        self.assertEqual(json.loads(response.body)["size"], 6)
+        self.assertEqual((self.root / "c").read_bytes(), b"abcdef")
+
+    def test_emptyBody(self) -> None:
+        response = self.request(put(b"/files/empty", b""))
+        self.assertEqual(response.status, 201)
+        self.assertEqual(json.loads(response.body)["sha256"], sha(b""))
+        self.assertEqual((self.root / "empty").read_bytes(), b"")
+
+    def test_notVisibleUntilComplete(self) -> None:
+        conn = self.connect()
+        conn.send(put(b"/files/p", b"x" * 100)[:-50])
+        conn.turn()
+        self.assertFalse((self.root / "p").exists())
+        [partial] = (self.root / ".partial").iterdir()
+        self.assertEqual(partial.stat().st_size, 50)
+        conn.send(b"x" * 50)
+        self.assertEqual((self.root / "p").read_bytes(), b"x" * 100)
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+    def test_clientGoneLeavesNothing(self) -> None:
+        conn = self.connect()
+        conn.send(put(b"/files/p", b"x" * 100)[:-50])
+        conn.turn()
+        conn.channel.connectionLost(Failure(ConnectionDone()))
+        self.assertNothingStored()
+        # and the backend serves the next one
+        self.assertEqual(self.request(put(b"/files/q", b"x")).status, 201)
+
+    def test_requestIdEchoed(self) -> None:
+        response = self.request(put(b"/files/a", b"x", b"X-Request-Id: abc-123"))
+        self.assertEqual(response.headers[b"x-request-id"], b"abc-123")
+
+
+class BadNameTests(BackendTestCase):
+    names = [
+        b"..", b".", b".hidden", b".partial", b"a%2Fb", b"a%2fb", b"a%5Cb", b"a\\b",
+        b"a%00b", b"a%0Ab", b"a%7Fb", b"%C3%28", b"%2E%2E", b"x" * 256,
+        b"%C3%A9" * 128,
+    ]
+
+    def test_badNames(self) -> None:
+        for name in self.names:
+            response = self.request(put(b"/files/" + name, b"data"))
+            self.assertError(response, 400, "bad_name")
+        self.assertNothingStored()
+
+    def test_nestedPath(self) -> None:
+        self.assertError(self.request(put(b"/files/a/b", b"data")), 400, "bad_name")
+        self.assertNothingStored()
+
+    def test_longestName(self) -> None:
+        self.assertEqual(self.request(put(b"/files/" + b"x" * 255, b"d")).status, 201)
+
+
+class IntegrityTests(BackendTestCase):
+    def test_digestMatches(self) -> None:
+        response = self.request(put(b"/files/d", b"data", contentDigest(b"data")))
+        self.assertEqual(response.status, 201)
+
+    def test_digestMismatchKeepsOldVersion(self) -> None:
+        self.request(put(b"/files/d", b"old"))
+        response = self.request(put(b"/files/d", b"new", contentDigest(b"other")))
+        self.assertError(response, 400, "digest_mismatch")
+        self.assertEqual((self.root / "d").read_bytes(), b"old")
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+    def test_malformedDigest(self) -> None:
+        response = self.request(put(b"/files/d", b"data", b"Content-Digest: sha-256=:nope:"))
+        self.assertError(response, 400, "bad_request")
+        self.assertNothingStored()
+
+    def test_ifNoneMatchStar(self) -> None:
+        self.assertEqual(self.request(put(b"/files/n", b"1", b"If-None-Match: *")).status, 201)
+        response = self.request(put(b"/files/n", b"2", b"If-None-Match: *"))
+        self.assertError(response, 412, "exists")
+        self.assertEqual((self.root / "n").read_bytes(), b"1")
+
+
+class LimitTests(BackendTestCase):
+    maxSize = 10
+
+    def test_contentLengthOverLimit(self) -> None:
+        conn = self.connect()
+        conn.send(put(b"/files/big", b"x" * 11)[:-11])
+        conn.turn()
+        [response] = conn.responses()
+        self.assertError(response, 413, "too_large")
+        self.assertNothingStored()
+
+    def test_chunkedOverLimit(self) -> None:
+        conn = self.connect()
+        conn.send(chunkedHead(b"/files/big") + chunk(b"x" * 6))
+        conn.turn()
+        conn.send(chunk(b"x" * 6))
+        [response] = conn.responses()
+        self.assertError(response, 413, "too_large")
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.assertNothingStored()
+
+    def test_atLimit(self) -> None:
+        self.assertEqual(self.request(put(b"/files/ok", b"x" * 10)).status, 201)
+
+
+class DiskFullTests(BackendTestCase):
+    def test_enospc(self) -> None:
+        """A full disk answers 507 and leaves nothing behind."""
+        original = os.write
+        written = []
+
+        def full(fd: int, data: bytes) -> int:
+            if written:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(data)
+            return original(fd, data)
+
+        self.patch(os, "write", full)
+        conn = self.connect()
+        conn.send(put(b"/files/f", b"x" * 30)[:-20])
+        conn.turn()
+        conn.send(b"x" * 10)
+        [response] = conn.responses()
+        self.assertError(response, 507, "insufficient_storage")
+        self.assertNothingStored()
+
+
+class OtherRouteTests(BackendTestCase):
+    def test_notFound(self) -> None:
+        self.assertError(self.request(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), 404, "not_found")
+
+    def test_methodNotAllowed(self) -> None:
+        response = self.request(b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertError(response, 405, "method_not_allowed")
+        self.assertEqual(response.headers[b"allow"], b"GET, HEAD")
+
+    def test_healthz(self) -> None:
+        response = self.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((response.status, json.loads(response.body)), (200, {"status": "ok"}))
+
+    def test_readyz(self) -> None:
+        response = self.request(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(response.status, 200)
+        self.patch(self.store, "writable", lambda: False)
+        response = self.request(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(response.status, 503)

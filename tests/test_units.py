@@ -1,0 +1,207 @@
+"""
+Unit tests of the small shared pieces: names, headers, digests, options, disk store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.internet.task import Clock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from zope.interface.verify import verifyObject
+
+from streamrelay.backend.tap import Options as BackendOptions
+from streamrelay.digests import parseSHA256Digest, reprDigest
+from streamrelay.names import BadName, nameFromPath, validateName
+from streamrelay.options import parseSize
+from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
+from streamrelay.proxy.tap import Options as ProxyOptions
+from streamrelay.store import IUpload, IUploadStore
+from streamrelay.store.disk import SHA256_XATTR, DiskStore
+
+
+class NameTests(SynchronousTestCase):
+    def test_good(self) -> None:
+        for name in ["a", "file.tar.gz", "café", "x" * 255, "a b", "-rf", "日本語"]:
+            self.assertEqual(validateName(name), name)
+
+    def test_bad(self) -> None:
+        for name in ["", ".", "..", ".x", "a/b", "a\\b", "a\x00b", "a\nb", "a\x7fb",
+                     "a\x85b", "x" * 256, "é" * 128, "\ud800"]:
+            self.assertRaises(BadName, validateName, name)
+
+    def test_fromPath(self) -> None:
+        self.assertEqual(nameFromPath(b"/files/a%20b", b"/files/"), "a b")
+        for path in [b"/files/a%2Fb", b"/files/a/b", b"/files/%FF", b"/other/x"]:
+            self.assertRaises(BadName, nameFromPath, path, b"/files/")
+
+
+class HeaderTests(SynchronousTestCase):
+    def test_upstreamDropsHopByHop(self) -> None:
+        headers = Headers({
+            b"Connection": [b"close, X-Secret"], b"X-Secret": [b"1"], b"Keep-Alive": [b"5"],
+            b"TE": [b"trailers"], b"Transfer-Encoding": [b"chunked"], b"Upgrade": [b"h2c"],
+            b"Proxy-Authorization": [b"x"], b"Host": [b"h"], b"Content-Length": [b"5"],
+            b"Expect": [b"100-continue"], b"Content-Type": [b"text/plain"],
+            b"X-Forwarded-For": [b"10.0.0.1"], b"Authorization": [b"Bearer t"],
+        })
+        result = upstreamHeaders(headers, "127.0.0.1", "rid")
+        names = {name.lower() for name, _ in result.getAllRawHeaders()}
+        self.assertEqual(
+            names,
+            {b"content-type", b"x-forwarded-for", b"x-request-id", b"authorization"},
+        )
+        self.assertEqual(result.getRawHeaders(b"x-forwarded-for"), [b"10.0.0.1, 127.0.0.1"])
+        self.assertEqual(result.getRawHeaders(b"x-request-id"), [b"rid"])
+
+    def test_downstream(self) -> None:
+        headers = Headers({
+            b"Content-Encoding": [b""], b"ETag": [b'"x"'], b"Connection": [b"close"],
+            b"Server": [b"TwistedWeb"], b"Location": [b"/files/a"],
+        })
+        result = downstreamHeaders(headers)
+        names = {name.lower() for name, _ in result.getAllRawHeaders()}
+        self.assertEqual(names, {b"etag", b"location"})
+
+
+class DigestTests(SynchronousTestCase):
+    def test_roundTrip(self) -> None:
+        sha = "ab" * 32
+        value = reprDigest(sha).decode()
+        self.assertEqual(parseSHA256Digest(value), sha)
+        self.assertEqual(parseSHA256Digest("md5=:AAAA:, " + value), sha)
+        self.assertIsNone(parseSHA256Digest("sha-512=:AAAA:"))
+        self.assertRaises(ValueError, parseSHA256Digest, "sha-256=:AAAA:")
+
+
+class OptionTests(SynchronousTestCase):
+    def test_sizes(self) -> None:
+        self.assertEqual(parseSize("1024"), 1024)
+        self.assertEqual(parseSize("1M"), 1 << 20)
+        self.assertEqual(parseSize("2GiB"), 2 << 30)
+        self.assertRaises(usage.UsageError, parseSize, "-1")
+        self.assertRaises(usage.UsageError, parseSize, "lots")
+
+    def test_environmentAndFlags(self) -> None:
+        options = BackendOptions()
+        options.environ = {
+            "STREAMRELAY_STORAGE": "/data", "STREAMRELAY_MAX_SIZE": "1G",
+            "STREAMRELAY_LISTEN": "tcp:1 tcp:2",
+        }
+        options.parseOptions(["--max-size", "5"])
+        self.assertEqual(options["storage"], "/data")
+        self.assertEqual(options["max-size"], 5)
+        self.assertEqual(options["listen"], ["tcp:1", "tcp:2"])
+
+    def test_listenRepeatable(self) -> None:
+        options = ProxyOptions()
+        options.environ = {}
+        options.parseOptions(["--listen", "tcp:1", "--listen", "unix:/x"])
+        self.assertEqual(options["listen"], ["tcp:1", "unix:/x"])
+        self.assertEqual(options["backend"], "http://127.0.0.1:8081")
+
+    def test_badBackend(self) -> None:
+        options = ProxyOptions()
+        options.environ = {}
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--backend", "ftp://x"])
+
+
+class DiskStoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.store = DiskStore(self.root)
+
+    def test_interfaces(self) -> None:
+        verifyObject(IUploadStore, self.store)
+        upload = self.store.begin("a")
+        verifyObject(IUpload, upload)
+        upload.abort()
+
+    def test_commit(self) -> None:
+        upload = self.store.begin("a")
+        upload.write(b"hello")
+        self.assertFalse((self.root / "a").exists())
+        results: list[object] = []
+        upload.commit("ff" * 32).addCallback(results.append)
+        [(info, replaced)] = results  # type: ignore[misc]
+        self.assertEqual((info.name, info.size, replaced), ("a", 5, False))
+        self.assertEqual((self.root / "a").read_bytes(), b"hello")
+        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        stat = self.store.stat("a")
+        assert stat is not None
+        self.assertEqual(stat.size, 5)
+
+    def test_shaWithoutXattr(self) -> None:
+        """Where no extended attribute was kept, the digest is computed."""
+        (self.root / "plain").write_bytes(b"hello")
+        stat = self.store.stat("plain")
+        assert stat is not None
+        self.assertEqual(
+            stat.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        )
+
+    def test_abort(self) -> None:
+        upload = self.store.begin("a")
+        upload.write(b"x")
+        upload.abort()
+        self.assertEqual(list(self.root.iterdir()), [self.store.partialDir])
+        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+
+    def test_sweep(self) -> None:
+        (self.store.partialDir / "left-over").write_bytes(b"x")
+        self.assertEqual(DiskStore(self.root).sweep(), 1)
+        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+
+    def test_missing(self) -> None:
+        self.assertIsNone(self.store.stat("nope"))
+
+    def test_throttle(self) -> None:
+        """With a write rate, the producer is paused until the bytes are due."""
+        clock = Clock()
+        store = DiskStore(self.root, clock=clock, writeRate=100)
+        upload = store.begin("slow")
+        events: list[str] = []
+
+        class Producer:
+            def pauseProducing(self) -> None:
+                events.append("pause")
+
+            def resumeProducing(self) -> None:
+                events.append("resume")
+
+            def stopProducing(self) -> None:
+                pass
+
+        from twisted.internet.interfaces import IPushProducer
+        from zope.interface import directlyProvides
+
+        producer = Producer()
+        directlyProvides(producer, IPushProducer)
+        upload.registerProducer(producer, True)  # type: ignore[arg-type]
+        upload.write(b"x" * 50)
+        self.assertEqual(events, ["pause"])
+        clock.advance(0.49)
+        self.assertEqual(events, ["pause"])
+        clock.advance(0.02)
+        self.assertEqual(events, ["pause", "resume"])
+        upload.abort()
+
+
+class XattrTests(SynchronousTestCase):
+    def test_digestKeptWithFile(self) -> None:
+        root = Path(self.mktemp())
+        store = DiskStore(root)
+        upload = store.begin("a")
+        upload.write(b"x")
+        upload.commit("ab" * 32)
+        try:
+            value = os.getxattr(root / "a", SHA256_XATTR)
+        except OSError:
+            raise self.skipTest("this file system keeps no user extended attributes") from None
+        self.assertEqual(value, b"ab" * 32)
+        stat = store.stat("a")
+        assert stat is not None
+        self.assertEqual(stat.sha256, "ab" * 32)
