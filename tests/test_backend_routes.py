@@ -206,7 +206,7 @@ class DiskFullTests(BackendTestCase):
     def test_enospc(self) -> None:
         """A full disk answers 507 and leaves nothing behind."""
         original = os.write
-        written = []
+        written: list[bytes] = []
 
         def full(fd: int, data: bytes) -> int:
             if written:

@@ -19,7 +19,7 @@ from streamrelay.names import BadName, nameFromPath, validateName
 from streamrelay.options import parseSize
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.tap import Options as ProxyOptions
-from streamrelay.store import IUpload, IUploadStore
+from streamrelay.store import FileInfo, IUpload, IUploadStore
 from streamrelay.store.disk import SHA256_XATTR, DiskStore
 
 
@@ -124,9 +124,9 @@ class DiskStoreTests(SynchronousTestCase):
         upload = self.store.begin("a")
         upload.write(b"hello")
         self.assertFalse((self.root / "a").exists())
-        results: list[object] = []
+        results: list[tuple[FileInfo, bool]] = []
         upload.commit("ff" * 32).addCallback(results.append)
-        [(info, replaced)] = results  # type: ignore[misc]
+        [(info, replaced)] = results
         self.assertEqual((info.name, info.size, replaced), ("a", 5, False))
         self.assertEqual((self.root / "a").read_bytes(), b"hello")
         self.assertEqual(list(self.store.partialDir.iterdir()), [])
