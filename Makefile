@@ -29,7 +29,7 @@ run: install
 	$(BIN)/twistd -n --pidfile= --logfile=- streamrelay-proxy --listen $(PROXY_LISTEN) --backend http://$$(echo $(BACKEND_LISTEN) | sed -E 's/^tcp:([0-9]+):interface=(.*)$$/\2:\1/')
 
 lint: install
-	$(BIN)/ruff check streamrelay tests bench twisted
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint
