@@ -130,14 +130,14 @@ class DiskStoreTests(SynchronousTestCase):
         self.assertEqual((info.name, info.size, replaced), ("a", 5, False))
         self.assertEqual((self.root / "a").read_bytes(), b"hello")
         self.assertEqual(list(self.store.partialDir.iterdir()), [])
-        stat = self.store.stat("a")
+        stat = self.successResultOf(self.store.stat("a"))
         assert stat is not None
         self.assertEqual(stat.size, 5)
 
     def test_shaWithoutXattr(self) -> None:
         """Where no extended attribute was kept, the digest is computed."""
         (self.root / "plain").write_bytes(b"hello")
-        stat = self.store.stat("plain")
+        stat = self.successResultOf(self.store.stat("plain"))
         assert stat is not None
         self.assertEqual(
             stat.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
@@ -156,7 +156,7 @@ class DiskStoreTests(SynchronousTestCase):
         self.assertEqual(list(self.store.partialDir.iterdir()), [])
 
     def test_missing(self) -> None:
-        self.assertIsNone(self.store.stat("nope"))
+        self.assertIsNone(self.successResultOf(self.store.stat("nope")))
 
     def test_throttle(self) -> None:
         """With a write rate, the producer is paused until the bytes are due."""
@@ -202,6 +202,6 @@ class XattrTests(SynchronousTestCase):
         except OSError:
             raise self.skipTest("this file system keeps no user extended attributes") from None
         self.assertEqual(value, b"ab" * 32)
-        stat = store.stat("a")
+        stat = self.successResultOf(store.stat("a"))
         assert stat is not None
         self.assertEqual(stat.sha256, "ab" * 32)

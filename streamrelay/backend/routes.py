@@ -1,10 +1,13 @@
 """
-The backend's HTTP routes: receive bodies into a store.
+The backend's HTTP routes: the file API over a store.
 """
 
 from __future__ import annotations
 
+import email.utils
+import mimetypes
 import time
+from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
@@ -12,17 +15,39 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from streamrelay.backend.multipart import FormUpload, boundaryOf
+from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.digests import HashingConsumer, parseSHA256Digest, reprDigest
-from streamrelay.errors import ApiError, tooLarge, writeJSON
-from streamrelay.store import IUploadStore, StorageFull
+from streamrelay.errors import ApiError, notFound, tooLarge, writeError, writeJSON
+from streamrelay.names import BadName, validateName
+from streamrelay.store import FileInfo, IUploadStore, StorageFull
 from streamrelay.streaming import BodyIncomplete, RequestBody
 from streamrelay.webapp import installJSONErrors, requestId, requestName
+
+#: Listing pages: the default and the largest C{?limit=}.
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10000
 
 
 class _TooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
         self.limit = limit
+
+
+def fileHeaders(request: IRequest, info: FileInfo) -> None:
+    """The headers that describe a stored file, on any answer about it."""
+    request.setHeader(b"etag", etag(info))
+    request.setHeader(b"repr-digest", reprDigest(info.sha256))
+    request.setHeader(b"location", location(info.name))
+
+
+def etag(info: FileInfo) -> bytes:
+    return b'"' + info.sha256.encode("ascii") + b'"'
+
+
+def location(name: str) -> bytes:
+    return b"/files/" + quote(name, safe="").encode("ascii")
 
 
 class BackendRoutes:
@@ -55,19 +80,24 @@ class BackendRoutes:
             {"error": "not_ready", "message": "The storage folder is not writable."},
         )
 
+    # Uploads
+
+    def _checkLength(self, body: RequestBody | None) -> None:
+        declared = body.declaredLength if body is not None else 0
+        if self.maxSize is not None and declared is not None and declared > self.maxSize:
+            raise tooLarge(self.maxSize)
+
     @app.route("/files/<path:_name>", methods=["PUT"])
     async def putFile(self, request: IRequest, _name: str) -> bytes:
         started = time.monotonic()
         rid = requestId(request)
-        request.setHeader(b"x-request-id", rid.encode("ascii", "replace"))
+        request.setHeader(b"x-request-id", rid.encode("ascii"))
         name = requestName(request)
         body: RequestBody | None = getattr(request, "body", None)
-        declared = body.declaredLength if body is not None else 0
-        if self.maxSize is not None and declared is not None and declared > self.maxSize:
-            raise tooLarge(self.maxSize)
+        self._checkLength(body)
         expected = _expectedDigest(request)
         onlyIfNew = _onlyIfNew(request)
-        if onlyIfNew and self.store.stat(name) is not None:
+        if onlyIfNew and await self.store.stat(name) is not None:
             raise _exists(name)
         try:
             upload = self.store.begin(name)
@@ -86,26 +116,175 @@ class BackendRoutes:
                     "digest_mismatch",
                     "The body does not match its Content-Digest; nothing was stored.",
                 )
-            if onlyIfNew and self.store.stat(name) is not None:
+            if onlyIfNew and await self.store.stat(name) is not None:
                 raise _exists(name)
             info, replaced = await upload.commit(sha256)
         except BaseException as e:
             upload.abort()
-            self._log.info(
-                "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
-                rid=rid, name=name, size=sink.size, reason=_reason(e),
-            )
+            self._logFailure(rid, request, name, sink.size, e)
             raise _apiErrorFor(e) from None
+        self._logStored(rid, info, started)
+        fileHeaders(request, info)
+        return writeJSON(request, 200 if replaced else 201, info.asJSON())
+
+    @app.route("/files", methods=["POST"])
+    async def postForm(self, request: IRequest) -> bytes:
+        started = time.monotonic()
+        rid = requestId(request)
+        request.setHeader(b"x-request-id", rid.encode("ascii"))
+        body: RequestBody | None = getattr(request, "body", None)
+        self._checkLength(body)
+        boundary = boundaryOf(request.getHeader(b"content-type"))
+        form = FormUpload(self.store, boundary, self.maxSize, _TooLarge)
+        try:
+            if body is not None:
+                form.registerProducer(body, True)
+                await body.startProducing(form)
+            stored = await form.commit()
+        except BaseException as e:
+            form.abort()
+            self._logFailure(rid, request, "(form)", form.size, e)
+            raise _apiErrorFor(e) from None
+        for info in stored:
+            self._logStored(rid, info, started)
+        if len(stored) == 1:
+            request.setHeader(b"location", location(stored[0].name))
+        return writeJSON(request, 201, {"files": [info.asJSON() for info in stored]})
+
+    # Reading
+
+    @app.route("/files", methods=["GET", "HEAD"])
+    async def listFiles(self, request: IRequest) -> bytes:
+        limit = _intArg(request, b"limit", DEFAULT_PAGE)
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, "bad_request", f"limit is between 1 and {MAX_PAGE}.")
+        after = _strArg(request, b"after")
+        if after is not None and after != "":
+            try:
+                validateName(after)
+            except BadName as e:
+                raise ApiError(400, "bad_request", f"after: {e}") from None
+        files, more = await self.store.list(after or None, limit)
+        answer: dict[str, Any] = {"files": [info.asJSON() for info in files]}
+        if more and files:
+            answer["next"] = files[-1].name
+        return writeJSON(request, 200, answer)
+
+    @app.route("/files/<path:_name>", methods=["GET", "HEAD"])
+    async def getFile(self, request: IRequest, _name: str) -> bytes | None:
+        name = requestName(request)
+        stored = await self.store.open(name)
+        if stored is None:
+            raise notFound(f"No file is called {name!r}.")
+        try:
+            return await self._send(request, stored)
+        finally:
+            stored.close()
+
+    async def _send(self, request: IRequest, stored: Any) -> bytes | None:
+        info: FileInfo = stored.info
+        request.setHeader(b"etag", etag(info))
+        request.setHeader(b"repr-digest", reprDigest(info.sha256))
+        request.setHeader(b"accept-ranges", b"bytes")
+        modified = email.utils.formatdate(info.modified, usegmt=True)
+        request.setHeader(b"last-modified", modified.encode("ascii"))
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if _matches(request.getHeader(b"if-none-match"), etag(info)):
+            request.setResponseCode(304)
+            return b""
+        rangeHeader = request.getHeader(b"range")
+        ifRange = request.getHeader(b"if-range")
+        if ifRange is not None and ifRange.strip() != etag(info):
+            rangeHeader = None
+        try:
+            byteRange = parseRange(
+                rangeHeader.decode("latin-1") if rangeHeader is not None else None, info.size
+            )
+        except Unsatisfiable as e:
+            request.setHeader(b"content-range", b"bytes */%d" % (info.size,))
+            return writeError(request, ApiError(416, "range_not_satisfiable", str(e)))
+        request.setHeader(b"content-type", _contentType(info.name))
+        request.setHeader(b"content-disposition", _disposition(info.name))
+        start, end = byteRange if byteRange is not None else (0, info.size)
+        if byteRange is not None:
+            request.setResponseCode(206)
+            request.setHeader(
+                b"content-range", b"bytes %d-%d/%d" % (start, end - 1, info.size)
+            )
+        request.setHeader(b"content-length", b"%d" % (end - start,))
+        if request.method == b"HEAD" or start == end:
+            return b""
+        await stored.stream(start, end, request)
+        return None
+
+    @app.route("/files/<path:_name>", methods=["DELETE"])
+    async def deleteFile(self, request: IRequest, _name: str) -> bytes:
+        name = requestName(request)
+        if not await self.store.delete(name):
+            raise notFound(f"No file is called {name!r}.")
+        self._log.info("deleted name={name!r}", name=name)
+        request.setResponseCode(204)
+        return b""
+
+    # Logs
+
+    def _logStored(self, rid: str, info: FileInfo, started: float) -> None:
         self._log.info(
             "upload stored request_id={rid} name={name!r} size={size} "
             "sha256={sha256} seconds={seconds:.3f}",
-            rid=rid, name=name, size=info.size, sha256=sha256,
+            rid=rid, name=info.name, size=info.size, sha256=info.sha256,
             seconds=time.monotonic() - started,
         )
-        request.setHeader(b"location", b"/files/" + quote(name, safe="").encode("ascii"))
-        request.setHeader(b"etag", b'"' + sha256.encode("ascii") + b'"')
-        request.setHeader(b"repr-digest", reprDigest(sha256))
-        return writeJSON(request, 200 if replaced else 201, info.asJSON())
+
+    def _logFailure(
+        self, rid: str, request: IRequest, name: str, size: int, error: BaseException
+    ) -> None:
+        self._log.info(
+            "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
+            rid=rid, name=name, size=size, reason=_reason(error),
+        )
+
+
+def _contentType(name: str) -> bytes:
+    guessed, encoding = mimetypes.guess_type(name, strict=False)
+    if guessed is None or encoding is not None:
+        return b"application/octet-stream"
+    return guessed.encode("ascii")
+
+
+def _disposition(name: str) -> bytes:
+    fallback = name.encode("ascii", "replace").replace(b'"', b"_").replace(b"\\", b"_")
+    return (
+        b'attachment; filename="' + fallback + b"\"; filename*=UTF-8''"
+        + quote(name, safe="").encode("ascii")
+    )
+
+
+def _matches(ifNoneMatch: bytes | None, current: bytes) -> bool:
+    if ifNoneMatch is None:
+        return False
+    tags = [t.strip().removeprefix(b"W/") for t in ifNoneMatch.split(b",")]
+    return b"*" in tags or current in tags
+
+
+def _intArg(request: IRequest, key: bytes, default: int) -> int:
+    values = request.args.get(key)  # type: ignore[attr-defined]
+    if not values:
+        return default
+    try:
+        return int(values[0])
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{key.decode()} takes a whole number.") from None
+
+
+def _strArg(request: IRequest, key: bytes) -> str | None:
+    values = request.args.get(key)  # type: ignore[attr-defined]
+    if not values:
+        return None
+    try:
+        return str(values[0].decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_request", f"{key.decode()} is not UTF-8.") from None
 
 
 def _expectedDigest(request: IRequest) -> str | None:
@@ -150,5 +329,3 @@ def _apiErrorFor(error: BaseException) -> BaseException:
     if isinstance(error, BodyIncomplete):
         return ApiError(400, "length_mismatch", f"The body ended early: {error}.")
     return error
-
-

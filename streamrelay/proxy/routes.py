@@ -73,13 +73,30 @@ class ProxyRoutes:
             request, 503, {"error": "not_ready", "message": "The backend is not reachable."}
         )
 
-    @app.route("/files/<path:_name>", methods=["PUT"])
-    async def putFile(self, request: IRequest, _name: str) -> bytes | None:
-        requestName(request)
+    def _checkLength(self, request: IRequest) -> None:
         body: RequestBody | None = getattr(request, "body", None)
         declared = body.declaredLength if body is not None else 0
         if self.maxSize is not None and declared is not None and declared > self.maxSize:
             raise tooLarge(self.maxSize)
+
+    @app.route("/files/<path:_name>", methods=["PUT"])
+    async def putFile(self, request: IRequest, _name: str) -> bytes | None:
+        requestName(request)
+        self._checkLength(request)
+        return await self.forward(request)
+
+    @app.route("/files", methods=["POST"])
+    async def postForm(self, request: IRequest) -> bytes | None:
+        self._checkLength(request)
+        return await self.forward(request)
+
+    @app.route("/files", methods=["GET", "HEAD"])
+    async def listFiles(self, request: IRequest) -> bytes | None:
+        return await self.forward(request)
+
+    @app.route("/files/<path:_name>", methods=["GET", "HEAD", "DELETE"])
+    async def fileRequest(self, request: IRequest, _name: str) -> bytes | None:
+        requestName(request)
         return await self.forward(request)
 
     async def forward(self, request: IRequest) -> bytes | None:

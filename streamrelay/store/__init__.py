@@ -4,9 +4,10 @@ Where uploads are kept: the store seam and its implementations.
 
 from streamrelay.store.interfaces import (
     FileInfo,
+    IStoredFile,
     IUpload,
     IUploadStore,
     StorageFull,
 )
 
-__all__ = ["FileInfo", "IUpload", "IUploadStore", "StorageFull"]
+__all__ = ["FileInfo", "IStoredFile", "IUpload", "IUploadStore", "StorageFull"]

@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IProducer, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IProducer,
+    IPushProducer,
+    IReactorTime,
+)
 from zope.interface import implementer
 
-from streamrelay.store.interfaces import FileInfo, IUpload, IUploadStore, StorageFull
+from streamrelay.store.interfaces import (
+    FileInfo,
+    IStoredFile,
+    IUpload,
+    IUploadStore,
+    StorageFull,
+)
 
 PARTIAL_DIR = ".partial"
 #: Every this many bytes, the kernel is asked to start writing the upload
@@ -163,16 +177,113 @@ def _setSHA256(fd: int, sha256: str) -> None:
         pass
 
 
-def _getSHA256(path: Path) -> str:
+def _getSHA256(fd: int) -> str:
+    """
+    The SHA-256 kept with an open file; computed (and then kept) for a file
+    placed in the folder by other means.
+    """
     try:
-        return os.getxattr(path, SHA256_XATTR).decode("ascii")
+        return os.getxattr(fd, SHA256_XATTR).decode("ascii")
     except OSError:
         pass
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    sha256 = digest.hexdigest()
+    _setSHA256(fd, sha256)
+    return sha256
+
+
+def _info(name: str, fd: int) -> FileInfo:
+    st = os.fstat(fd)
+    return FileInfo(name, st.st_size, _getSHA256(fd), st.st_mtime)
+
+
+@implementer(IPushProducer)
+class _FileStreamer:
+    """
+    Writes a byte range of an open file to a consumer, one C{CHUNK} per
+    reactor turn while the consumer does not pause it.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(
+        self, clock: IReactorTime, fd: int, start: int, end: int, consumer: IConsumer
+    ) -> None:
+        self._clock = clock
+        self._fd = fd
+        self._offset = start
+        self._end = end
+        self._consumer = consumer
+        self._paused = False
+        self._call: IDelayedCall | None = None
+        self.done: Deferred[None] = Deferred(lambda d: self.stopProducing())
+
+    def start(self) -> Deferred[None]:
+        self._consumer.registerProducer(self, True)
+        self._schedule()
+        return self.done
+
+    def _schedule(self) -> None:
+        if self._call is None and not self._paused and not self.done.called:
+            self._call = self._clock.callLater(0, self._produce)
+
+    def _produce(self) -> None:
+        self._call = None
+        if self._paused or self.done.called:
+            return
+        if self._offset >= self._end:
+            self._consumer.unregisterProducer()
+            self.done.callback(None)
+            return
+        try:
+            data = os.pread(self._fd, min(self.CHUNK, self._end - self._offset), self._offset)
+        except OSError as e:
+            self._consumer.unregisterProducer()
+            self.done.errback(e)
+            return
+        if not data:
+            self._consumer.unregisterProducer()
+            self.done.errback(OSError(errno.EIO, "the file is shorter than it was"))
+            return
+        self._offset += len(data)
+        self._consumer.write(data)
+        self._schedule()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+@implementer(IStoredFile)
+class DiskFile:
+    """A stored file open for reading."""
+
+    def __init__(self, clock: IReactorTime, name: str, fd: int) -> None:
+        self._clock = clock
+        self._fd: int | None = fd
+        self.info = _info(name, fd)
+
+    def stream(self, start: int, end: int, consumer: IConsumer) -> Deferred[None]:
+        assert self._fd is not None
+        return _FileStreamer(self._clock, self._fd, start, end, consumer).start()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 @implementer(IUploadStore)
@@ -202,15 +313,76 @@ class DiskStore:
         except OSError as e:
             raise _storageError(e) from e
 
-    def stat(self, name: str) -> FileInfo | None:
-        path = self.root / name
+    def _openFile(self, name: str) -> int | None:
         try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
+            fd = os.open(self.root / name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        if not path.is_file():
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
             return None
-        return FileInfo(name, st.st_size, _getSHA256(path), st.st_mtime)
+        return fd
+
+    def stat(self, name: str) -> Deferred[FileInfo | None]:
+        fd = self._openFile(name)
+        if fd is None:
+            return succeed(None)
+        try:
+            return succeed(_info(name, fd))
+        finally:
+            os.close(fd)
+
+    def open(self, name: str) -> Deferred[IStoredFile | None]:
+        fd = self._openFile(name)
+        if fd is None:
+            return succeed(None)
+        try:
+            return succeed(DiskFile(self._clock(), name, fd))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def list(self, after: str | None, limit: int) -> Deferred[tuple[list[FileInfo], bool]]:
+        names = [
+            entry.name
+            for entry in os.scandir(self.root)
+            if not entry.name.startswith(".")
+            and (after is None or entry.name > after)
+            and entry.is_file(follow_symlinks=False)
+        ]
+        page = heapq.nsmallest(limit + 1, names)
+        files = []
+        for name in page[:limit]:
+            fd = self._openFile(name)
+            if fd is None:
+                continue  # removed meanwhile
+            try:
+                files.append(_info(name, fd))
+            finally:
+                os.close(fd)
+        return succeed((files, len(page) > limit))
+
+    def delete(self, name: str) -> Deferred[bool]:
+        path = self.root / name
+        if not path.is_file() or path.is_symlink():
+            return succeed(False)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return succeed(False)
+        self.syncFolder()
+        return succeed(True)
+
+    def _clock(self) -> IReactorTime:
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            return reactor  # type: ignore[return-value]
+        return self.clock
 
     def sweep(self) -> int:
         count = 0

@@ -69,14 +69,45 @@ class IUpload(IConsumer):
         """Throw away what was written; nothing stays behind."""
 
 
+class IStoredFile(Interface):
+    """
+    A stored file opened for reading: its info and bytes stay those of the
+    version opened, even if a new version replaces it meanwhile.
+    """
+
+    info: FileInfo = Attribute("The version opened.")
+
+    def stream(start: int, end: int, consumer: IConsumer) -> Deferred[None]:
+        """
+        Write bytes C{start} to C{end} (exclusive) to C{consumer}, as a push
+        producer registered with it; fires when all were written.
+        Cancelling stops it.
+        """
+
+    def close() -> None:
+        """Release the file."""
+
+
 class IUploadStore(Interface):
     """Named files, each written whole or not at all."""
 
     def begin(name: str) -> IUpload:
         """Start receiving a new version of C{name}; nothing is visible yet."""
 
-    def stat(name: str) -> FileInfo | None:
+    def stat(name: str) -> Deferred[FileInfo | None]:
         """The stored file called C{name}, or L{None}."""
+
+    def open(name: str) -> Deferred[IStoredFile | None]:
+        """The stored file called C{name} opened for reading, or L{None}."""
+
+    def list(after: str | None, limit: int) -> Deferred[tuple[list[FileInfo], bool]]:
+        """
+        Up to C{limit} files whose names sort after C{after} (by code point),
+        in that order, and whether more follow.
+        """
+
+    def delete(name: str) -> Deferred[bool]:
+        """Remove C{name}; whether it existed."""
 
     def sweep() -> int:
         """Remove what interrupted uploads left behind; return how many."""
