@@ -16,7 +16,7 @@ range pinned in setup.cfg.
 from __future__ import annotations
 
 import io
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
@@ -307,6 +307,15 @@ class StreamingRequest(server.Request):
             self._expectContinue = False
             if self.body is not None and not self.body.ended and not self._disconnected:
                 self.channel._send100Continue()
+
+    # Response bodies
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        super().registerProducer(producer, streaming)
+        if streaming and getattr(self.channel, "_waitingForTransport", False):
+            # twisted.web does not pause a producer registered while the
+            # client is not reading: it would fill memory until it does.
+            producer.pauseProducing()
 
     # Responses that finish before the body ends
 

@@ -51,6 +51,18 @@ class Connection:
         """Run what was scheduled for the next reactor turn."""
         self.clock.advance(0)
 
+    def clientStopsReading(self) -> None:
+        """What the transport does when its write buffer is full."""
+        producer = self.transport.producer
+        assert producer is not None
+        producer.pauseProducing()
+
+    def clientReads(self) -> None:
+        """What the transport does once its write buffer drained."""
+        producer = self.transport.producer
+        assert producer is not None
+        producer.resumeProducing()
+
     @property
     def paused(self) -> bool:
         return self.transport.producerState == "paused"
