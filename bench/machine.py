@@ -1,0 +1,229 @@
+"""
+The machine a benchmark ran on, and its own limits measured in the same run:
+one loopback TCP stream, disk writes with fsync, SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clients import CURL
+
+MiB = 1 << 20
+_SINK = Path(__file__).with_name("sink.py")
+_SINK_LISTENING = re.compile(rb"sink listening on 127\.0\.0\.1:(\d+)")
+
+
+def _firstMatch(path: str, prefix: str) -> str:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _filesystem(folder: Path) -> str:
+    """The device and type of the filesystem holding C{folder}."""
+    best = ("", "unknown", "unknown")
+    target = str(folder.resolve())
+    with open("/proc/mounts") as f:
+        for line in f:
+            device, mountPoint, kind = line.split()[:3]
+            inside = target == mountPoint or target.startswith(mountPoint.rstrip("/") + "/")
+            if inside and len(mountPoint) >= len(best[0]):
+                best = (mountPoint, device, kind)
+    return f"{best[1]} ({best[2]}) on {best[0]}"
+
+
+def loadAverage() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """nproc, CPU model, memory, kernel, filesystem and software versions."""
+    curl = subprocess.run([CURL, "--version"], capture_output=True, text=True, check=False)
+    memKiB = _firstMatch("/proc/meminfo", "MemTotal").split()[0]
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _firstMatch("/proc/cpuinfo", "model name"),
+        "memory_gib": round(int(memKiB) / MiB, 1) if memKiB.isdigit() else None,
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "twisted": _version("Twisted"),
+        "klein": _version("klein"),
+        "treq": _version("treq"),
+        "curl": " ".join(curl.stdout.split()[:2]),
+        "filesystem": _filesystem(folder),
+        "load_average_start": loadAverage(),
+    }
+
+
+class LoopbackSink:
+    """L{sink.py <sink>} running in its own process, stopped by PID."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(_SINK)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        assert self.process.stdout is not None
+        match = _SINK_LISTENING.search(self.process.stdout.readline())
+        if match is None:
+            self.stop()
+            raise RuntimeError("the loopback sink did not start")
+        self.url = f"http://127.0.0.1:{int(match.group(1))}/sink"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def loopbackSeconds(sink: LoopbackSink, source: Path) -> float:
+    """
+    Seconds for C{curl -T source} into the sink: one TCP stream over
+    127.0.0.1 with the benchmark's own client and no storage behind it.
+    """
+    started = time.perf_counter()
+    result = subprocess.run(
+        [CURL, "--silent", "--show-error", "-T", str(source), "-w", "\n%{http_code}", sink.url],
+        capture_output=True, text=True, check=False,
+    )
+    seconds = time.perf_counter() - started
+    body, _, status = result.stdout.rpartition("\n")
+    if result.returncode != 0 or status != "200" or f'"size": {source.stat().st_size}' not in body:
+        raise RuntimeError(f"loopback measurement failed: {result.stderr.strip() or body}")
+    return seconds
+
+
+def diskWriteSeconds(folder: Path, size: int) -> float:
+    """Seconds to write C{size} bytes in 1 MiB writes into C{folder}, fsync included."""
+    block = os.urandom(MiB)
+    path = folder / f".disk-probe-{os.getpid()}"
+    try:
+        started = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            left = size
+            while left:
+                left -= os.write(fd, memoryview(block)[: min(MiB, left)])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return time.perf_counter() - started
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def smallFilesSeconds(folder: Path, count: int, size: int = MiB) -> float:
+    """Seconds to write C{count} files of C{size} bytes one after another, each fsynced."""
+    block = os.urandom(size)
+    paths = [folder / f".files-probe-{os.getpid()}-{i}" for i in range(count)]
+    try:
+        started = time.perf_counter()
+        for path in paths:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return time.perf_counter() - started
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
+def sha256Seconds(size: int) -> float:
+    """Seconds for hashlib to hash C{size} bytes fed in 1 MiB chunks (one thread)."""
+    block = memoryview(os.urandom(MiB))
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    left = size
+    while left:
+        chunk = block[: min(MiB, left)]
+        digest.update(chunk)
+        left -= len(chunk)
+    digest.hexdigest()
+    return time.perf_counter() - started
+
+
+@dataclass
+class Limit:
+    """One of the machine's limits: its runs' seconds for C{size} bytes."""
+
+    key: str
+    label: str
+    size: int
+    files: int = 1
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [self.size / s / 1e6 for s in self.seconds]
+
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def fileRates(self) -> list[float]:
+        return [self.files / s for s in self.seconds]
+
+
+#: The limits a single stream can be held to; the others give context.
+STREAM_LIMITS = ("loopback", "disk", "sha256")
+
+#: Files in the small-file probe: enough for a stable rate, quick on slow disks.
+SMALL_FILES = 200
+
+
+def measureLimits(source: Path, folder: Path, runs: int) -> list[Limit]:
+    """Each limit C{runs} times, for as many bytes as C{source} holds."""
+    size = source.stat().st_size
+    folder.mkdir(parents=True, exist_ok=True)
+    sink = LoopbackSink()
+    try:
+        probes: list[tuple[Limit, Callable[[], float]]] = [
+            (Limit("loopback", "loopback TCP, curl -T -> sink", size),
+             lambda: loopbackSeconds(sink, source)),
+            (Limit("disk", "disk write + fsync", size),
+             lambda: diskWriteSeconds(folder, size)),
+            (Limit("sha256", "SHA-256, 1 MiB chunks", size),
+             lambda: sha256Seconds(size)),
+            (Limit("files", f"disk: {SMALL_FILES} x 1 MiB files, each fsynced",
+                   SMALL_FILES * MiB, SMALL_FILES),
+             lambda: smallFilesSeconds(folder, SMALL_FILES)),
+        ]
+        for limit, probe in probes:
+            for _ in range(runs):
+                limit.seconds.append(probe())
+            print(f"limit {limit.label}: {limit.median():.0f} MB/s", file=sys.stderr, flush=True)
+    finally:
+        sink.stop()
+    return [limit for limit, _ in probes]

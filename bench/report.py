@@ -1,0 +1,206 @@
+"""
+The benchmark's report: the machine, a plain table, the ratios that issue 7
+sets targets for, and the same as JSON.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from machine import STREAM_LIMITS, Limit
+from workloads import DIRECT, PROXY, UPLOADER, Measurement
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio of two medians, with the target it should meet, if any."""
+
+    label: str
+    value: float
+    target: float | None = None
+
+    def line(self) -> str:
+        target = ""
+        if self.target is not None:
+            verdict = "met" if self.value >= self.target else "NOT met"
+            target = f"   (target >= {self.target:g}: {verdict})"
+        return f"  {self.label:<58} {self.value:6.2f}{target}"
+
+
+def _mbps(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _span(values: list[float]) -> str:
+    return f"{_mbps(min(values))}-{_mbps(max(values))}" if values else "-"
+
+
+def _rss(m: Measurement, label: str) -> str:
+    peak, growth = m.peak(label), m.growth(label)
+    if peak is None or growth is None:
+        return "-"
+    return f"{peak / MiB:.1f} ({growth / MiB:+.1f})"
+
+
+def _cpu(m: Measurement, label: str) -> str:
+    share = m.cpuShare(label)
+    return "-" if share is None else f"{share * 100:.0f}%"
+
+
+def _notes(m: Measurement) -> str:
+    notes = []
+    if m.uploadsPerRun > 1 and m.seconds:
+        rates = m.uploadRates
+        notes.append(
+            f"{_mbps(statistics.median(rates))} uploads/s ({_span(rates)})"
+        )
+        p50, p99 = m.latency(0.5), m.latency(0.99)
+        if p50 is not None and p99 is not None:
+            notes.append(f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    if m.errors:
+        notes.append(f"{len(m.errors)} error(s), {len(m.seconds)} good run(s)")
+    return "; ".join(notes)
+
+
+def formatTable(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+    """Columns padded to their widest cell; those in C{right} right-aligned."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def machineLines(info: dict[str, Any]) -> list[str]:
+    return [
+        f"machine: {info['nproc']} CPUs available (nproc; {info['cpu_count']} online), "
+        f"{info['cpu_model']}, {info['memory_gib']} GiB RAM, Linux {info['kernel']}",
+        f"software: {info['python']}, Twisted {info['twisted']}, Klein {info['klein']}, "
+        f"treq {info['treq']}, {info['curl']}",
+        f"storage: {info['filesystem']}",
+        f"load average (1/5/15 min): {info['load_average_start']} at start, "
+        f"{info.get('load_average_end', '?')} at end "
+        "(the CPU may be shared with other work running concurrently)",
+    ]
+
+
+def resultsTable(measurements: list[Measurement], limits: list[Limit]) -> str:
+    headers = [
+        "workload", "path", "MB/s (median)", "min-max",
+        "proxy peak RSS MiB (growth)", "backend peak RSS MiB (growth)",
+        "proxy CPU", "backend CPU", "notes",
+    ]
+    rows = [
+        [
+            m.workload, m.route.label, _mbps(m.median()), _span(m.rates),
+            _rss(m, "proxy"), _rss(m, "backend"), _cpu(m, "proxy"), _cpu(m, "backend"),
+            _notes(m),
+        ]
+        for m in measurements
+    ]
+    rows += [
+        [
+            "limit", limit.label, _mbps(limit.median()), _span(limit.rates), "", "", "", "",
+            f"{statistics.median(limit.fileRates):.0f} files/s" if limit.files > 1 else "",
+        ]
+        for limit in limits
+    ]
+    return formatTable(headers, rows, right={2, 3, 4, 5, 6, 7})
+
+
+def _find(measurements: list[Measurement], workload: str, route: object) -> float | None:
+    for m in measurements:
+        if m.workload == workload and m.route == route:
+            return m.median()
+    return None
+
+
+def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
+    """Proxy / direct per workload, and W1 direct / the tightest machine limit."""
+    found: list[Ratio] = []
+    keys = list(dict.fromkeys(m.workload for m in measurements))
+    for key in keys:
+        direct, proxy = _find(measurements, key, DIRECT), _find(measurements, key, PROXY)
+        uploader = _find(measurements, key, UPLOADER)
+        target = 0.8 if key == "W1" else None
+        if direct and proxy:
+            found.append(Ratio(f"{key} proxy path / direct path (curl -T)", proxy / direct, target))
+        if direct and uploader:
+            found.append(Ratio(f"{key} streamrelay-upload via proxy / curl -T direct",
+                               uploader / direct))
+    direct = _find(measurements, "W1", DIRECT)
+    streamLimits = [limit for limit in limits if limit.key in STREAM_LIMITS]
+    if direct and streamLimits:
+        tightest = min(streamLimits, key=lambda limit: limit.median())
+        found.append(Ratio(
+            f"W1 direct path / min(loopback, disk, sha256) = {tightest.key}",
+            direct / tightest.median(), 0.6,
+        ))
+    w1, w2 = _find(measurements, "W1", PROXY), _find(measurements, "W2", PROXY)
+    if w1 and w2:
+        found.append(Ratio("W2 aggregate via proxy / W1 via proxy", w2 / w1, 1.0))
+    return found
+
+
+def asJSON(
+    info: dict[str, Any],
+    options: dict[str, Any],
+    measurements: list[Measurement],
+    limits: list[Limit],
+    errors: list[str],
+) -> dict[str, Any]:
+    """Everything measured, with raw per-run figures."""
+
+    def usage(m: Measurement, label: str) -> dict[str, Any] | None:
+        if label not in m.end:
+            return None
+        return {
+            "idle_rss": m.idle[label].rss if label in m.idle else None,
+            "peak_rss": m.peak(label),
+            "peak_growth": m.growth(label),
+            "cpu_share": m.cpuShare(label),
+        }
+
+    return {
+        "machine": info,
+        "options": options,
+        "limits": [
+            {"key": lim.key, "label": lim.label, "bytes": lim.size, "files": lim.files,
+             "seconds": lim.seconds, "mb_per_s": lim.rates, "median_mb_per_s": lim.median()}
+            for lim in limits
+        ],
+        "workloads": [
+            {
+                "workload": m.workload,
+                "path": m.route.label,
+                "bytes_per_run": m.bytesPerRun,
+                "uploads_per_run": m.uploadsPerRun,
+                "seconds": m.seconds,
+                "mb_per_s": m.rates,
+                "median_mb_per_s": m.median(),
+                "uploads_per_s": m.uploadRates,
+                "latency_p50_s": m.latency(0.5),
+                "latency_p99_s": m.latency(0.99),
+                "proxy": usage(m, "proxy"),
+                "backend": usage(m, "backend"),
+                "errors": m.errors,
+            }
+            for m in measurements
+        ],
+        "ratios": [
+            {"label": r.label, "value": r.value, "target": r.target}
+            for r in ratios(measurements, limits)
+        ],
+        "errors": errors,
+    }

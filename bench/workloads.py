@@ -1,0 +1,251 @@
+"""
+The benchmark's workloads, and what one measured path of a workload yields.
+
+A workload runs each of its routes (client and target) on a fresh stack,
+C{runs} times, so the services' peak RSS belongs to that route.  W1-W3 are
+instances of L{UploadWorkload}; W4 (a download) needs C{GET /files/{name}}
+and will be another class with the same C{key}/C{title}/C{run} shape,
+registered in L{WORKLOADS}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from clients import Batch, check, curlUploads, uploaderUpload
+from services import ServiceFailed, Stack, Usage
+
+MiB = 1 << 20
+GiB = 1 << 30
+MB = 1e6
+
+
+def sizeLabel(size: int) -> str:
+    for unit, factor in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+def makeRandomFile(path: Path, size: int, seed: int) -> str:
+    """Write C{size} pseudo-random bytes to C{path}, fsynced; return their SHA-256."""
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            data = rng.randbytes(min(16 * MiB, left))
+            digest.update(data)
+            f.write(data)
+            left -= len(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (the report goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Context:
+    """What every workload shares in one benchmark run."""
+
+    workDir: Path
+    runs: int
+    size: int
+    _sources: dict[int, tuple[Path, str]] = field(default_factory=dict)
+
+    @property
+    def storage(self) -> Path:
+        return self.workDir / "storage"
+
+    def source(self, size: int) -> tuple[Path, str]:
+        """A random file of C{size} bytes (made once per run) and its SHA-256."""
+        if size not in self._sources:
+            folder = self.workDir / "sources"
+            folder.mkdir(exist_ok=True)
+            path = folder / f"random-{size}.bin"
+            progress(f"writing a random {sizeLabel(size)} source file")
+            self._sources[size] = (path, makeRandomFile(path, size, seed=size))
+        return self._sources[size]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which client sends, and whether through the proxy."""
+
+    label: str
+    client: str
+    viaProxy: bool
+
+
+DIRECT = Route("curl -T -> backend", "curl", False)
+PROXY = Route("curl -T -> proxy -> backend", "curl", True)
+UPLOADER = Route("streamrelay-upload -> proxy -> backend", "uploader", True)
+
+
+@dataclass
+class Measurement:
+    """One route of one workload over all runs."""
+
+    workload: str
+    route: Route
+    bytesPerRun: int
+    uploadsPerRun: int
+    seconds: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    idle: dict[str, Usage] = field(default_factory=dict)
+    end: dict[str, Usage] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        """MB/s (10^6 bytes a second) of each successful run."""
+        return [self.bytesPerRun / s / MB for s in self.seconds]
+
+    @property
+    def uploadRates(self) -> list[float]:
+        """Uploads a second of each successful run."""
+        return [self.uploadsPerRun / s for s in self.seconds]
+
+    def median(self) -> float | None:
+        return statistics.median(self.rates) if self.seconds else None
+
+    def peak(self, label: str) -> int | None:
+        usage = self.end.get(label)
+        return usage.peak if usage else None
+
+    def growth(self, label: str) -> int | None:
+        """How far the peak RSS rose over the RSS measured idle after start-up."""
+        if label not in self.end or label not in self.idle:
+            return None
+        return self.end[label].peak - self.idle[label].rss
+
+    def cpuShare(self, label: str) -> float | None:
+        """CPU time the service used while measured, over the runs' wall time."""
+        if label not in self.end or label not in self.idle or not self.seconds:
+            return None
+        return (self.end[label].cpuSeconds - self.idle[label].cpuSeconds) / sum(self.seconds)
+
+    def latency(self, quantile: float) -> float | None:
+        """A quantile of the per-upload times, as the client timed them."""
+        if len(self.latencies) < 2:
+            return None
+        points = statistics.quantiles(self.latencies, n=100, method="inclusive")
+        return points[round(quantile * 100) - 1]
+
+
+class Workload(Protocol):
+    """A measured workload: a key such as C{W1}, a title, and its measurements."""
+
+    key: str
+
+    def title(self, ctx: Context) -> str: ...
+
+    def run(self, ctx: Context) -> list[Measurement]: ...
+
+
+def _clearStorage(storage: Path) -> None:
+    """Remove stored files (the backend's C{.partial} folder stays)."""
+    if not storage.exists():
+        return
+    for entry in storage.iterdir():
+        if not entry.name.startswith("."):
+            entry.unlink()
+
+
+class UploadWorkload:
+    """
+    C{count} uploads of one random file of C{fileSize(ctx)} bytes,
+    C{parallel} at a time, over each of C{routes}.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        fileSize: Callable[[Context], int],
+        count: int,
+        parallel: int,
+        routes: tuple[Route, ...],
+    ) -> None:
+        self.key = key
+        self.fileSize = fileSize
+        self.count = count
+        self.parallel = parallel
+        self.routes = routes
+
+    def title(self, ctx: Context) -> str:
+        size = sizeLabel(self.fileSize(ctx))
+        if self.count == 1:
+            return f"one {size} upload"
+        return f"{self.count} uploads of {size}, {self.parallel} at a time"
+
+    def run(self, ctx: Context) -> list[Measurement]:
+        size = self.fileSize(ctx)
+        source, sha256 = ctx.source(size)
+        return [self._measure(ctx, route, source, size, sha256) for route in self.routes]
+
+    def _measure(
+        self, ctx: Context, route: Route, source: Path, size: int, sha256: str
+    ) -> Measurement:
+        m = Measurement(self.key, route, size * self.count, self.count)
+        clientDir = ctx.workDir / "client"
+        clientDir.mkdir(exist_ok=True)
+        try:
+            with Stack(ctx.storage, ctx.workDir, route.viaProxy) as stack:
+                m.idle = stack.usage()
+                for run in range(1, ctx.runs + 1):
+                    batch = self._upload(stack.url, route, source, run, clientDir)
+                    errors = check(batch, size, sha256)
+                    _clearStorage(ctx.storage)
+                    m.errors += [f"{self.key} {route.label}: {e}" for e in errors]
+                    if errors:
+                        progress(f"{self.key} {route.label} run {run}: {len(errors)} error(s)")
+                        continue
+                    m.seconds.append(batch.seconds)
+                    m.latencies += [t.seconds for t in batch.transfers]
+                    progress(
+                        f"{self.key} {route.label} run {run}/{ctx.runs}: "
+                        f"{m.rates[-1]:.0f} MB/s in {batch.seconds:.2f} s"
+                    )
+                m.end = stack.usage()
+        except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
+            m.errors.append(f"{self.key} {route.label}: {e}")
+        finally:
+            _clearStorage(ctx.storage)
+            shutil.rmtree(clientDir, ignore_errors=True)
+        return m
+
+    def _upload(self, url: str, route: Route, source: Path, run: int, workDir: Path) -> Batch:
+        if route.client == "uploader":
+            if self.count != 1:
+                raise ValueError("the uploader route sends one file per workload run")
+            return uploaderUpload(url, source, workDir)
+        names = [f"{self.key.lower()}-r{run}-{i:04d}.bin" for i in range(self.count)]
+        return curlUploads(url, source, names, self.parallel, workDir)
+
+
+#: Every implemented workload, by key, in the order they run.
+WORKLOADS: dict[str, Workload] = {
+    "W1": UploadWorkload("W1", lambda ctx: ctx.size, 1, 1, (DIRECT, PROXY, UPLOADER)),
+    "W2": UploadWorkload("W2", lambda ctx: 64 * MiB, 32, 32, (DIRECT, PROXY)),
+    "W3": UploadWorkload("W3", lambda ctx: MiB, 1000, 64, (DIRECT, PROXY)),
+}
+
+#: Workloads of issue 7 not measured yet, and what they wait for.
+PLANNED = {
+    "W4": "a 2 GiB download through the proxy; needs GET /files/{name} in the backend "
+    "and the proxy",
+}
