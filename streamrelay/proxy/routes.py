@@ -14,13 +14,23 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 
-from streamrelay.errors import ApiError, tooLarge, writeJSON
+from streamrelay.errors import ApiError, notFound, tooLarge, writeJSON
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.streaming import RequestBody
+from streamrelay.web import asset
 from streamrelay.webapp import installJSONErrors, requestId, requestName
 
-_NO_BODY_CODES = frozenset({204, 304})
+#: Headers of the web page's files: always revalidated, and no script,
+#: style or frame from anywhere else.
+PAGE_HEADERS = {
+    b"cache-control": b"no-cache",
+    b"content-security-policy": (
+        b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+}
 
 
 def backendUnavailable(why: str) -> ApiError:
@@ -72,6 +82,25 @@ class ProxyRoutes:
         return writeJSON(
             request, 503, {"error": "not_ready", "message": "The backend is not reachable."}
         )
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def page(self, request: IRequest) -> bytes:
+        return self._asset(request, "index.html")
+
+    @app.route("/static/<name>", methods=["GET", "HEAD"])
+    def static(self, request: IRequest, name: str) -> bytes:
+        return self._asset(request, name)
+
+    def _asset(self, request: IRequest, name: str) -> bytes:
+        found = asset(name)
+        if found is None:
+            raise notFound()
+        contentType, data = found
+        for header, value in PAGE_HEADERS.items():
+            request.setHeader(header, value)
+        request.setHeader(b"content-type", contentType)
+        request.setHeader(b"content-length", b"%d" % (len(data),))
+        return data
 
     def _checkLength(self, request: IRequest) -> None:
         body: RequestBody | None = getattr(request, "body", None)

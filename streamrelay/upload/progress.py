@@ -51,10 +51,10 @@ class FileProgress:
         seconds = time.monotonic() - self._started
         print(f"{line} in {seconds:.1f} s ({_rate(self.sent, seconds)})", file=self._out)
 
-    def failed(self, line: str) -> None:
+    def close(self) -> None:
+        """End the bar without a line: the caller reports what happened."""
         if self._bar is not None:
             self._bar.close()
-        print(line, file=self._out)
 
 
 class Reporter:

@@ -25,8 +25,26 @@ from streamrelay.digests import HashingConsumer
 READ_SIZE = 1 << 20
 
 
+#: Answers worth sending the file again for: the proxy or backend was
+#: briefly unavailable or busy.
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
 class UploadFailed(Exception):
-    """A file was not stored intact; the message says why, in one line."""
+    """
+    A file was not stored intact; the message says why, in one line.
+
+    @ivar retryable: whether sending it again may succeed (connection
+        errors, 502, 503, 504).
+    @ivar retryAfter: seconds the server asked to wait, if it did.
+    """
+
+    def __init__(
+        self, message: str, retryable: bool = False, retryAfter: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retryAfter = retryAfter
 
 
 @dataclass(frozen=True)
@@ -117,14 +135,18 @@ async def sendFile(
             )
             text = await response.text("utf-8")
         except Exception as e:
-            raise UploadFailed(f"connection failed: {_describe(e)}") from None
+            raise UploadFailed(f"connection failed: {_describe(e)}", retryable=True) from None
     finally:
         f.close()
     answer = _json(text)
     if response.code not in (200, 201):
         message = answer.get("message") or text.strip()[:200] or response.phrase
         code = answer.get("error", "")
-        raise UploadFailed(f"HTTP {response.code} {code}: {message}".replace("  ", " "))
+        raise UploadFailed(
+            f"HTTP {response.code} {code}: {message}".replace("  ", " "),
+            retryable=response.code in RETRYABLE_STATUS,
+            retryAfter=_retryAfter(response.headers.getRawHeaders(b"retry-after")),
+        )
     sentSize, sentSHA = producer.sent()
     if sentSize != size:
         raise UploadFailed(f"the file changed while it was sent ({sentSize} of {size} bytes)")
@@ -134,6 +156,15 @@ async def sendFile(
             f"sent {sentSHA})"
         )
     return Stored(name, sentSize, sentSHA, response.code, answer)
+
+
+def _retryAfter(values: list[bytes] | None) -> float | None:
+    if not values:
+        return None
+    try:
+        return max(0.0, float(values[0]))
+    except ValueError:
+        return None
 
 
 def _json(text: str) -> dict[str, Any]:
