@@ -1,0 +1,125 @@
+"""
+The web page in a real browser: headless Debian Chromium driven by
+Playwright, against the real proxy and backend.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.processes import eventually, partials, startStack
+from tests.test_upload_path import MiB, sharedFile
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def browserScenario(
+    url: str, small: Path, large: Path, screenshots: Path
+) -> dict[str, Any]:
+    """
+    Runs in a thread: upload C{small} and wait for it, cancel C{large}
+    half-way, then delete C{small}. Returns what the page showed.
+    """
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            # The page forbids eval; the test harness needs it for its checks.
+            page = browser.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_selector("#empty:not([hidden])")
+
+            page.set_input_files("#picker", str(small))
+            row = f'li.upload[data-name="{small.name}"]'
+            page.wait_for_function(
+                f"document.querySelector('{row} progress')?.value > 0", timeout=30000
+            )
+            page.screenshot(path=str(screenshots / "uploading.png"), full_page=True)
+            page.wait_for_selector(f"{row}.done", timeout=120000)
+            seen["state"] = page.inner_text(f"{row} .state")
+            seen["progress"] = page.get_attribute(f"{row} progress", "value")
+            stored = f'#files tr[data-name="{small.name}"]'
+            page.wait_for_selector(stored)
+            seen["tableSHA"] = page.inner_text(f"{stored} td.sha")
+            seen["tableSize"] = page.get_attribute(f"{stored} td.size", "title")
+            page.screenshot(path=str(screenshots / "stored.png"), full_page=True)
+
+            page.set_input_files("#picker", str(large))
+            cancelled = f'li.upload[data-name="{large.name}"]'
+            page.wait_for_function(
+                f"document.querySelector('{cancelled} progress')?.value >= 10",
+                timeout=60000,
+            )
+            seen["cancelledAt"] = page.get_attribute(f"{cancelled} progress", "value")
+            page.click(f"{cancelled} .cancel")
+            page.wait_for_selector(f"{cancelled}.failed", timeout=10000)
+            seen["cancelState"] = page.inner_text(f"{cancelled} .state")
+
+            page.click(f"{stored} .delete")
+            page.click(f"{stored} .delete")
+            page.wait_for_selector(stored, state="detached", timeout=10000)
+            seen["afterDelete"] = page.inner_text("#files tbody")
+            seen["errors"] = errors
+        finally:
+            browser.close()
+    return seen
+
+
+class BrowserTests(TestCase):
+    timeout = 300
+
+    def setUp(self) -> None:
+        try:
+            import playwright  # noqa: F401
+        except ImportError:
+            raise SkipTest("playwright is not installed (make test installs it)") from None
+        if not Path(CHROMIUM).exists():
+            raise SkipTest("Debian's chromium is not installed (.ci/run installs it)")
+
+    async def test_uploadCancelDelete(self) -> None:
+        """
+        Through the page: a 64 MiB upload reaches 100 % and shows the
+        source's sha256 in the table; a cancelled upload stores nothing; a
+        deleted file is gone.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        screenshots = Path(self.mktemp())
+        screenshots.mkdir()
+        small, smallSHA = sharedFile(64 * MiB)
+        large, _ = sharedFile(256 * MiB)
+        # A slow disk keeps uploads going long enough to watch and cancel.
+        backend, proxy = await startStack(
+            self, storage, backendArgs=["--debug-write-rate", str(32 * MiB)]
+        )
+        started = time.monotonic()
+        seen = await deferToThread(browserScenario, proxy.url + "/", small, large, screenshots)
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["state"], "Stored")
+        self.assertEqual(seen["progress"], "100")
+        self.assertEqual(seen["tableSHA"], smallSHA)
+        self.assertEqual(seen["tableSize"], f"{64 * MiB} bytes")
+        self.assertEqual(seen["cancelState"], "Cancelled")
+        self.assertLess(int(seen["cancelledAt"] or 0), 100)
+        self.assertNotIn(small.name, seen["afterDelete"])
+        self.assertFalse((storage / small.name).exists())
+        self.assertTrue(await eventually(lambda: partials(storage) == [], 5))
+        self.assertFalse((storage / large.name).exists())
+        self.assertTrue((screenshots / "uploading.png").stat().st_size > 1000)
+        print(f"\nbrowser scenario took {time.monotonic() - started:.1f} s; "
+              f"screenshots in {screenshots.resolve()}")
