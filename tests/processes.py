@@ -161,12 +161,16 @@ def spawn(
 
 
 async def startService(
-    test: TestCase, kind: str, *args: str, env: dict[str, str] | None = None
+    test: TestCase,
+    kind: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    listen: str = "tcp:0:interface=127.0.0.1",
 ) -> Program:
-    """Start C{twistd -n streamrelay-KIND} on a free loopback port."""
+    """Start C{twistd -n streamrelay-KIND}, by default on a free loopback port."""
     argv = [
         str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
-        f"streamrelay-{kind}", "--listen", "tcp:0:interface=127.0.0.1", *args,
+        f"streamrelay-{kind}", "--listen", listen, *args,
     ]
     program = spawn(test, kind, argv, env=env, service=True)
     timeout = reactor.callLater(30, program.protocol.listening.cancel)
