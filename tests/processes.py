@@ -53,8 +53,13 @@ class _Output(ProcessProtocol):
     def errReceived(self, data: bytes) -> None:
         self._received(data)
 
+    logFile: Path | None = None
+
     def _received(self, data: bytes) -> None:
         self.output += data
+        if self.logFile is not None:
+            with open(self.logFile, "ab") as f:
+                f.write(data)
         if not self.listening.called:
             match = _LISTENING.search(self.output)
             if match:
@@ -141,12 +146,17 @@ def spawn(
     service: bool = False,
 ) -> Program:
     protocol = _Output(label, service)
+    logs = Path("logs")
+    logs.mkdir(exist_ok=True)
     environment = dict(os.environ)
     environment.update(env or {})
     transport = reactor.spawnProcess(
         protocol, argv[0], list(argv), env=environment, path=cwd
     )
     program = Program(label, protocol, transport.pid)
+    # Each program's output is kept in the trial temp folder's logs/ for
+    # looking into a failure.
+    protocol.logFile = logs / f"{test.id().rsplit('.', 1)[-1]}-{label}-{transport.pid}.log"
 
     async def stop() -> None:
         if not protocol.ended.called:
