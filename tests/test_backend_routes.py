@@ -205,22 +205,24 @@ class LimitTests(BackendTestCase):
 class DiskFullTests(BackendTestCase):
     def test_enospc(self) -> None:
         """A full disk answers 507 and leaves nothing behind."""
-        original = os.write
-        written: list[bytes] = []
+        original = os.writev
+        written: list[object] = []
 
-        def full(fd: int, data: bytes) -> int:
+        def full(fd: int, buffers: list[bytes]) -> int:
             if written:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            written.append(data)
-            return original(fd, data)
+            written.append(buffers)
+            return original(fd, buffers)
 
-        self.patch(os, "write", full)
+        self.patch(os, "writev", full)
         conn = self.connect()
         conn.send(put(b"/files/f", b"x" * 30)[:-20])
         conn.turn()
-        conn.send(b"x" * 10)
+        conn.send(b"x" * 10)  # fails to be written
+        conn.send(b"x" * 5)  # and the failure is answered
         [response] = conn.responses()
         self.assertError(response, 507, "insufficient_storage")
+        self.assertEqual(response.headers[b"connection"], b"close")
         self.assertNothingStored()
 
 

@@ -32,36 +32,28 @@ from streamrelay.store.interfaces import (
     IStoredFile,
     IUpload,
     IUploadStore,
-    StorageFull,
 )
+from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError
 
 PARTIAL_DIR = ".partial"
-#: Every this many bytes, the kernel is asked to start writing the upload
-#: back to disk and to drop what it already wrote from the page cache, so
-#: the fsync at the end has little left to do.
-WRITEBACK_EVERY = 16 << 20
 SHA256_XATTR = "user.streamrelay.sha256"
-
-
-def _storageError(error: OSError) -> Exception:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(os.strerror(error.errno))
-    return error
 
 
 @implementer(IUpload)
 class DiskUpload:
-    """One file being written into a L{DiskStore}."""
+    """
+    One file being written into a L{DiskStore}: written by a thread through
+    a L{QueuedWriter}, fsynced and renamed into place by a thread.
+    """
 
     def __init__(self, store: DiskStore, name: str) -> None:
         self.name = name
         self.size = 0
         self._store = store
         self._path = store.partialDir / secrets.token_hex(16)
-        self._fd: int | None = os.open(
-            self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-        )
-        self._producer: IPushProducer | None = None
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._writer = QueuedWriter(fd, store.run)
+        self._closed = False
         self._throttle = (
             _Throttle(store.clock, store.writeRate)
             if store.clock is not None and store.writeRate
@@ -71,63 +63,73 @@ class DiskUpload:
     # IConsumer
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._producer = producer if IPushProducer.providedBy(producer) else None
+        self._writer.producer = producer if IPushProducer.providedBy(producer) else None
 
     def unregisterProducer(self) -> None:
-        self._producer = None
+        self._writer.producer = None
 
     def write(self, data: bytes) -> None:
-        if self._fd is None:
+        if self._closed:
             raise RuntimeError(f"upload of {self.name!r} is closed")
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        except OSError as e:
-            raise _storageError(e) from e
-        before = self.size
+        self._writer.write(data)
         self.size += len(data)
-        if before // WRITEBACK_EVERY != self.size // WRITEBACK_EVERY:
-            _startWriteback(self._fd)
-        if self._throttle is not None and self._producer is not None:
-            self._throttle.wrote(len(data), self._producer)
+        if self._throttle is not None and self._writer.producer is not None:
+            self._throttle.wrote(len(data), self._writer.producer)
 
     # IUpload
 
     def commit(self, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
-        fd, self._fd = self._fd, None
-        if fd is None:
+        if self._closed:
             raise RuntimeError(f"upload of {self.name!r} is closed")
-        target = self._store.root / self.name
+        self._closed = True
+        return Deferred.fromCoroutine(self._commit(sha256))
+
+    async def _commit(self, sha256: str) -> tuple[FileInfo, bool]:
         try:
-            try:
-                os.fsync(fd)
-                _setSHA256(fd, sha256)
-                modified = os.fstat(fd).st_mtime
-            finally:
-                os.close(fd)
-            replaced = target.exists()
-            os.replace(self._path, target)
-            self._store.syncFolder()
-        except OSError as e:
-            self._unlink()
-            raise _storageError(e) from e
-        return succeed((FileInfo(self.name, self.size, sha256, modified), replaced))
+            await self._writer.drained()
+            modified, replaced = await self._store.run(
+                _publish, self._writer.fd, self._path, self._store.root / self.name, sha256
+            )
+        except BaseException as e:
+            self._discard()
+            raise storageError(e) from e
+        return FileInfo(self.name, self.size, sha256, modified), replaced
 
     def abort(self) -> None:
         if self._throttle is not None:
             self._throttle.cancel()
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-            self._unlink()
+        if not self._closed:
+            self._closed = True
+            self._writer.abandon(self._discard)
 
-    def _unlink(self) -> None:
+    def _discard(self) -> None:
+        try:
+            os.close(self._writer.fd)
+        except OSError:
+            pass
         try:
             os.unlink(self._path)
         except FileNotFoundError:
             pass
+
+
+def _publish(fd: int, partial: Path, target: Path, sha256: str) -> tuple[float, bool]:
+    """
+    (In a thread.) Flush the file, keep its digest with it, and rename it
+    over its name; fsync the folder so the rename survives a crash.
+    """
+    os.fsync(fd)
+    _setSHA256(fd, sha256)
+    modified = os.fstat(fd).st_mtime
+    os.close(fd)
+    replaced = target.exists()
+    os.replace(partial, target)
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return modified, replaced
 
 
 class _Throttle:
@@ -159,13 +161,6 @@ class _Throttle:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-
-
-def _startWriteback(fd: int) -> None:
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
 
 
 def _setSHA256(fd: int, sha256: str) -> None:
@@ -291,6 +286,8 @@ class DiskStore:
     """
     Files kept under C{root}.
 
+    @param run: runs file writes, fsyncs and renames; the service passes a
+        thread pool so disk waits never stall the reactor (default: inline).
     @param writeRate: when set (with C{clock}), writes are slowed to about
         this many bytes a second; for tests of backpressure only.
     """
@@ -300,8 +297,10 @@ class DiskStore:
         root: Path,
         clock: IReactorTime | None = None,
         writeRate: int | None = None,
+        run: Runner = inline,
     ) -> None:
         self.root = root
+        self.run = run
         self.partialDir = root / PARTIAL_DIR
         self.clock = clock
         self.writeRate = writeRate
@@ -311,7 +310,7 @@ class DiskStore:
         try:
             return DiskUpload(self, name)
         except OSError as e:
-            raise _storageError(e) from e
+            raise storageError(e) from e
 
     def _openFile(self, name: str) -> int | None:
         try:

@@ -1,0 +1,168 @@
+"""
+Writing a stream to a file without blocking the reactor: bytes are queued
+and written by a thread, and the producer is paused while too much waits.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+
+from streamrelay.store.interfaces import StorageFull
+
+#: Runs a function, in a thread or inline, and gives its result.
+Runner = Callable[..., "Deferred[Any]"]
+
+#: Every this many bytes, the kernel is asked to start writing the file back
+#: to disk and to drop what it already wrote from the page cache, so an
+#: fsync at the end has little left to do.
+WRITEBACK_EVERY = 16 << 20
+
+#: Most buffers passed to one writev.
+_IOV_MAX = 512
+
+
+def inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """A runner that runs in the calling thread (tests, and small files)."""
+    return maybeDeferred(f, *args)
+
+
+def storageError(error: BaseException) -> BaseException:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(os.strerror(error.errno))
+    return error
+
+
+def _writeAll(fd: int, chunks: list[bytes], offset: int) -> None:
+    """Write every chunk to C{fd} (in a thread); hint writeback as it goes."""
+    views = [memoryview(c) for c in chunks]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        total = written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+        before, offset = offset, offset + total
+        if before // WRITEBACK_EVERY != offset // WRITEBACK_EVERY:
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
+
+
+class QueuedWriter:
+    """
+    Writes to C{fd} through C{run}, one batch at a time, holding at most
+    about C{high} bytes in memory: above it the producer is paused, and it
+    is resumed once the queue is below C{low}.  A write error fails
+    L{drained} and the next L{write}, and resumes the producer so that the
+    next write comes and raises.
+    """
+
+    def __init__(
+        self, fd: int, run: Runner, high: int = 8 << 20, low: int = 2 << 20
+    ) -> None:
+        self.fd = fd
+        self.producer: IPushProducer | None = None
+        self.written = 0
+        self._run = run
+        self._high = high
+        self._low = low
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._busy = False
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._abandoned = False
+        self._whenIdle: Callable[[], object] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._abandoned:
+            raise RuntimeError("write after the file was abandoned")
+        self._queue.append(data)
+        self._queued += len(data)
+        if not self._busy:
+            self._flush()
+        if self._queued > self._high and self.producer is not None and not self._paused:
+            self._paused = True
+            self.producer.pauseProducing()
+
+    def drained(self) -> Deferred[None]:
+        """Fires once everything written so far is in the file."""
+        if self._error is not None:
+            return fail(self._error)
+        if not self._busy and not self._queue:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def abandon(self, then: Callable[[], object]) -> None:
+        """Drop what is queued; call C{then} once no write is running."""
+        self._abandoned = True
+        self._queue.clear()
+        self._queued = 0
+        if self._busy:
+            self._whenIdle = then
+        else:
+            then()
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        size = sum(len(c) for c in batch)
+        self._busy = True
+        offset = self.written
+        self._run(_writeAll, self.fd, batch, offset).addCallbacks(
+            self._flushed, self._failed, callbackArgs=(size,)
+        )
+
+    def _flushed(self, _: object, size: int) -> None:
+        self._busy = False
+        self.written += size
+        self._queued -= size
+        if self._idle():
+            return
+        if self._queue:
+            self._flush()
+        else:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
+        if self._paused and self._queued <= self._low and self.producer is not None:
+            self._paused = False
+            self.producer.resumeProducing()
+
+    def _failed(self, failure: Failure) -> None:
+        self._busy = False
+        assert failure.value is not None
+        self._error = storageError(failure.value)
+        self._queue.clear()
+        self._queued = 0
+        if self._idle():
+            return
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(Failure(self._error))
+        if self._paused and self.producer is not None:
+            self._paused = False
+            self.producer.resumeProducing()
+
+    def _idle(self) -> bool:
+        """Run what waited for the running write to end; whether abandoned."""
+        if self._abandoned:
+            then, self._whenIdle = self._whenIdle, None
+            if then is not None:
+                then()
+            return True
+        return False

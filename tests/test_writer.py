@@ -1,0 +1,121 @@
+"""
+The queued, threaded file writer, with a runner the test fires by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.writer import QueuedWriter
+
+
+class HandRunner:
+    """Runs each call only when the test says so."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def step(self) -> None:
+        f, args, d = self.calls.pop(0)
+        maybeDeferred(f, *args).chainDeferred(d)
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
+
+
+class QueuedWriterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(lambda: os.close(self.fd) if self.fd is not None else None)
+        self.runner = HandRunner()
+        self.writer = QueuedWriter(self.fd, self.runner, high=10, low=4)
+        self.producer = Producer()
+        self.writer.producer = self.producer  # type: ignore[assignment]
+
+    def contents(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def test_batchesInOrder(self) -> None:
+        self.writer.write(b"ab")
+        self.writer.write(b"cd")
+        self.writer.write(b"ef")
+        self.assertEqual(len(self.runner.calls), 1)  # one write at a time
+        self.runner.step()
+        self.runner.step()  # the rest, as one batch
+        self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.contents(), b"abcdef")
+        self.assertEqual(self.writer.written, 6)
+
+    def test_pausesAboveHighResumesBelowLow(self) -> None:
+        self.writer.write(b"x" * 6)
+        self.writer.write(b"y" * 6)
+        self.assertEqual(self.producer.events, ["pause"])
+        self.runner.step()  # 6 written, 6 queued: above low
+        self.assertEqual(self.producer.events, ["pause"])
+        self.runner.step()
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+
+    def test_drained(self) -> None:
+        self.writer.write(b"abc")
+        drained = self.writer.drained()
+        self.assertNoResult(drained)
+        self.runner.step()
+        self.successResultOf(drained)
+        self.successResultOf(self.writer.drained())
+
+    def test_errorFailsDrainAndNextWrite(self) -> None:
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDONLY)
+        self.writer.fd = self.fd
+        self.writer.write(b"x" * 12)
+        self.assertEqual(self.producer.events, ["pause"])
+        drained = self.writer.drained()
+        self.runner.step()
+        self.failureResultOf(drained, OSError)
+        # resumed, so the next write comes and learns of the error
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+        self.assertRaises(OSError, self.writer.write, b"more")
+
+    def test_diskFullIsStorageFull(self) -> None:
+        def full(fd: int, buffers: list[bytes]) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "writev", full)
+        self.writer.write(b"x")
+        self.runner.step()
+        self.assertRaises(StorageFull, self.writer.write, b"y")
+
+    def test_abandonWaitsForRunningWrite(self) -> None:
+        closed: list[bool] = []
+        self.writer.write(b"abc")
+        self.writer.write(b"def")
+        self.writer.abandon(lambda: closed.append(True))
+        self.assertEqual(closed, [])
+        self.runner.step()
+        self.assertEqual(closed, [True])
+        self.assertEqual(self.runner.calls, [])  # the queued rest was dropped
