@@ -15,6 +15,7 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from streamrelay.auth import bearerToken, matches, unauthorized
 from streamrelay.backend.multipart import FormUpload, boundaryOf
 from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.digests import HashingConsumer, parseSHA256Digest, reprDigest
@@ -61,9 +62,20 @@ class BackendRoutes:
     installJSONErrors(app)
     _log = Logger()
 
-    def __init__(self, store: IUploadStore, maxSize: int | None = None) -> None:
+    def __init__(
+        self,
+        store: IUploadStore,
+        maxSize: int | None = None,
+        secret: bytes | None = None,
+    ) -> None:
         self.store = store
         self.maxSize = maxSize
+        self.secret = secret
+
+    def _authorize(self, request: IRequest) -> None:
+        """With a shared secret, only who holds it (the proxy) gets in."""
+        if self.secret is not None and not matches(bearerToken(request), [self.secret]):
+            raise unauthorized("This backend takes requests from its proxy only.")
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
@@ -89,6 +101,7 @@ class BackendRoutes:
 
     @app.route("/files/<path:_name>", methods=["PUT"])
     async def putFile(self, request: IRequest, _name: str) -> bytes:
+        self._authorize(request)
         started = time.monotonic()
         rid = requestId(request)
         request.setHeader(b"x-request-id", rid.encode("ascii"))
@@ -129,6 +142,7 @@ class BackendRoutes:
 
     @app.route("/files", methods=["POST"])
     async def postForm(self, request: IRequest) -> bytes:
+        self._authorize(request)
         started = time.monotonic()
         rid = requestId(request)
         request.setHeader(b"x-request-id", rid.encode("ascii"))
@@ -155,6 +169,7 @@ class BackendRoutes:
 
     @app.route("/files", methods=["GET", "HEAD"])
     async def listFiles(self, request: IRequest) -> bytes:
+        self._authorize(request)
         limit = _intArg(request, b"limit", DEFAULT_PAGE)
         if not 1 <= limit <= MAX_PAGE:
             raise ApiError(400, "bad_request", f"limit is between 1 and {MAX_PAGE}.")
@@ -172,6 +187,7 @@ class BackendRoutes:
 
     @app.route("/files/<path:_name>", methods=["GET", "HEAD"])
     async def getFile(self, request: IRequest, _name: str) -> bytes | None:
+        self._authorize(request)
         name = requestName(request)
         stored = await self.store.open(name)
         if stored is None:
@@ -219,6 +235,7 @@ class BackendRoutes:
 
     @app.route("/files/<path:_name>", methods=["DELETE"])
     async def deleteFile(self, request: IRequest, _name: str) -> bytes:
+        self._authorize(request)
         name = requestName(request)
         if not await self.store.delete(name):
             raise notFound(f"No file is called {name!r}.")

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from streamrelay.auth import readSecret
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import ListeningService
@@ -39,6 +40,12 @@ class Options(ServiceOptions):
          "Seconds a connection may send nothing before it is closed "
          "(not counted while streamrelay itself holds the client back). "
          "[env STREAMRELAY_IDLE_TIMEOUT]"],
+        ["shared-secret", None, None,
+         "Refuse every /files and /uploads request without "
+         "'Authorization: Bearer SECRET' (give the proxy the same). "
+         "[env STREAMRELAY_SHARED_SECRET]"],
+        ["shared-secret-file", None, None,
+         "File whose first line is the shared secret. [env STREAMRELAY_SHARED_SECRET_FILE]"],
         ["debug-write-rate", None, None,
          "Slow disk writes to about this many bytes a second (for testing "
          "backpressure only). [env STREAMRELAY_DEBUG_WRITE_RATE]"],
@@ -79,7 +86,11 @@ def makeService(options: Options) -> IService:
     swept = store.sweep()
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
-    routes = BackendRoutes(store, maxSize=options["max-size"])
+    routes = BackendRoutes(
+        store,
+        maxSize=options["max-size"],
+        secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
+    )
     site = Site(appResource(routes.app), requestFactory=StreamingRequest)
     site.timeOut = options["idle-timeout"] or None
     site.displayTracebacks = False

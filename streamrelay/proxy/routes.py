@@ -14,6 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 
+from streamrelay.auth import TokenFile
 from streamrelay.errors import ApiError, notFound, tooLarge, writeJSON
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.pump import ResponsePump
@@ -55,11 +56,19 @@ class ProxyRoutes:
         backendURL: str,
         maxSize: int | None = None,
         readyTimeout: float = 2.0,
+        tokens: TokenFile | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.client = client
         self.backendURL = backendURL.rstrip("/")
         self.maxSize = maxSize
         self.readyTimeout = readyTimeout
+        self.tokens = tokens
+        self.secret = secret
+
+    def _authorize(self, request: IRequest) -> None:
+        if self.tokens is not None:
+            self.tokens.check(request)
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
@@ -110,22 +119,43 @@ class ProxyRoutes:
 
     @app.route("/files/<path:_name>", methods=["PUT"])
     async def putFile(self, request: IRequest, _name: str) -> bytes | None:
+        self._authorize(request)
         requestName(request)
         self._checkLength(request)
         return await self.forward(request)
 
     @app.route("/files", methods=["POST"])
     async def postForm(self, request: IRequest) -> bytes | None:
+        self._authorize(request)
         self._checkLength(request)
         return await self.forward(request)
 
     @app.route("/files", methods=["GET", "HEAD"])
     async def listFiles(self, request: IRequest) -> bytes | None:
+        self._authorize(request)
         return await self.forward(request)
 
     @app.route("/files/<path:_name>", methods=["GET", "HEAD", "DELETE"])
     async def fileRequest(self, request: IRequest, _name: str) -> bytes | None:
+        self._authorize(request)
         requestName(request)
+        return await self.forward(request)
+
+    # Resumable uploads (tus): the backend speaks the protocol; the proxy
+    # checks the token and the size, and streams.
+
+    @app.route("/uploads", methods=["OPTIONS"])
+    @app.route("/uploads/", methods=["OPTIONS"])
+    @app.route("/uploads/<path:_id>", methods=["OPTIONS"])
+    async def uploadOptions(self, request: IRequest, _id: str = "") -> bytes | None:
+        return await self.forward(request)
+
+    @app.route("/uploads", methods=["POST"])
+    @app.route("/uploads/", methods=["POST"])
+    @app.route("/uploads/<path:_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
+    async def uploadRequest(self, request: IRequest, _id: str = "") -> bytes | None:
+        self._authorize(request)
+        self._checkLength(request)
         return await self.forward(request)
 
     async def forward(self, request: IRequest) -> bytes | None:
@@ -139,13 +169,16 @@ class ProxyRoutes:
         body: RequestBody | None = getattr(request, "body", None)
         method = request.method.decode("ascii")
         url = self.backendURL.encode("ascii") + request.uri
+        headers = upstreamHeaders(request.requestHeaders, getattr(client, "host", None), rid)
+        if self.secret is not None:
+            headers.setRawHeaders(b"authorization", [b"Bearer " + self.secret])
+        elif self.tokens is not None:
+            headers.removeHeader(b"authorization")  # the client's token is the proxy's
         try:
             response = await self.client.request(
                 method,
                 url,
-                headers=upstreamHeaders(
-                    request.requestHeaders, getattr(client, "host", None), rid
-                ),
+                headers=headers,
                 data=body,
                 unbuffered=True,
                 allow_redirects=False,

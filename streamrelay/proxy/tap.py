@@ -4,19 +4,25 @@ C{twistd streamrelay-proxy}: options and service wiring.
 
 from __future__ import annotations
 
+import signal
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
 
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
+from streamrelay.auth import TokenFile, readSecret
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.routes import ProxyRoutes
 from streamrelay.service import ListeningService
 from streamrelay.streaming import StreamingRequest
 from streamrelay.webapp import appResource
+
+_log = Logger()
 
 
 class Options(ServiceOptions):
@@ -29,6 +35,15 @@ class Options(ServiceOptions):
         ["max-size", None, None,
          "Largest body accepted, in bytes (K, M, G, T suffixes); none by default. "
          "[env STREAMRELAY_MAX_SIZE]"],
+        ["tokens-file", None, None,
+         "File of access tokens, one per line: every /files and /uploads request "
+         "then needs 'Authorization: Bearer TOKEN'. Reloaded on SIGHUP. "
+         "[env STREAMRELAY_TOKENS_FILE]"],
+        ["shared-secret", None, None,
+         "Secret sent to the backend on every request (its --shared-secret). "
+         "[env STREAMRELAY_SHARED_SECRET]"],
+        ["shared-secret-file", None, None,
+         "File whose first line is the shared secret. [env STREAMRELAY_SHARED_SECRET_FILE]"],
         ["idle-timeout", None, "60",
          "Seconds a connection may send nothing before it is closed "
          "(not counted while streamrelay itself holds the client back). "
@@ -41,6 +56,9 @@ class Options(ServiceOptions):
             self["max-size"] = parseSize(str(self["max-size"]))
         if not self["backend"].startswith(("http://", "https://")):
             raise usage.UsageError("--backend takes an http:// or https:// URL")
+        for key in ("tokens-file", "shared-secret-file"):
+            if self[key] and not Path(self[key]).is_file():
+                raise usage.UsageError(f"--{key}: no such file: {self[key]}")
         try:
             self["idle-timeout"] = float(self["idle-timeout"])
         except ValueError:
@@ -64,8 +82,22 @@ def backendClient(reactor: object) -> HTTPClient:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    tokens = None
+    if options["tokens-file"]:
+        tokens = tokenFile = TokenFile(Path(options["tokens-file"]))
+        _log.info("requiring one of {count} token(s) from {path}",
+                  count=len(tokenFile.tokens), path=options["tokens-file"])
+
+        def reload(signum: int, frame: object) -> None:
+            reactor.callFromThread(tokenFile.reload)  # type: ignore[attr-defined]
+
+        signal.signal(signal.SIGHUP, reload)
     routes = ProxyRoutes(
-        backendClient(reactor), options["backend"], maxSize=options["max-size"]
+        backendClient(reactor),
+        options["backend"],
+        maxSize=options["max-size"],
+        tokens=tokens,
+        secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
     )
     site = Site(appResource(routes.app), requestFactory=StreamingRequest)
     site.timeOut = options["idle-timeout"] or None
