@@ -65,3 +65,7 @@ def notFound(message: str = "No such resource.") -> ApiError:
 
 def tooLarge(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"The body is larger than the limit of {limit} bytes.")
+
+
+def bodyTimeout(error: Exception) -> ApiError:
+    return ApiError(408, "timeout", f"The upload stalled: {error}; nothing was stored.")

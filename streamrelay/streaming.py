@@ -16,6 +16,7 @@ range pinned in setup.cfg.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, cast
 from urllib.parse import parse_qs
 
@@ -23,14 +24,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.resource import IResource
 from zope.interface import implementer
 
 __all__ = [
     "BodyIncomplete",
+    "BodyTimeout",
     "RequestBody",
+    "StreamingChannel",
     "StreamingRequest",
+    "makeSite",
     "LINGER_SECONDS",
 ]
 
@@ -39,6 +44,17 @@ LINGER_SECONDS = 30.0
 
 #: Read size (and write high-water mark) of connections that stream a body.
 STREAM_BUFFER_SIZE = 1 << 20
+
+
+class BodyTimeout(Exception):
+    """The client sent no body byte for the idle timeout while it could."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return f"no body byte arrived for {self.seconds:g} s"
 
 
 class BodyIncomplete(Exception):
@@ -84,6 +100,8 @@ class RequestBody:
         self._paused = False
         self._discarding = False
         self._failure: Failure | None = None
+        #: Why the body failed, once it did.
+        self.error: BaseException | None = None
 
     @property
     def declaredLength(self) -> int | None:
@@ -129,7 +147,7 @@ class RequestBody:
         """Read and drop whatever is left of the body."""
         self._discarding = True
         self._pending.clear()
-        self._request._resumeClient()
+        self._request._bodyDiscarded()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
@@ -187,6 +205,7 @@ class RequestBody:
             self._request._resumeClient()
 
     def _fail(self, failure: Failure) -> None:
+        self.error = failure.value
         done, self._done = self._done, None
         if done is None and self._consumer is None:
             # Nobody consumes yet: keep it for startProducing.
@@ -195,7 +214,7 @@ class RequestBody:
         self._discarding = True
         self._pending.clear()
         if not self.ended:
-            self._request._resumeClient()
+            self._request._bodyDiscarded()
         if done is not None:
             done.errback(failure)
 
@@ -218,8 +237,9 @@ class StreamingRequest(server.Request):
     body: RequestBody | None = None
     _expectContinue = False
     _clientPaused = False
-    _timeoutSuspended = False
-    _suspendedTimeout: float | None = None
+    _idleTimeout: float | None = None
+    _channelTimeoutHeld = False
+    _bodyTimer: IDelayedCall | None = None
     _dispatchCall: IDelayedCall | None = None
     _lingerCall: IDelayedCall | None = None
     _lingering = False
@@ -243,6 +263,12 @@ class StreamingRequest(server.Request):
         if transport is not None and hasattr(transport, "bufferSize"):
             transport.bufferSize = STREAM_BUFFER_SIZE
         self._setRequestLine(channel._command, channel._path, channel._version)
+        # While the body streams, its own idle timer replaces the channel's:
+        # it stops while streamrelay holds the client back, and a stalled
+        # client gets a 408 answer instead of a silent close.
+        self._idleTimeout = channel.timeOut
+        channel.setTimeout(None)
+        self._channelTimeoutHeld = True
         self._pauseClient()
         # Never dispatch inside gotLength: a synchronous answer would make the
         # channel parse the rest of this body as new requests.
@@ -256,11 +282,16 @@ class StreamingRequest(server.Request):
 
     def _dispatch(self) -> None:
         self._dispatchCall = None
-        if not self._disconnected:
+        if not self._gone():
             self.process()
+
+    def _gone(self) -> bool:
+        """Whether the connection is lost or being closed (e.g. refused)."""
+        return self._disconnected or bool(getattr(self.transport, "disconnecting", False))
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body is not None:
+            self._armBodyTimer()
             self.body.dataReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
@@ -270,11 +301,12 @@ class StreamingRequest(server.Request):
             self.process()
             return
         self._clientPaused = False
-        if self._timeoutSuspended:
-            # The channel saved "no timeout" because we had suspended it;
-            # give it the real one back for the next request.
-            self.channel._savedTimeOut = self._suspendedTimeout
-            self._timeoutSuspended = False
+        self._disarmBodyTimer()
+        if self._channelTimeoutHeld:
+            # The channel saved "no timeout" because we held it; give it
+            # the real one back for the next request.
+            self.channel._savedTimeOut = self._idleTimeout
+            self._channelTimeoutHeld = False
         body.bodyEnded()
         if self._lingering:
             self._stopLingering()
@@ -282,25 +314,55 @@ class StreamingRequest(server.Request):
     # Flow control of the client's connection
 
     def _pauseClient(self) -> None:
-        if self.body is None or self.body.ended or self._disconnected:
+        if self.body is None or self.body.ended or self._gone():
             return
         # Re-pause even when already paused: twisted.web may have resumed
         # the transport behind our back.
         cast(IPushProducer, self.transport).pauseProducing()
-        if not self._clientPaused:
-            self._clientPaused = True
-            if not self._timeoutSuspended:
-                self._suspendedTimeout = self.channel.setTimeout(None)
-                self._timeoutSuspended = True
+        self._clientPaused = True
+        self._disarmBodyTimer()
 
     def _resumeClient(self) -> None:
-        if not self._clientPaused or self._disconnected:
+        if not self._clientPaused or self._gone():
             return
         self._clientPaused = False
-        if self._timeoutSuspended:
-            self._timeoutSuspended = False
-            self.channel.setTimeout(self._suspendedTimeout)
+        self._armBodyTimer()
         cast(IPushProducer, self.transport).resumeProducing()
+
+    def _bodyDiscarded(self) -> None:
+        """The rest of the body is read and dropped: the channel's own idle
+        timeout applies again."""
+        self._disarmBodyTimer()
+        if self._channelTimeoutHeld and not self._disconnected:
+            self._channelTimeoutHeld = False
+            self.channel.setTimeout(self._idleTimeout)
+        self._resumeClient()
+
+    def _armBodyTimer(self) -> None:
+        body = self.body
+        if (
+            body is None
+            or body.ended
+            or body._discarding
+            or self._clientPaused
+            or self._disconnected
+            or not self._idleTimeout
+        ):
+            return
+        if self._bodyTimer is not None and self._bodyTimer.active():
+            self._bodyTimer.reset(self._idleTimeout)
+        else:
+            self._bodyTimer = self.channel.callLater(self._idleTimeout, self._bodyTimedOut)
+
+    def _disarmBodyTimer(self) -> None:
+        if self._bodyTimer is not None and self._bodyTimer.active():
+            self._bodyTimer.cancel()
+        self._bodyTimer = None
+
+    def _bodyTimedOut(self) -> None:
+        self._bodyTimer = None
+        if self.body is not None and self._idleTimeout:
+            self.body._fail(Failure(BodyTimeout(self._idleTimeout)))
 
     def _continueBody(self) -> None:
         if self._expectContinue:
@@ -354,6 +416,7 @@ class StreamingRequest(server.Request):
         super()._cleanup()
 
     def connectionLost(self, reason: Failure) -> None:
+        self._disarmBodyTimer()
         if self._dispatchCall is not None and self._dispatchCall.active():
             self._dispatchCall.cancel()
         self._dispatchCall = None
@@ -370,3 +433,52 @@ class StreamingRequest(server.Request):
         if self.body is not None:
             self.body.connectionLost(reason)
 
+
+class StreamingChannel(http.HTTPChannel):
+    """
+    HTTP/1.1 with API.md's JSON errors for requests twisted.web refuses
+    before any resource sees them: malformed request lines, headers or
+    chunking (400), and too long or too many headers (431).
+    """
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        if any(getattr(r, "startedWriting", False) for r in self.requests):
+            # A response is on its way already: all that is left is to close.
+            self.loseConnection()
+            return
+        if (
+            self._receivedHeaderSize > self.totalHeadersSize
+            or self._receivedHeaderCount > self.maxHeaders
+        ):
+            self._refuse(431, b"Request Header Fields Too Large", "headers_too_large",
+                         "The request's headers are too large or too many.")
+        else:
+            self._refuse(400, b"Bad Request", "bad_request",
+                         "The request is not well-formed HTTP/1.1.")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse(431, b"Request Header Fields Too Large", "headers_too_large",
+                     "A request line or header is too long.")
+
+    def _refuse(self, status: int, reason: bytes, code: str, message: str) -> None:
+        body = json.dumps({"error": code, "message": message}).encode("ascii")
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, reason, len(body), body)
+        )
+        self.loseConnection()
+
+
+def makeSite(resource: IResource, idleTimeout: float | None) -> server.Site:
+    """
+    A Site serving C{resource} with streamed request bodies and JSON
+    errors; C{idleTimeout} seconds of silence close a connection (a body
+    that stalls is answered 408 first).
+    """
+    site = server.Site(resource, requestFactory=StreamingRequest)
+    site.protocol = StreamingChannel  # type: ignore[assignment]
+    site.timeOut = idleTimeout or None
+    site.displayTracebacks = False
+    return site

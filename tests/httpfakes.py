@@ -12,9 +12,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
-from streamrelay.streaming import StreamingRequest
+from streamrelay.streaming import makeSite
 
 
 @dataclass
@@ -30,8 +29,7 @@ class Connection:
 
     def __init__(self, resource: IResource, clock: Clock | None = None, timeout: float = 60):
         self.clock = clock or Clock()
-        self.site = Site(resource, requestFactory=StreamingRequest)
-        self.site.timeOut = timeout
+        self.site = makeSite(resource, timeout)
         self.site._updateLogDateTime = lambda: None  # type: ignore[method-assign]
         self.site.callLater = self.clock.callLater  # type: ignore[attr-defined]
         self.channel: HTTPChannel = self.site.buildProtocol(

@@ -85,7 +85,7 @@ class AuthIntegrationTests(TestCase):
         self.assertEqual(code, 401)
         code, _, _ = await call("GET", proxy.url + "/files")
         self.assertEqual(code, 401)
-        good = {"Authorization": "Bearer first-token-123"}
+        good: dict[bytes | str, bytes | str] = {"Authorization": "Bearer first-token-123"}
         code, _, body = await call("PUT", url, b"data", good)
         self.assertEqual(code, 201, body)
         code, _, body = await call("GET", url, None, good)

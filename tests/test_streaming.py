@@ -15,7 +15,13 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from streamrelay.streaming import LINGER_SECONDS, BodyIncomplete, RequestBody, StreamingRequest
+from streamrelay.streaming import (
+    LINGER_SECONDS,
+    BodyIncomplete,
+    BodyTimeout,
+    RequestBody,
+    StreamingRequest,
+)
 from tests.httpfakes import Connection
 
 
@@ -77,6 +83,10 @@ class Upload(Resource):
         def done(result: object) -> None:
             self.results.append(result)
             if isinstance(result, Failure):
+                if result.check(BodyTimeout):
+                    request.setResponseCode(408)
+                    request.setHeader(b"content-length", b"0")
+                    request.finish()
                 return
             answer = b"%d" % (len(self.consumer.data),)
             request.setHeader(b"content-length", b"%d" % (len(answer),))
@@ -251,11 +261,27 @@ class FlowControlTests(SynchronousTestCase):
         self.assertTrue(conn.transport.disconnecting)
 
     def test_idleClientTimedOut(self) -> None:
-        """A client that stops sending while not held back is timed out."""
+        """
+        A client that stops sending while not held back fails the body with
+        BodyTimeout, so the route can answer 408; then the connection is
+        closed by the idle timeout.
+        """
         resource = Upload()
         conn = Connection(resource, timeout=10)
         conn.send(put(b"/f", b"a" * 20)[:-10])
         conn.turn()
+        conn.clock.advance(9)
+        conn.send(b"a")  # a moving client is not cut off
+        conn.clock.advance(9)
+        self.assertEqual(resource.results, [])
+        conn.clock.advance(2)
+        [result] = resource.results
+        assert isinstance(result, Failure)
+        self.assertIsInstance(result.value, BodyTimeout)
+        [response] = conn.responses()
+        self.assertEqual(response.status, 408)
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.assertFalse(conn.transport.disconnecting)
         conn.clock.advance(11)
         self.assertTrue(conn.transport.disconnecting)
 
@@ -419,3 +445,67 @@ class FailureTests(SynchronousTestCase):
         body = resource.requests[0].body
         assert isinstance(body, RequestBody)
         self.assertRaises(RuntimeError, body.startProducing, ListConsumer())
+
+
+class MalformedRequestTests(SynchronousTestCase):
+    """Requests twisted.web refuses itself get API.md's JSON errors."""
+
+    def refused(self, data: bytes) -> tuple[int, dict[str, str], bool]:
+        import json
+
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(data)
+        conn.turn()
+        responses = [r for r in conn.responses() if r.status >= 200]
+        self.assertEqual(len(responses), 1, conn.output())
+        self.assertEqual(resource.requests, [])
+        response = responses[0]
+        self.assertEqual(response.headers[b"content-type"], b"application/json")
+        self.assertEqual(response.headers[b"connection"], b"close")
+        return response.status, json.loads(response.body), conn.transport.disconnecting
+
+    def test_badRequestLine(self) -> None:
+        status, answer, closed = self.refused(b"NONSENSE\r\n\r\n")
+        self.assertEqual((status, answer["error"], closed), (400, "bad_request", True))
+
+    def test_contentLengthAndChunked(self) -> None:
+        """Both framings at once (request smuggling) are refused."""
+        status, answer, _ = self.refused(
+            b"PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        self.assertEqual((status, answer["error"]), (400, "bad_request"))
+
+    def test_badContentLength(self) -> None:
+        for value in [b"-1", b"abc", b"1e3", b"5, 5"]:
+            status, answer, _ = self.refused(
+                b"PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\nxxxxx"
+            )
+            self.assertEqual((status, answer["error"]), (400, "bad_request"), value)
+
+    def test_badChunkFraming(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(chunkedHead(b"/f") + b"zz\r\nnope\r\n")
+        conn.turn()
+        [response] = conn.responses()
+        self.assertEqual(response.status, 400)
+        self.assertIn(b"bad_request", response.body)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_tooManyHeaders(self) -> None:
+        headers = b"".join(b"X-H%d: v\r\n" % i for i in range(600))
+        status, answer, _ = self.refused(b"GET /f HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        self.assertEqual((status, answer["error"]), (431, "headers_too_large"))
+
+    def test_headersTooLarge(self) -> None:
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(20))
+        status, answer, _ = self.refused(b"GET /f HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        self.assertEqual((status, answer["error"]), (431, "headers_too_large"))
+
+    def test_headerLineTooLong(self) -> None:
+        status, answer, _ = self.refused(
+            b"GET /f HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 20000 + b"\r\n\r\n"
+        )
+        self.assertEqual((status, answer["error"]), (431, "headers_too_large"))

@@ -19,10 +19,17 @@ from streamrelay.auth import bearerToken, matches, unauthorized
 from streamrelay.backend.multipart import FormUpload, boundaryOf
 from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.digests import HashingConsumer, parseSHA256Digest, reprDigest
-from streamrelay.errors import ApiError, notFound, tooLarge, writeError, writeJSON
+from streamrelay.errors import (
+    ApiError,
+    bodyTimeout,
+    notFound,
+    tooLarge,
+    writeError,
+    writeJSON,
+)
 from streamrelay.names import BadName, validateName
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
-from streamrelay.streaming import BodyIncomplete, RequestBody
+from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.webapp import installJSONErrors, requestId, requestName
 
 #: Listing pages: the default and the largest C{?limit=}.
@@ -345,4 +352,6 @@ def _apiErrorFor(error: BaseException) -> BaseException:
         return _storageFull(error)
     if isinstance(error, BodyIncomplete):
         return ApiError(400, "length_mismatch", f"The body ended early: {error}.")
+    if isinstance(error, BodyTimeout):
+        return bodyTimeout(error)
     return error

@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from streamrelay.auth import readSecret
 from streamrelay.backend.routes import BackendRoutes
@@ -21,7 +20,7 @@ from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import ListeningService
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.writer import Runner
-from streamrelay.streaming import StreamingRequest
+from streamrelay.streaming import makeSite
 from streamrelay.webapp import appResource
 
 _log = Logger()
@@ -91,9 +90,7 @@ def makeService(options: Options) -> IService:
         maxSize=options["max-size"],
         secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
     )
-    site = Site(appResource(routes.app), requestFactory=StreamingRequest)
-    site.timeOut = options["idle-timeout"] or None
-    site.displayTracebacks = False
+    site = makeSite(appResource(routes.app), options["idle-timeout"])
     _log.info("streamrelay-backend storing files in {root}", root=str(root.resolve()))
     service = MultiService()
     listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)

@@ -15,10 +15,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 
 from streamrelay.auth import TokenFile
-from streamrelay.errors import ApiError, notFound, tooLarge, writeJSON
+from streamrelay.errors import ApiError, bodyTimeout, notFound, tooLarge, writeJSON
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.pump import ResponsePump
-from streamrelay.streaming import RequestBody
+from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.web import asset
 from streamrelay.webapp import installJSONErrors, requestId, requestName
 
@@ -187,6 +187,12 @@ class ProxyRoutes:
             self._logOutcome(rid, request, None, started, "client_gone")
             raise
         except Exception as e:
+            if body is not None and isinstance(body.error, BodyTimeout):
+                self._logOutcome(rid, request, None, started, "timeout")
+                raise bodyTimeout(body.error) from None
+            if body is not None and isinstance(body.error, BodyIncomplete):
+                self._logOutcome(rid, request, None, started, "client_gone")
+                raise CancelledError() from None
             self._logOutcome(rid, request, None, started, "backend_unavailable")
             raise backendUnavailable(_describe(e)) from None
         if body is not None and not body.ended:

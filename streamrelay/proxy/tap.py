@@ -13,13 +13,12 @@ from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.server import Site
 
 from streamrelay.auth import TokenFile, readSecret
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.routes import ProxyRoutes
 from streamrelay.service import ListeningService
-from streamrelay.streaming import StreamingRequest
+from streamrelay.streaming import makeSite
 from streamrelay.webapp import appResource
 
 _log = Logger()
@@ -99,9 +98,7 @@ def makeService(options: Options) -> IService:
         tokens=tokens,
         secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
     )
-    site = Site(appResource(routes.app), requestFactory=StreamingRequest)
-    site.timeOut = options["idle-timeout"] or None
-    site.displayTracebacks = False
+    site = makeSite(appResource(routes.app), options["idle-timeout"])
     service = MultiService()
     listener = ListeningService(reactor, "streamrelay-proxy", options["listen"], site)
     listener.setServiceParent(service)
