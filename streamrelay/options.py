@@ -68,8 +68,40 @@ class ServiceOptions(usage.Options):
                 self[long] = int(value.lower() in ("1", "true", "yes", "on"))
         super().parseOptions(options)
 
+    #: Options every service has, after its own.
+    commonParameters = [
+        ["max-concurrent-uploads", None, None,
+         "Uploads taken at once; more are answered 503 busy with Retry-After. "
+         "[env STREAMRELAY_MAX_CONCURRENT_UPLOADS]"],
+        ["grace", None, "30",
+         "On SIGTERM, seconds uploads in flight may take to finish before they are "
+         "aborted. [env STREAMRELAY_GRACE]"],
+        ["log-format", None, "text",
+         "text, or json: one JSON object per log event. [env STREAMRELAY_LOG_FORMAT]"],
+    ]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = getattr(cls, "optParameters", [])
+        names = {p[0] for p in own}
+        common = [p for p in cls.commonParameters if p[0] not in names]
+        cls.optParameters = own + common  # type: ignore[attr-defined]
+
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = self.environ.get(
                 envName("listen"), self.defaultListen
             ).split()
+        if self["max-concurrent-uploads"] is not None:
+            try:
+                self["max-concurrent-uploads"] = int(self["max-concurrent-uploads"])
+            except ValueError:
+                raise usage.UsageError("--max-concurrent-uploads takes a whole number") from None
+            if self["max-concurrent-uploads"] < 1:
+                raise usage.UsageError("--max-concurrent-uploads is at least 1")
+        try:
+            self["grace"] = float(self["grace"])
+        except ValueError:
+            raise usage.UsageError("--grace takes a number of seconds") from None
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format is text or json")

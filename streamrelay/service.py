@@ -4,13 +4,16 @@ Listening on Twisted endpoint descriptions, saying where.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
+
+from streamrelay.limits import UploadSlots
 
 
 class ListeningService(Service):
@@ -68,3 +71,37 @@ class ListeningService(Service):
         super().stopService()
         ports, self._ports = self._ports, []
         return DeferredList([d for d in (p.stopListening() for p in ports) if d is not None])  # type: ignore[return-value]
+
+
+class GracefulStop(Service):
+    """
+    On stop (SIGTERM), lets uploads in flight finish for C{grace} seconds,
+    then aborts the rest; the listeners stop accepting at the same time.
+    """
+
+    def __init__(self, slots: UploadSlots, grace: float) -> None:
+        self._slots = slots
+        self._grace = grace
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._slots.drain(self._grace))
+
+
+class StreamrelayService(MultiService):
+    """
+    A service's top: with C{logFormat="json"}, twistd logs each event as
+    one JSON object (Twisted's JSON log observer) instead of text.
+    """
+
+    def __init__(self, logFormat: str = "text") -> None:
+        super().__init__()
+        self._logFormat = logFormat
+
+    def setServiceParent(self, parent: Any) -> Any:
+        if self._logFormat == "json" and hasattr(parent, "setComponent"):
+            # twistd asks the application for its log observer after
+            # making the service: this is how a plugin chooses one.
+            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout))
+        return super().setServiceParent(parent)
+

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -107,6 +108,11 @@ class RequestBody:
     def declaredLength(self) -> int | None:
         """The C{Content-Length} of the body, or L{None} when chunked."""
         return None if self.length is UNKNOWN_LENGTH else self.length
+
+    @property
+    def heldBack(self) -> bool:
+        """Whether streamrelay is holding the client back (backpressure)."""
+        return self._request._clientPaused and not self._discarding
 
     # IBodyProducer, for the one consumer
 
@@ -440,6 +446,41 @@ class StreamingChannel(http.HTTPChannel):
     before any resource sees them: malformed request lines, headers or
     chunking (400), and too long or too many headers (431).
     """
+
+    _headerTimer: IDelayedCall | None = None
+    _inHeaders = False
+
+    # Headers must arrive whole within the idle timeout, however slowly
+    # they trickle in: a slowloris client is cut off with 408.
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._inHeaders and not self._handlingRequest and not self.requests:
+            self._inHeaders = True
+            if self.timeOut:
+                self._headerTimer = self.callLater(self.timeOut, self._headersTimedOut)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._stopHeaderTimer()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._inHeaders = False
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stopHeaderTimer()
+        super().connectionLost(reason)
+
+    def _stopHeaderTimer(self) -> None:
+        if self._headerTimer is not None and self._headerTimer.active():
+            self._headerTimer.cancel()
+        self._headerTimer = None
+
+    def _headersTimedOut(self) -> None:
+        self._headerTimer = None
+        self._refuse(408, b"Request Timeout", "timeout",
+                     "The request's headers did not arrive in time.")
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         if any(getattr(r, "startedWriting", False) for r in self.requests):

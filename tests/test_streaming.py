@@ -509,3 +509,33 @@ class MalformedRequestTests(SynchronousTestCase):
             b"GET /f HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 20000 + b"\r\n\r\n"
         )
         self.assertEqual((status, answer["error"]), (431, "headers_too_large"))
+
+    def test_slowHeadersCut(self) -> None:
+        """
+        Headers trickling in byte by byte are cut off with 408 once the
+        idle timeout has passed since the request began, though each byte
+        came well within it.
+        """
+        resource = Upload()
+        conn = Connection(resource, timeout=10)
+        request = b"GET /f HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"v" * 100
+        for byte in request[:9]:
+            conn.send(bytes([byte]))
+            conn.clock.advance(1)
+        self.assertEqual(conn.output(), b"")
+        conn.send(request[9:10])
+        conn.clock.advance(1)
+        [response] = conn.responses()
+        self.assertEqual(response.status, 408)
+        self.assertIn(b'"timeout"', response.body)
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(resource.requests, [])
+
+    def test_keepAliveRequestsEachGetTheirTime(self) -> None:
+        resource = Upload()
+        conn = Connection(resource, timeout=10)
+        for _ in range(3):
+            conn.clock.advance(8)
+            conn.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses()], [200, 200, 200])
+        self.assertFalse(conn.transport.disconnecting)

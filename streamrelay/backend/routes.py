@@ -7,6 +7,8 @@ from __future__ import annotations
 import email.utils
 import mimetypes
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +29,8 @@ from streamrelay.errors import (
     writeError,
     writeJSON,
 )
+from streamrelay.limits import UploadSlots
+from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
@@ -74,10 +78,26 @@ class BackendRoutes:
         store: IUploadStore,
         maxSize: int | None = None,
         secret: bytes | None = None,
+        slots: UploadSlots | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.maxSize = maxSize
         self.secret = secret
+        self.slots = slots or UploadSlots(None)
+        self.metrics = metrics or Metrics("backend")
+
+    @contextmanager
+    def _upload(self, request: IRequest) -> Iterator[None]:
+        """Count an upload in (or refuse it, 503) for as long as it runs."""
+        self.slots.take(request)
+        self.metrics.started.inc()
+        self.metrics.inFlight.inc()
+        try:
+            yield
+        finally:
+            self.metrics.inFlight.dec()
+            self.slots.release(request)
 
     def _authorize(self, request: IRequest) -> None:
         """With a shared secret, only who holds it (the proxy) gets in."""
@@ -87,6 +107,10 @@ class BackendRoutes:
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
         return writeJSON(request, 200, {"status": "ok"})
+
+    @app.route("/metrics", methods=["GET"])
+    def metricsPage(self, request: IRequest) -> bytes:
+        return self.metrics.render(request)
 
     @app.route("/readyz", methods=["GET", "HEAD"])
     def readyz(self, request: IRequest) -> bytes:
@@ -119,9 +143,23 @@ class BackendRoutes:
         onlyIfNew = _onlyIfNew(request)
         if onlyIfNew and await self.store.stat(name) is not None:
             raise _exists(name)
+        with self._upload(request):
+            return await self._receive(request, name, body, expected, onlyIfNew, rid, started)
+
+    async def _receive(
+        self,
+        request: IRequest,
+        name: str,
+        body: RequestBody | None,
+        expected: str | None,
+        onlyIfNew: bool,
+        rid: str,
+        started: float,
+    ) -> bytes:
         try:
             upload = self.store.begin(name)
         except StorageFull as e:
+            self.metrics.failed("insufficient_storage")
             raise _storageFull(e) from None
         sink = HashingConsumer(upload, self.maxSize, _TooLarge)
         try:
@@ -157,15 +195,16 @@ class BackendRoutes:
         self._checkLength(body)
         boundary = boundaryOf(request.getHeader(b"content-type"))
         form = FormUpload(self.store, boundary, self.maxSize, _TooLarge)
-        try:
-            if body is not None:
-                form.registerProducer(body, True)
-                await body.startProducing(form)
-            stored = await form.commit()
-        except BaseException as e:
-            form.abort()
-            self._logFailure(rid, request, "(form)", form.size, e)
-            raise _apiErrorFor(e) from None
+        with self._upload(request):
+            try:
+                if body is not None:
+                    form.registerProducer(body, True)
+                    await body.startProducing(form)
+                stored = await form.commit()
+            except BaseException as e:
+                form.abort()
+                self._logFailure(rid, request, "(form)", form.size, e)
+                raise _apiErrorFor(e) from None
         for info in stored:
             self._logStored(rid, info, started)
         if len(stored) == 1:
@@ -238,6 +277,7 @@ class BackendRoutes:
         if request.method == b"HEAD" or start == end:
             return b""
         await stored.stream(start, end, request)
+        self.metrics.bytesSent.inc(end - start)
         return None
 
     @app.route("/files/<path:_name>", methods=["DELETE"])
@@ -253,6 +293,9 @@ class BackendRoutes:
     # Logs
 
     def _logStored(self, rid: str, info: FileInfo, started: float) -> None:
+        self.metrics.completed.inc()
+        self.metrics.bytesReceived.inc(info.size)
+        self.metrics.duration.observe(time.monotonic() - started)
         self._log.info(
             "upload stored request_id={rid} name={name!r} size={size} "
             "sha256={sha256} seconds={seconds:.3f}",
@@ -263,6 +306,8 @@ class BackendRoutes:
     def _logFailure(
         self, rid: str, request: IRequest, name: str, size: int, error: BaseException
     ) -> None:
+        self.metrics.failed(_reason(error))
+        self.metrics.bytesReceived.inc(size)
         self._log.info(
             "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
             rid=rid, name=name, size=size, reason=_reason(error),

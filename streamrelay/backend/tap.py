@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -16,8 +16,9 @@ from twisted.python import usage
 
 from streamrelay.auth import readSecret
 from streamrelay.backend.routes import BackendRoutes
+from streamrelay.limits import UploadSlots
 from streamrelay.options import ServiceOptions, parseSize
-from streamrelay.service import ListeningService
+from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.writer import Runner
 from streamrelay.streaming import makeSite
@@ -85,14 +86,17 @@ def makeService(options: Options) -> IService:
     swept = store.sweep()
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
+    slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     routes = BackendRoutes(
         store,
         maxSize=options["max-size"],
         secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
+        slots=slots,
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"])
     _log.info("streamrelay-backend storing files in {root}", root=str(root.resolve()))
-    service = MultiService()
+    service = StreamrelayService(options["log-format"])
+    GracefulStop(slots, options["grace"]).setServiceParent(service)
     listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)
     listener.setServiceParent(service)
     return service

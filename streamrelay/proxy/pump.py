@@ -27,6 +27,7 @@ class ResponsePump(Protocol):
     def __init__(self, request: Request) -> None:
         self._request = request
         self._registered = False
+        self.sent = 0
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def connectionMade(self) -> None:
@@ -34,6 +35,7 @@ class ResponsePump(Protocol):
         self._registered = True
 
     def dataReceived(self, data: bytes) -> None:
+        self.sent += len(data)
         self._request.write(data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:

@@ -11,16 +11,23 @@ from typing import Any
 from klein import Klein
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 
 from streamrelay.auth import TokenFile
 from streamrelay.errors import ApiError, bodyTimeout, notFound, tooLarge, writeJSON
+from streamrelay.limits import UploadSlots
+from streamrelay.metrics import Metrics
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.pump import ResponsePump
+from streamrelay.proxy.watchdog import BackendWatchdog
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.web import asset
 from streamrelay.webapp import installJSONErrors, requestId, requestName
+
+#: Methods whose bodies are uploads.
+_UPLOADS = frozenset({b"PUT", b"POST", b"PATCH"})
 
 #: Headers of the web page's files: always revalidated, and no script,
 #: style or frame from anywhere else.
@@ -58,6 +65,10 @@ class ProxyRoutes:
         readyTimeout: float = 2.0,
         tokens: TokenFile | None = None,
         secret: bytes | None = None,
+        slots: UploadSlots | None = None,
+        metrics: Metrics | None = None,
+        backendTimeout: float = 60.0,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.client = client
         self.backendURL = backendURL.rstrip("/")
@@ -65,6 +76,18 @@ class ProxyRoutes:
         self.readyTimeout = readyTimeout
         self.tokens = tokens
         self.secret = secret
+        self.slots = slots or UploadSlots(clock)
+        self.metrics = metrics or Metrics("proxy")
+        self.backendTimeout = backendTimeout
+        self._clockOrNone = clock
+
+    @property
+    def clock(self) -> IReactorTime:
+        if self._clockOrNone is None:
+            from twisted.internet import reactor
+
+            return reactor  # type: ignore[return-value]
+        return self._clockOrNone
 
     def _authorize(self, request: IRequest) -> None:
         if self.tokens is not None:
@@ -73,6 +96,10 @@ class ProxyRoutes:
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
         return writeJSON(request, 200, {"status": "ok"})
+
+    @app.route("/metrics", methods=["GET"])
+    def metricsPage(self, request: IRequest) -> bytes:
+        return self.metrics.render(request)
 
     @app.route("/readyz", methods=["GET", "HEAD"])
     async def readyz(self, request: IRequest) -> bytes:
@@ -160,8 +187,21 @@ class ProxyRoutes:
 
     async def forward(self, request: IRequest) -> bytes | None:
         """
-        Stream C{request} to the backend and the backend's response back.
+        Stream C{request} to the backend and the backend's response back;
+        a request with a body counts as an upload (limits, metrics).
         """
+        if getattr(request, "body", None) is None or request.method not in _UPLOADS:
+            return await self._forward(request)
+        self.slots.take(request)
+        self.metrics.started.inc()
+        self.metrics.inFlight.inc()
+        try:
+            return await self._forward(request)
+        finally:
+            self.metrics.inFlight.dec()
+            self.slots.release(request)
+
+    async def _forward(self, request: IRequest) -> bytes | None:
         started = time.monotonic()
         rid = requestId(request)
         request.setHeader(b"x-request-id", rid.encode("ascii"))
@@ -174,16 +214,20 @@ class ProxyRoutes:
             headers.setRawHeaders(b"authorization", [b"Bearer " + self.secret])
         elif self.tokens is not None:
             headers.removeHeader(b"authorization")  # the client's token is the proxy's
+        waiting = self.client.request(
+            method, url, headers=headers, data=body, unbuffered=True, allow_redirects=False
+        )
+        watchdog = BackendWatchdog(self.clock, self.backendTimeout, body, waiting)
         try:
-            response = await self.client.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                unbuffered=True,
-                allow_redirects=False,
-            )
+            response = await waiting
         except CancelledError:
+            if watchdog.fired:
+                self._logOutcome(rid, request, None, started, "backend_timeout")
+                raise ApiError(
+                    504,
+                    "backend_timeout",
+                    f"The storage backend made no progress for {self.backendTimeout:g} s.",
+                ) from None
             self._logOutcome(rid, request, None, started, "client_gone")
             raise
         except Exception as e:
@@ -195,6 +239,8 @@ class ProxyRoutes:
                 raise CancelledError() from None
             self._logOutcome(rid, request, None, started, "backend_unavailable")
             raise backendUnavailable(_describe(e)) from None
+        finally:
+            watchdog.stop()
         if body is not None and not body.ended:
             # An early answer (an error): drop the rest of the client's body.
             body.stopProducing()
@@ -219,6 +265,8 @@ class ProxyRoutes:
             self._log.info("backend failed mid-response: {why}", why=_describe(e))
             request.transport.abortConnection()  # type: ignore[attr-defined]
             await Deferred()  # Klein cancels this once the connection is gone.
+        if request.method == b"GET":
+            self.metrics.bytesSent.inc(pump.sent)
         self._logOutcome(rid, request, response.code, started, "ok")
         return None
 
@@ -226,6 +274,15 @@ class ProxyRoutes:
         self, rid: str, request: IRequest, code: int | None, started: float, outcome: str
     ) -> None:
         body: RequestBody | None = getattr(request, "body", None)
+        if outcome.startswith("backend_"):
+            self.metrics.backendError(outcome.removeprefix("backend_"))
+        if body is not None and request.method in _UPLOADS:
+            self.metrics.bytesReceived.inc(body.received)
+            if outcome == "ok" and code is not None and code < 300:
+                self.metrics.completed.inc()
+                self.metrics.duration.observe(time.monotonic() - started)
+            else:
+                self.metrics.failed(outcome if outcome != "ok" else f"http_{code}")
         self._log.info(
             "{method} {path} status={code} outcome={outcome} request_id={rid} "
             "received={received} seconds={seconds:.3f}",

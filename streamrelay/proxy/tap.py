@@ -9,15 +9,16 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
 from treq.client import HTTPClient
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from streamrelay.auth import TokenFile, readSecret
+from streamrelay.limits import UploadSlots
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.routes import ProxyRoutes
-from streamrelay.service import ListeningService
+from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
 from streamrelay.streaming import makeSite
 from streamrelay.webapp import appResource
 
@@ -43,6 +44,9 @@ class Options(ServiceOptions):
          "[env STREAMRELAY_SHARED_SECRET]"],
         ["shared-secret-file", None, None,
          "File whose first line is the shared secret. [env STREAMRELAY_SHARED_SECRET_FILE]"],
+        ["backend-timeout", None, "60",
+         "Seconds the backend may make no progress (take no body byte, send no answer) "
+         "before the client gets 504. [env STREAMRELAY_BACKEND_TIMEOUT]"],
         ["idle-timeout", None, "60",
          "Seconds a connection may send nothing before it is closed "
          "(not counted while streamrelay itself holds the client back). "
@@ -58,10 +62,11 @@ class Options(ServiceOptions):
         for key in ("tokens-file", "shared-secret-file"):
             if self[key] and not Path(self[key]).is_file():
                 raise usage.UsageError(f"--{key}: no such file: {self[key]}")
-        try:
-            self["idle-timeout"] = float(self["idle-timeout"])
-        except ValueError:
-            raise usage.UsageError("--idle-timeout takes a number of seconds") from None
+        for key in ("idle-timeout", "backend-timeout"):
+            try:
+                self[key] = float(self[key])
+            except ValueError:
+                raise usage.UsageError(f"--{key} takes a number of seconds") from None
 
 
 def backendClient(reactor: object) -> HTTPClient:
@@ -91,15 +96,20 @@ def makeService(options: Options) -> IService:
             reactor.callFromThread(tokenFile.reload)  # type: ignore[attr-defined]
 
         signal.signal(signal.SIGHUP, reload)
+    slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     routes = ProxyRoutes(
         backendClient(reactor),
         options["backend"],
         maxSize=options["max-size"],
         tokens=tokens,
         secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
+        slots=slots,
+        backendTimeout=options["backend-timeout"],
+        clock=reactor,  # type: ignore[arg-type]
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"])
-    service = MultiService()
+    service = StreamrelayService(options["log-format"])
+    GracefulStop(slots, options["grace"]).setServiceParent(service)
     listener = ListeningService(reactor, "streamrelay-proxy", options["listen"], site)
     listener.setServiceParent(service)
     return service
