@@ -34,6 +34,7 @@ from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import installJSONErrors, requestId, requestName
 
 #: Listing pages: the default and the largest C{?limit=}.
@@ -80,12 +81,14 @@ class BackendRoutes:
         secret: bytes | None = None,
         slots: UploadSlots | None = None,
         metrics: Metrics | None = None,
+        tus: TusUploads | None = None,
     ) -> None:
         self.store = store
         self.maxSize = maxSize
         self.secret = secret
         self.slots = slots or UploadSlots(None)
         self.metrics = metrics or Metrics("backend")
+        self.tus = tus
 
     @contextmanager
     def _upload(self, request: IRequest) -> Iterator[None]:
@@ -289,6 +292,39 @@ class BackendRoutes:
         self._log.info("deleted name={name!r}", name=name)
         request.setResponseCode(204)
         return b""
+
+    # Resumable uploads: the tus protocol, in streamrelay/tus/protocol.py
+
+    def _tus(self) -> TusUploads:
+        if self.tus is None:
+            raise notFound("This backend keeps no resumable uploads.")
+        return self.tus
+
+    @app.route("/uploads", methods=["OPTIONS"])
+    @app.route("/uploads/", methods=["OPTIONS"])
+    @app.route("/uploads/<_id>", methods=["OPTIONS"])
+    def uploadOptions(self, request: IRequest, _id: str = "") -> bytes:
+        return self._tus().options(request)
+
+    @app.route("/uploads", methods=["POST"])
+    @app.route("/uploads/", methods=["POST"])
+    async def createUpload(self, request: IRequest) -> bytes:
+        self._authorize(request)
+        with self._upload(request):
+            return await self._tus().create(request)
+
+    @app.route("/uploads/<_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
+    async def resumableUpload(self, request: IRequest, _id: str) -> bytes:
+        self._authorize(request)
+        tus = self._tus()
+        if request.method == b"PATCH":
+            with self._upload(request):
+                return await tus.patch(request, _id)
+        if request.method == b"DELETE":
+            return await tus.terminate(request, _id)
+        if request.method == b"HEAD":
+            return await tus.head(request, _id)
+        return await tus.info(request, _id)
 
     # Logs
 

@@ -1,0 +1,58 @@
+"""
+The backend's options for resumable uploads, and how they are wired.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.python import usage
+
+from streamrelay.store import IUploadStore
+from streamrelay.store.writer import Runner
+from streamrelay.tus.disk import DiskResumableStore
+from streamrelay.tus.protocol import DEFAULT_EXPIRY, TusService, TusUploads
+
+#: Where resumable uploads are kept under a folder storage.
+TUS_FOLDER = ".tus"
+
+RESUMABLE_OPTIONS = [
+    ["resumable-dir", None, None,
+     "Folder for unfinished resumable (tus) uploads; default STORAGE/.tus, or "
+     "./.streamrelay-tus with s3:// storage. [env STREAMRELAY_RESUMABLE_DIR]"],
+    ["resumable-expiry", None, str(int(DEFAULT_EXPIRY)),
+     "Seconds an unfinished resumable upload is kept after its last write. "
+     "[env STREAMRELAY_RESUMABLE_EXPIRY]"],
+]
+
+
+def checkResumableOptions(options: Any) -> None:
+    try:
+        options["resumable-expiry"] = float(options["resumable-expiry"])
+    except ValueError:
+        raise usage.UsageError("--resumable-expiry takes a number of seconds") from None
+    if options["resumable-expiry"] <= 0:
+        raise usage.UsageError("--resumable-expiry is more than 0")
+
+
+def makeResumable(
+    options: Any, store: IUploadStore, reactor: Any, run: Runner
+) -> tuple[TusUploads, TusService]:
+    """The tus protocol over C{store}, and the service sweeping it."""
+    folder = options["resumable-dir"]
+    if folder:
+        where = Path(folder)
+    elif "://" in options["storage"]:
+        where = Path(".streamrelay-tus")
+    else:
+        where = Path(options["storage"]) / TUS_FOLDER
+    uploads = TusUploads(
+        DiskResumableStore(where, run=run),
+        store,
+        reactor,
+        maxSize=options["max-size"],
+        expiry=options["resumable-expiry"],
+    )
+    interval = min(60.0, options["resumable-expiry"] / 4)
+    return uploads, TusService(uploads, reactor, interval)

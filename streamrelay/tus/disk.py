@@ -1,0 +1,374 @@
+"""
+Resumable uploads kept in a folder: C{<id>.json} holds the state,
+C{<id>.part} the bytes received so far.
+
+The backend keeps this folder under its storage root as C{.tus/}, a name
+no file may take, so uploads survive restarts and are never listed.  The
+offset in the state only moves once the bytes it counts were fsynced, so
+after a crash the state never claims bytes the disk does not hold; bytes
+past it are dropped when the upload is next written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IProducer, IPushProducer
+from zope.interface import implementer
+
+from streamrelay.store import FileInfo, IUploadStore
+from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError
+from streamrelay.tus.interfaces import (
+    IPartialWriter,
+    IResumableStore,
+    ResumableUpload,
+)
+
+#: What an upload id looks like; anything else names no upload.
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+#: Bytes read at a time when hashing or copying partial data.
+READ_SIZE = 1 << 20
+
+
+@implementer(IPartialWriter)
+class PartialWriter:
+    """Appends to one C{.part} file through a L{QueuedWriter}."""
+
+    def __init__(self, fd: int, start: int, run: Runner) -> None:
+        self.start = start
+        self._fd = fd
+        self._run = run
+        self._writer = QueuedWriter(fd, run)
+        self._closed = False
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._writer.producer = producer if IPushProducer.providedBy(producer) else None
+
+    def unregisterProducer(self) -> None:
+        self._writer.producer = None
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def written(self) -> int:
+        return self._writer.written
+
+    async def _flush(self) -> int:
+        await self._writer.drained()
+        return await self._checkpoint()
+
+    def flush(self) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._flush())
+
+    async def _checkpoint(self) -> int:
+        covered = self._writer.written
+        try:
+            await self._run(os.fsync, self._fd)
+        except BaseException as e:
+            raise storageError(e) from e
+        return covered
+
+    def checkpoint(self) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._checkpoint())
+
+    async def _truncate(self) -> None:
+        try:
+            await self._writer.drained()
+        except Exception:
+            pass  # the write error was answered; the bytes go anyway
+        await self._run(_truncate, self._fd, self.start)
+
+    def truncate(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._truncate())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        fd = self._fd
+
+        def closeFile() -> None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+        self._writer.abandon(closeFile)
+
+
+def _truncate(fd: int, size: int) -> None:
+    os.ftruncate(fd, size)
+    os.fsync(fd)
+
+
+def _openForAppend(path: Path, offset: int) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if os.fstat(fd).st_size < offset:
+            raise OSError(errno.EIO, f"{path.name} holds fewer bytes than its state counts")
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _hashPrefix(path: Path, size: int) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            data = f.read(min(READ_SIZE, left))
+            if not data:
+                raise OSError(errno.EIO, f"{path.name} holds fewer bytes than its state counts")
+            digest.update(data)
+            left -= len(data)
+    return digest
+
+
+def _syncFolder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writeState(folder: Path, uploadId: str, data: bytes) -> None:
+    tmp = folder / f"{uploadId}.json.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / f"{uploadId}.json")
+    _syncFolder(folder)
+
+
+def _removeFiles(folder: Path, uploadId: str) -> None:
+    for suffix in (".part", ".json", ".json.tmp"):
+        (folder / f"{uploadId}{suffix}").unlink(missing_ok=True)
+    _syncFolder(folder)
+
+
+def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]:
+    """
+    (In a thread.) What the disk store does for a plain upload: the digest
+    goes with the file, which is renamed over its name; both folders are
+    synced so the move survives a crash.
+    """
+    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            os.setxattr(fd, SHA256_XATTR, sha256.encode("ascii"))
+        except OSError:
+            pass  # no extended attributes here: the store hashes when asked
+        os.fsync(fd)
+        modified = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    replaced = target.exists()
+    os.replace(part, target)
+    _syncFolder(target.parent)
+    _syncFolder(part.parent)
+    return modified, replaced
+
+
+@implementer(IPushProducer)
+class _Gate:
+    """A push producer for a copy loop: the loop waits while it is paused."""
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._waiting: Deferred[None] | None = None
+        self.stopped = False
+
+    def open(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._paused and not self.stopped:
+            self._waiting = d
+        else:
+            d.callback(None)
+        return d
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.resumeProducing()
+
+
+@implementer(IResumableStore)
+class DiskResumableStore:
+    """
+    Resumable uploads in C{folder}.
+
+    @param run: runs file writes, fsyncs and renames (the backend passes a
+        thread pool).
+    @param rename: publish into a L{DiskStore} on the same file system by
+        renaming the partial file; otherwise the bytes are copied through
+        the store's C{begin}/C{commit}.
+    """
+
+    def __init__(self, folder: Path, run: Runner = inline, rename: bool = True) -> None:
+        self.folder = folder
+        self.run = run
+        self.rename = rename
+        folder.mkdir(parents=True, exist_ok=True)
+        self._cache: dict[str, ResumableUpload] = {}
+
+    def _part(self, uploadId: str) -> Path:
+        return self.folder / f"{uploadId}.part"
+
+    def ids(self) -> list[str]:
+        return sorted(
+            name.removesuffix(".json")
+            for name in os.listdir(self.folder)
+            if name.endswith(".json") and ID_PATTERN.fullmatch(name.removesuffix(".json"))
+        )
+
+    async def _create(self, upload: ResumableUpload) -> None:
+        await self.run(_createPart, self._part(upload.id))
+        await self._save(upload)
+
+    def create(self, upload: ResumableUpload) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._create(upload))
+
+    def _loadNow(self, uploadId: str) -> ResumableUpload | None:
+        if not ID_PATTERN.fullmatch(uploadId):
+            return None
+        cached = self._cache.get(uploadId)
+        if cached is None:
+            try:
+                data = json.loads((self.folder / f"{uploadId}.json").read_bytes())
+                cached = ResumableUpload.fromJSON(data)
+            except FileNotFoundError:
+                return None
+            except (ValueError, KeyError, TypeError):
+                # A damaged record names no usable upload; sweeping removes it.
+                return None
+            self._cache[uploadId] = cached
+        return dataclasses.replace(cached)
+
+    def load(self, uploadId: str) -> Deferred[ResumableUpload | None]:
+        return succeed(self._loadNow(uploadId))
+
+    async def _save(self, upload: ResumableUpload) -> None:
+        data = json.dumps(upload.asJSON(), ensure_ascii=False).encode("utf-8")
+        try:
+            await self.run(_writeState, self.folder, upload.id, data)
+        except BaseException as e:
+            raise storageError(e) from e
+        self._cache[upload.id] = dataclasses.replace(upload)
+
+    def save(self, upload: ResumableUpload) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._save(upload))
+
+    async def _openWriter(self, upload: ResumableUpload) -> IPartialWriter:
+        try:
+            fd = await self.run(_openForAppend, self._part(upload.id), upload.offset)
+        except BaseException as e:
+            raise storageError(e) from e
+        return PartialWriter(fd, upload.offset, self.run)
+
+    def openWriter(self, upload: ResumableUpload) -> Deferred[IPartialWriter]:
+        return Deferred.fromCoroutine(self._openWriter(upload))
+
+    def hashPrefix(self, upload: ResumableUpload) -> Deferred[hashlib._Hash]:
+        return self.run(_hashPrefix, self._part(upload.id), upload.offset)
+
+    def _canRename(self, store: IUploadStore) -> bool:
+        if not self.rename or not isinstance(store, DiskStore):
+            return False
+        try:
+            return os.stat(self.folder).st_dev == os.stat(store.root).st_dev
+        except OSError:
+            return False
+
+    async def _publish(
+        self, upload: ResumableUpload, store: IUploadStore, sha256: str
+    ) -> tuple[FileInfo, bool]:
+        assert upload.complete
+        part = self._part(upload.id)
+        if self._canRename(store):
+            assert isinstance(store, DiskStore)
+            try:
+                modified, replaced = await self.run(
+                    _publishByRename, part, store.root / upload.name, sha256
+                )
+            except BaseException as e:
+                raise storageError(e) from e
+            return FileInfo(upload.name, upload.offset, sha256, modified), replaced
+        result = await self._copy(part, upload, store, sha256)
+        await self.run(_removePart, part)
+        return result
+
+    async def _copy(
+        self, part: Path, upload: ResumableUpload, store: IUploadStore, sha256: str
+    ) -> tuple[FileInfo, bool]:
+        """Stream the partial file into a new version in C{store}."""
+        fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+        target = store.begin(upload.name)
+        gate = _Gate()
+        digest = hashlib.sha256()
+        try:
+            target.registerProducer(gate, True)
+            offset = 0
+            while offset < upload.offset:
+                await gate.open()
+                if gate.stopped:
+                    raise OSError(errno.EIO, "the store stopped the copy")
+                data = await self.run(os.pread, fd, min(READ_SIZE, upload.offset - offset), offset)
+                if not data:
+                    raise OSError(errno.EIO, f"{part.name} is shorter than its state counts")
+                digest.update(data)
+                target.write(data)
+                offset += len(data)
+            target.unregisterProducer()
+            if digest.hexdigest() != sha256:
+                raise OSError(errno.EIO, f"{part.name} changed on disk: its SHA-256 differs")
+            return await target.commit(sha256)
+        except BaseException as e:
+            target.abort()
+            raise storageError(e) from e
+        finally:
+            os.close(fd)
+
+    def publish(
+        self, upload: ResumableUpload, store: IUploadStore, sha256: str
+    ) -> Deferred[tuple[FileInfo, bool]]:
+        return Deferred.fromCoroutine(self._publish(upload, store, sha256))
+
+    async def _remove(self, uploadId: str) -> None:
+        if not ID_PATTERN.fullmatch(uploadId):
+            return
+        self._cache.pop(uploadId, None)
+        await self.run(_removeFiles, self.folder, uploadId)
+
+    def remove(self, uploadId: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._remove(uploadId))
+
+
+def _createPart(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    os.close(fd)
+
+
+def _removePart(path: Path) -> None:
+    path.unlink(missing_ok=True)

@@ -1,0 +1,133 @@
+"""
+The seam between the tus protocol and where resumable uploads are kept.
+
+A resumable upload is a state record (L{ResumableUpload}) and the bytes
+received so far.  Bytes are appended at the record's offset through an
+L{IPartialWriter}; the record only moves forward once what it counts is on
+stable storage.  Once complete, the bytes are published into an
+L{IUploadStore} under the upload's file name.  Protocol rules (offsets,
+locks, checksums, limits) are the protocol layer's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from zope.interface import Attribute, Interface
+
+from streamrelay.store import FileInfo, IUploadStore
+
+
+@dataclass
+class ResumableUpload:
+    """
+    The state of one resumable upload, as kept across restarts.
+
+    @ivar length: the total size, or L{None} while deferred.
+    @ivar offset: bytes received and flushed to stable storage.
+    @ivar metadata: the C{Upload-Metadata} header as the client sent it.
+    @ivar name: the name the file takes once complete.
+    @ivar expires: POSIX time after which an unfinished upload is removed.
+    @ivar stored: the stored file's JSON once published, with
+        C{"replaced"}; L{None} before.
+    """
+
+    id: str
+    length: int | None
+    offset: int
+    metadata: str
+    name: str
+    created: float
+    expires: float
+    stored: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.length is not None and self.offset == self.length
+
+    def asJSON(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def fromJSON(cls, data: dict[str, Any]) -> ResumableUpload:
+        return cls(
+            id=str(data["id"]),
+            length=None if data["length"] is None else int(data["length"]),
+            offset=int(data["offset"]),
+            metadata=str(data["metadata"]),
+            name=str(data["name"]),
+            created=float(data["created"]),
+            expires=float(data["expires"]),
+            stored=data.get("stored"),
+        )
+
+
+class IPartialWriter(IConsumer):
+    """
+    Appends bytes to an upload's partial data, from the offset it was
+    opened at; a store that cannot keep up pauses the registered producer.
+    """
+
+    start: int = Attribute("The offset the writer was opened at.")
+
+    def written() -> int:
+        """Bytes known to be written since C{start} (not yet flushed)."""
+
+    def flush() -> Deferred[int]:
+        """
+        Make every byte written so far durable, waiting for queued writes;
+        fires with how many bytes since C{start} are now on stable storage.
+        """
+
+    def checkpoint() -> Deferred[int]:
+        """
+        Make durable what is already written, without waiting for queued
+        writes; fires with how many bytes since C{start} that covers.
+        """
+
+    def truncate() -> Deferred[None]:
+        """Drop everything written through this writer (back to C{start})."""
+
+    def close() -> None:
+        """Release the writer; queued writes are dropped."""
+
+
+class IResumableStore(Interface):
+    """Resumable uploads: their state and their partial bytes."""
+
+    def create(upload: ResumableUpload) -> Deferred[None]:
+        """Keep a new upload with no bytes yet."""
+
+    def load(uploadId: str) -> Deferred[ResumableUpload | None]:
+        """The upload called C{uploadId}, or L{None}."""
+
+    def save(upload: ResumableUpload) -> Deferred[None]:
+        """Replace an upload's state record, durably and atomically."""
+
+    def ids() -> list[str]:
+        """Every upload kept (for sweeping)."""
+
+    def openWriter(upload: ResumableUpload) -> Deferred[IPartialWriter]:
+        """
+        A writer appending at C{upload.offset}; bytes past that offset (left
+        by a crash before the state moved) are dropped first.
+        """
+
+    def hashPrefix(upload: ResumableUpload) -> Deferred[hashlib._Hash]:
+        """The SHA-256 state of the upload's first C{offset} bytes."""
+
+    def publish(
+        upload: ResumableUpload, store: IUploadStore, sha256: str
+    ) -> Deferred[tuple[FileInfo, bool]]:
+        """
+        Make the complete bytes the file C{upload.name} of C{store},
+        atomically, with SHA-256 C{sha256}; whether it replaced one.  The
+        partial bytes are gone afterwards.
+        """
+
+    def remove(uploadId: str) -> Deferred[None]:
+        """Forget an upload and its bytes."""

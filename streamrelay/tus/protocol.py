@@ -1,0 +1,738 @@
+"""
+The tus 1.0.0 resumable upload protocol (tus.io), over an
+L{IResumableStore} for partial uploads and an L{IUploadStore} for finished
+files.
+
+Supported: the core protocol and the extensions creation,
+creation-with-upload, creation-defer-length, termination, checksum (sha1,
+sha256) and expiration.  When the last byte arrives, the upload becomes the
+file named by its C{Upload-Metadata} C{filename}, like a plain upload.
+
+One request at a time writes to an upload: a C{PATCH} (or C{DELETE})
+arriving while another C{PATCH} streams into the same upload takes it
+over: the first one stops, keeps what it received, and is answered C{423};
+then the new one checks its offset.  Bytes of a C{PATCH} cut off mid-way
+are kept (unless it carried C{Upload-Checksum}, which can then not be
+verified), and C{HEAD} reports them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from streamrelay.errors import ApiError, tooLarge, writeJSON
+from streamrelay.names import BadName, validateName
+from streamrelay.store import IUploadStore, StorageFull
+from streamrelay.store.interfaces import rfc3339
+from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
+from streamrelay.webapp import requestId
+
+T = TypeVar("T")
+
+TUS_VERSION = b"1.0.0"
+EXTENSIONS = (
+    b"creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+)
+CHECKSUMS: dict[str, Callable[[], Any]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+OFFSET_STREAM = b"application/offset+octet-stream"
+
+#: Where uploads live in the HTTP API.
+UPLOADS_PATH = b"/uploads/"
+
+#: Default life of an upload after its last write.
+DEFAULT_EXPIRY = 24 * 3600.0
+
+#: A long PATCH without a checksum moves the kept offset forward every this
+#: many bytes, so a crash loses at most that much.
+CHECKPOINT_EVERY = 64 << 20
+
+#: Errors that mean the request's body stopped arriving.
+_CUT = (BodyIncomplete, BodyTimeout, ConnectionLost, ConnectionDone, CancelledError)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _TakenOver(Exception):
+    """Another request took the upload over (or the backend is stopping)."""
+
+
+def locked() -> ApiError:
+    return ApiError(
+        423, "locked", "Another request took this upload over; ask for its offset again."
+    )
+
+
+def badRequest(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def parseMetadata(value: str) -> dict[str, bytes]:
+    """
+    The pairs of an C{Upload-Metadata} header (C{key base64value}, comma
+    separated, value optional); L{ValueError} when malformed.
+    """
+    result: dict[str, bytes] = {}
+    if not value.strip():
+        return result
+    for pair in value.split(","):
+        parts = pair.strip().split(" ")
+        if len(parts) > 2 or not parts[0]:
+            raise ValueError(f"malformed pair {pair.strip()!r}")
+        key = parts[0]
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice")
+        try:
+            result[key] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
+        except binascii.Error:
+            raise ValueError(f"the value of {key!r} is not base64") from None
+    return result
+
+
+def parseChecksum(value: bytes) -> tuple[str, bytes]:
+    """The algorithm and digest of an C{Upload-Checksum} header."""
+    try:
+        algorithm, encoded = value.decode("ascii").strip().split(" ")
+        digest = base64.b64decode(encoded, validate=True)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise badRequest("Upload-Checksum is 'ALGORITHM BASE64DIGEST'.") from None
+    if algorithm not in CHECKSUMS:
+        raise badRequest(
+            f"Upload-Checksum algorithm {algorithm!r} is not supported "
+            f"(Tus-Checksum-Algorithm: {', '.join(CHECKSUMS)})."
+        )
+    return algorithm, digest
+
+
+def _count(request: IRequest, header: bytes) -> int | None:
+    value = request.getHeader(header)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or len(value) > 19:
+        raise badRequest(f"{header.decode().title()} is a whole number of bytes.")
+    return int(value)
+
+
+def httpDate(timestamp: float) -> bytes:
+    return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
+
+
+def shielded(d: Deferred[T]) -> Deferred[T]:
+    """
+    A Deferred with C{d}'s result whose cancellation leaves C{d} running:
+    what a request started must finish (flush, record the offset) even when
+    its client has gone.
+    """
+    out: Deferred[T] = Deferred()
+
+    def relay(result: object) -> None:
+        if out.called:
+            return None  # cancelled: the result has nobody to go to
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(result)  # type: ignore[arg-type]
+        return None
+
+    d.addBoth(relay)
+    return out
+
+
+class _Holder:
+    """The one request writing to an upload, and who waits for it."""
+
+    def __init__(self) -> None:
+        self.takenOver = False
+        self.body: Deferred[None] | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._released = False
+
+    def takeOver(self) -> None:
+        self.takenOver = True
+        body, self.body = self.body, None
+        if body is not None:
+            body.cancel()
+
+    def whenReleased(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._released:
+            d.callback(None)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def released(self) -> None:
+        self._released = True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+
+@implementer(IConsumer)
+class _ChunkSink:
+    """
+    Where one request's body goes: hashed into the upload's running
+    SHA-256 and the request's checksum, counted against the room left, and
+    written; every L{CHECKPOINT_EVERY} bytes it asks for a checkpoint.
+    """
+
+    def __init__(
+        self,
+        writer: IPartialWriter,
+        running: Any,
+        checksum: Any | None,
+        room: int | None,
+        checkpoint: Callable[[], object] | None,
+    ) -> None:
+        self._writer = writer
+        self.running = running
+        self.checksum = checksum
+        self._room = room
+        self._checkpoint = checkpoint
+        self.size = 0
+        self._nextCheckpoint = CHECKPOINT_EVERY
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._writer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._writer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        if self._room is not None and self.size + len(data) > self._room:
+            raise _TooLarge()
+        self._writer.write(data)
+        self.size += len(data)
+        self.running.update(data)
+        if self.checksum is not None:
+            self.checksum.update(data)
+        if self._checkpoint is not None and self.size >= self._nextCheckpoint:
+            self._nextCheckpoint = self.size + CHECKPOINT_EVERY
+            self._checkpoint()
+
+
+class TusUploads:
+    """
+    The tus protocol's requests, for the backend's C{/uploads} routes.
+
+    @param maxSize: the largest upload accepted (C{Tus-Max-Size}).
+    @param expiry: seconds an unfinished upload is kept after its last write.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        resumable: IResumableStore,
+        store: IUploadStore,
+        clock: IReactorTime,
+        maxSize: int | None = None,
+        expiry: float = DEFAULT_EXPIRY,
+    ) -> None:
+        self.resumable = resumable
+        self.store = store
+        self.clock = clock
+        self.maxSize = maxSize
+        self.expiry = expiry
+        self._holders: dict[str, _Holder] = {}
+        #: upload id -> (offset, SHA-256 state of the bytes before it)
+        self._hashes: dict[str, tuple[int, Any]] = {}
+        self._stopping = False
+
+    # Requests
+
+    def options(self, request: IRequest) -> bytes:
+        request.setHeader(b"tus-resumable", TUS_VERSION)
+        request.setHeader(b"tus-version", TUS_VERSION)
+        request.setHeader(b"tus-extension", EXTENSIONS)
+        request.setHeader(b"tus-checksum-algorithm", ",".join(CHECKSUMS).encode("ascii"))
+        if self.maxSize is not None:
+            request.setHeader(b"tus-max-size", b"%d" % (self.maxSize,))
+        request.setResponseCode(204)
+        return b""
+
+    async def create(self, request: IRequest) -> bytes:
+        self._begin(request)
+        length = _count(request, b"upload-length")
+        deferred = request.getHeader(b"upload-defer-length")
+        if deferred is not None and (deferred.strip() != b"1" or length is not None):
+            raise badRequest("Upload-Defer-Length is 1, and only without Upload-Length.")
+        if length is None and deferred is None:
+            raise badRequest("Creating an upload needs Upload-Length or Upload-Defer-Length: 1.")
+        if length is not None and self.maxSize is not None and length > self.maxSize:
+            raise tooLarge(self.maxSize)
+        metadata, name = self._metadata(request)
+        body = _body(request)
+        if body is not None and _contentType(request) != OFFSET_STREAM:
+            raise ApiError(
+                415, "unsupported_media_type",
+                "An upload's bytes are sent as application/offset+octet-stream.",
+            )
+        checksum = _checksum(request)
+        if body is not None and length is not None and (body.declaredLength or 0) > length:
+            raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
+        now = self.clock.seconds()
+        upload = ResumableUpload(
+            id=secrets.token_hex(16), length=length, offset=0, metadata=metadata,
+            name=name, created=now, expires=now + self.expiry,
+        )
+        await self.resumable.create(upload)
+        self._hashes[upload.id] = (0, hashlib.sha256())
+        self._log.info(
+            "tus created request_id={rid} upload={id} name={name!r} length={length}",
+            rid=requestId(request), id=upload.id, name=name,
+            length="deferred" if length is None else length,
+        )
+        request.setHeader(b"location", UPLOADS_PATH + upload.id.encode("ascii"))
+        if body is not None or upload.complete:
+            upload = await shielded(
+                Deferred.fromCoroutine(self._write(request, upload.id, 0, None, checksum))
+            )
+        self._uploadHeaders(request, upload)
+        request.setResponseCode(201)
+        return b""
+
+    async def head(self, request: IRequest, uploadId: str) -> bytes:
+        self._begin(request)
+        upload = await self._live(uploadId)
+        if upload.complete and upload.stored is None:
+            upload = await shielded(Deferred.fromCoroutine(self._finishLocked(request, uploadId)))
+        self._uploadHeaders(request, upload)
+        if upload.length is None:
+            request.setHeader(b"upload-defer-length", b"1")
+        if upload.metadata:
+            request.setHeader(b"upload-metadata", upload.metadata.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        request.setResponseCode(200)
+        return b""
+
+    async def info(self, request: IRequest, uploadId: str) -> bytes:
+        """C{GET}: the upload as JSON (streamrelay's own, not tus)."""
+        request.setHeader(b"tus-resumable", TUS_VERSION)
+        upload = await self._live(uploadId)
+        request.setHeader(b"cache-control", b"no-store")
+        return writeJSON(request, 200, {
+            "id": upload.id,
+            "name": upload.name,
+            "offset": upload.offset,
+            "length": upload.length,
+            "expires": rfc3339(upload.expires),
+            "file": upload.stored,
+        })
+
+    async def patch(self, request: IRequest, uploadId: str) -> bytes:
+        self._begin(request)
+        if _contentType(request) != OFFSET_STREAM:
+            raise ApiError(
+                415, "unsupported_media_type",
+                "PATCH takes Content-Type: application/offset+octet-stream.",
+            )
+        offset = _count(request, b"upload-offset")
+        if offset is None:
+            raise badRequest("PATCH needs Upload-Offset.")
+        newLength = _count(request, b"upload-length")
+        checksum = _checksum(request)
+        await self._live(uploadId)
+        upload = await shielded(
+            Deferred.fromCoroutine(self._write(request, uploadId, offset, newLength, checksum))
+        )
+        self._uploadHeaders(request, upload)
+        request.setResponseCode(204)
+        return b""
+
+    async def terminate(self, request: IRequest, uploadId: str) -> bytes:
+        self._begin(request)
+        await self._live(uploadId, expiredToo=True)
+        await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
+        request.setResponseCode(204)
+        return b""
+
+    # Writing, one request per upload at a time
+
+    async def _acquire(self, uploadId: str) -> _Holder:
+        while (holder := self._holders.get(uploadId)) is not None:
+            released = holder.whenReleased()
+            holder.takeOver()
+            await released
+        if self._stopping:
+            raise _stopping()
+        holder = self._holders[uploadId] = _Holder()
+        return holder
+
+    def _release(self, uploadId: str, holder: _Holder) -> None:
+        if self._holders.get(uploadId) is holder:
+            del self._holders[uploadId]
+        holder.released()
+
+    async def _write(
+        self,
+        request: IRequest,
+        uploadId: str,
+        offset: int,
+        newLength: int | None,
+        checksum: tuple[str, bytes] | None,
+    ) -> ResumableUpload:
+        holder = await self._acquire(uploadId)
+        try:
+            upload = await self._live(uploadId)
+            if newLength is not None:
+                await self._declareLength(upload, newLength)
+            if offset != upload.offset:
+                raise ApiError(
+                    409, "offset_mismatch",
+                    f"The upload is at offset {upload.offset}, not {offset}.",
+                    {b"upload-offset": b"%d" % (upload.offset,),
+                     b"tus-resumable": TUS_VERSION},
+                )
+            body = _body(request)
+            room = self._room(upload)
+            declared = body.declaredLength if body is not None else 0
+            if room is not None and declared is not None and declared > room:
+                raise ApiError(
+                    413, "too_large",
+                    f"The body is {declared} bytes; only {room} fit in this upload.",
+                )
+            if body is not None and not upload.complete:
+                upload = await self._receive(request, holder, upload, body, room, checksum)
+            if upload.complete and upload.stored is None:
+                upload = await self._finish(request, upload)
+            return upload
+        finally:
+            self._release(uploadId, holder)
+
+    def _room(self, upload: ResumableUpload) -> int | None:
+        if upload.length is not None:
+            return upload.length - upload.offset
+        if self.maxSize is not None:
+            return self.maxSize - upload.offset
+        return None
+
+    async def _declareLength(self, upload: ResumableUpload, length: int) -> None:
+        if upload.length is not None:
+            if upload.length != length:
+                raise badRequest(f"The upload's length is {upload.length} already.")
+            return
+        if length < upload.offset:
+            raise badRequest(f"Upload-Length is less than the {upload.offset} bytes received.")
+        if self.maxSize is not None and length > self.maxSize:
+            raise tooLarge(self.maxSize)
+        upload.length = length
+        await self.resumable.save(upload)
+
+    async def _runningHash(self, upload: ResumableUpload) -> Any:
+        known = self._hashes.get(upload.id)
+        if known is not None and known[0] == upload.offset:
+            return known[1]
+        # The backend restarted since: hash what was kept.
+        running = await self.resumable.hashPrefix(upload)
+        self._hashes[upload.id] = (upload.offset, running)
+        return running
+
+    async def _receive(
+        self,
+        request: IRequest,
+        holder: _Holder,
+        upload: ResumableUpload,
+        body: RequestBody,
+        room: int | None,
+        checksum: tuple[str, bytes] | None,
+    ) -> ResumableUpload:
+        start = upload.offset
+        running = (await self._runningHash(upload)).copy()
+        writer = await self.resumable.openWriter(upload)
+        checkpoints: list[Deferred[None]] = []
+
+        def checkpoint() -> None:
+            if checkpoints and not checkpoints[-1].called:
+                return
+            checkpoints.append(Deferred.fromCoroutine(self._checkpoint(upload, writer)))
+
+        sink = _ChunkSink(
+            writer, running, CHECKSUMS[checksum[0]]() if checksum else None, room,
+            checkpoint if checksum is None else None,
+        )
+        error: BaseException | None = None
+        writer.registerProducer(body, True)
+        try:
+            if holder.takenOver:
+                raise _TakenOver()
+            holder.body = body.startProducing(sink)
+            await holder.body
+        except BaseException as e:
+            error = _TakenOver() if holder.takenOver else e
+        holder.body = None
+        writer.unregisterProducer()
+        for d in checkpoints:
+            await d
+        cut = isinstance(error, (_TakenOver, *_CUT))
+        keep = error is None or (cut and checksum is None)
+        kept = 0
+        try:
+            if keep:
+                kept = await writer.flush()
+            if error is None and checksum is not None:
+                assert sink.checksum is not None
+                if sink.checksum.digest() != checksum[1]:
+                    keep = False
+                    error = ApiError(
+                        460, "checksum_mismatch",
+                        f"The body does not match its {checksum[0]} Upload-Checksum; "
+                        "it was discarded.",
+                    )
+            if not keep:
+                kept = 0
+                await writer.truncate()
+        except BaseException as e:
+            # The disk failed: keep nothing of this request.
+            error, kept = e, 0
+            await writer.truncate()
+        finally:
+            writer.close()
+        upload.offset = start + kept
+        upload.expires = self.clock.seconds() + self.expiry
+        await self.resumable.save(upload)
+        if kept == sink.size:
+            self._hashes[upload.id] = (upload.offset, sink.running)
+        else:
+            self._hashes.pop(upload.id, None)
+        self._log.info(
+            "tus patch request_id={rid} upload={id} offset={start} received={received} "
+            "kept={kept} outcome={outcome}",
+            rid=requestId(request), id=upload.id, start=start, received=sink.size,
+            kept=kept, outcome=_outcome(error),
+        )
+        if error is None:
+            return upload
+        if isinstance(error, _TakenOver):
+            raise _stopping() if self._stopping else locked()
+        if isinstance(error, _TooLarge):
+            raise ApiError(413, "too_large", "The body is larger than the room left in the upload.")
+        if isinstance(error, BodyTimeout):
+            raise ApiError(408, "timeout", f"The body stalled: {error}; its bytes were kept.")
+        if isinstance(error, StorageFull):
+            raise ApiError(507, "insufficient_storage", f"The storage is full: {error}.")
+        raise error
+
+    async def _checkpoint(self, upload: ResumableUpload, writer: IPartialWriter) -> None:
+        """Move the kept offset forward to what is on disk, mid-request."""
+        try:
+            covered = await writer.checkpoint()
+            if covered:
+                moved = ResumableUpload(**upload.asJSON())
+                moved.offset = writer.start + covered
+                await self.resumable.save(moved)
+        except Exception as e:
+            self._log.info("tus checkpoint failed upload={id}: {e}", id=upload.id, e=e)
+
+    async def _finishLocked(self, request: IRequest, uploadId: str) -> ResumableUpload:
+        holder = await self._acquire(uploadId)
+        try:
+            upload = await self._live(uploadId)
+            if upload.complete and upload.stored is None:
+                upload = await self._finish(request, upload)
+            return upload
+        finally:
+            self._release(uploadId, holder)
+
+    async def _finish(self, request: IRequest, upload: ResumableUpload) -> ResumableUpload:
+        """Publish a complete upload as its file."""
+        started = time.monotonic()
+        try:
+            sha256 = (await self._runningHash(upload)).hexdigest()
+        except FileNotFoundError:
+            # Published already; the backend stopped before noting it.
+            info = await self.store.stat(upload.name)
+            if info is None or info.size != upload.offset:
+                raise
+            stored, replaced = info, True
+        else:
+            try:
+                stored, replaced = await self.resumable.publish(upload, self.store, sha256)
+            except StorageFull as e:
+                raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
+        upload.stored = {**stored.asJSON(), "replaced": replaced}
+        await self.resumable.save(upload)
+        self._hashes.pop(upload.id, None)
+        self._log.info(
+            "upload stored request_id={rid} name={name!r} size={size} "
+            "sha256={sha256} seconds={seconds:.3f} upload={id}",
+            rid=requestId(request), name=stored.name, size=stored.size,
+            sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
+        )
+        return upload
+
+    async def _terminate(self, request: IRequest, uploadId: str) -> None:
+        holder = await self._acquire(uploadId)
+        try:
+            await self.resumable.remove(uploadId)
+            self._hashes.pop(uploadId, None)
+            self._log.info("tus terminated request_id={rid} upload={id}",
+                           rid=requestId(request), id=uploadId)
+        finally:
+            self._release(uploadId, holder)
+
+    # Expiry and stopping
+
+    async def _sweep(self) -> int:
+        now = self.clock.seconds()
+        removed = 0
+        for uploadId in self.resumable.ids():
+            upload = await self.resumable.load(uploadId)
+            if uploadId in self._holders:
+                continue
+            if upload is None or upload.expires <= now:
+                await self.resumable.remove(uploadId)
+                self._hashes.pop(uploadId, None)
+                removed += 1
+        if removed:
+            self._log.info("tus removed {count} expired upload(s)", count=removed)
+        return removed
+
+    def sweep(self) -> Deferred[int]:
+        """Remove expired uploads (and unreadable records); how many."""
+        return Deferred.fromCoroutine(self._sweep())
+
+    def stop(self) -> Deferred[object]:
+        """
+        Refuse new writes; stop the requests writing, each keeping and
+        recording what it received.
+        """
+        self._stopping = True
+        waits = []
+        for holder in list(self._holders.values()):
+            waits.append(holder.whenReleased())
+            holder.takeOver()
+        return DeferredList(waits)  # type: ignore[return-value]
+
+    # Helpers
+
+    def _begin(self, request: IRequest) -> None:
+        request.setHeader(b"tus-resumable", TUS_VERSION)
+        request.setHeader(b"x-request-id", requestId(request).encode("ascii"))
+        version = request.getHeader(b"tus-resumable")
+        if version is None or version.strip() != TUS_VERSION:
+            raise ApiError(
+                412, "unsupported_version",
+                "This server speaks tus 1.0.0: send Tus-Resumable: 1.0.0.",
+                {b"tus-version": TUS_VERSION},
+            )
+        if self._stopping and request.method != b"HEAD":
+            raise _stopping()
+
+    async def _live(self, uploadId: str, expiredToo: bool = False) -> ResumableUpload:
+        upload = await self.resumable.load(uploadId)
+        if upload is None:
+            raise ApiError(404, "not_found", "No such upload.")
+        if not expiredToo and upload.stored is None and upload.expires <= self.clock.seconds():
+            raise ApiError(410, "gone", "This upload expired.")
+        return upload
+
+    def _metadata(self, request: IRequest) -> tuple[str, str]:
+        raw = request.getHeader(b"upload-metadata") or b""
+        try:
+            text = raw.decode("ascii")
+            pairs = parseMetadata(text)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise badRequest(f"Upload-Metadata is malformed: {e}.") from None
+        value = pairs.get("filename") or pairs.get("name")
+        if not value:
+            raise ApiError(400, "bad_name", "Upload-Metadata needs a filename.")
+        try:
+            name = validateName(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_name", "The filename is not valid UTF-8.") from None
+        except BadName as e:
+            raise ApiError(400, "bad_name", str(e)) from None
+        return text.strip(), name
+
+    def _uploadHeaders(self, request: IRequest, upload: ResumableUpload) -> None:
+        request.setHeader(b"upload-offset", b"%d" % (upload.offset,))
+        if upload.length is not None:
+            request.setHeader(b"upload-length", b"%d" % (upload.length,))
+        if upload.stored is None:
+            request.setHeader(b"upload-expires", httpDate(upload.expires))
+        else:
+            request.setHeader(b"content-location", b"/files/" + _quote(upload.name))
+
+
+class TusService(Service):
+    """Sweeps expired uploads every C{interval} seconds; on stop, lets the
+    requests writing record what they received."""
+
+    def __init__(self, uploads: TusUploads, clock: IReactorTime, interval: float = 60.0):
+        self.uploads = uploads
+        self._loop = LoopingCall(uploads.sweep)
+        self._loop.clock = clock
+        self._interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=True).addErrback(
+            lambda f: Logger().failure("tus sweep failed", f)
+        )
+
+    def stopService(self) -> Deferred[object] | None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        return self.uploads.stop()
+
+
+def _stopping() -> ApiError:
+    return ApiError(
+        503, "busy", "The backend is stopping; resume in a moment.", {b"retry-after": b"1"}
+    )
+
+
+def _body(request: IRequest) -> RequestBody | None:
+    return getattr(request, "body", None)
+
+
+def _contentType(request: IRequest) -> bytes:
+    value = request.getHeader(b"content-type") or b""
+    return value.split(b";")[0].strip().lower()
+
+
+def _checksum(request: IRequest) -> tuple[str, bytes] | None:
+    value = request.getHeader(b"upload-checksum")
+    return None if value is None else parseChecksum(value)
+
+
+def _quote(name: str) -> bytes:
+    from urllib.parse import quote
+
+    return quote(name, safe="").encode("ascii")
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, _TakenOver):
+        return "taken_over"
+    if isinstance(error, _CUT):
+        return "cut"
+    if isinstance(error, ApiError):
+        return error.code
+    if isinstance(error, _TooLarge):
+        return "too_large"
+    return type(error).__name__
