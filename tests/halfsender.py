@@ -1,13 +1,36 @@
 """
 A client that sends half of a file's body, says HALF, and waits for a line
 on stdin: "go" sends the rest and prints the answer, "abort" drops the
-connection.  Used by the integration tests to hold unsent data.
+connection, "read" prints the answer that comes without sending more.
+Used by the integration tests to hold unsent data.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
+
+
+def readResponse(sock: socket.socket) -> bytes:
+    """One response, read up to the end of its Content-Length body."""
+    answer = b""
+    while True:
+        head, sep, rest = answer.partition(b"\r\n\r\n")
+        if sep and not head.startswith(b"HTTP/1.1 100"):
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(rest) >= length:
+                return answer
+        elif sep:
+            answer = rest  # skip 100 Continue
+            continue
+        data = sock.recv(65536)
+        if not data:
+            return answer
+        answer += data
 
 
 def main(port: int, path: str, filename: str) -> None:
@@ -31,15 +54,14 @@ def main(port: int, path: str, filename: str) -> None:
             sock.close()
             print("ABORTED", flush=True)
             return
+        if command == "read":
+            # Read the answer that comes without sending more.
+            print(readResponse(sock).decode("utf-8", "replace"), flush=True)
+            print("DONE", flush=True)
+            return
         while chunk := f.read(1 << 20):
             sock.sendall(chunk)
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-        print(answer.decode("utf-8", "replace"), flush=True)
+        print(readResponse(sock).decode("utf-8", "replace"), flush=True)
         print("DONE", flush=True)
 
 

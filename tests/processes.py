@@ -28,7 +28,8 @@ from twisted.trial.unittest import TestCase
 reactor: Any = _reactor
 
 BIN = Path(sys.executable).parent
-_LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
+# The text log line, or the JSON event of --log-format json.
+_LISTENING = re.compile(rb'(?:listening on |"where": ")tcp:127\.0\.0\.1:(\d+)')
 
 
 def deferLater(seconds: float) -> Deferred[None]:

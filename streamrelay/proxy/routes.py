@@ -23,6 +23,7 @@ from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.watchdog import BackendWatchdog
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.tus.protocol import exceedsMaxSize
 from streamrelay.web import asset
 from streamrelay.webapp import installJSONErrors, requestId, requestName
 
@@ -43,6 +44,12 @@ PAGE_HEADERS = {
 
 def backendUnavailable(why: str) -> ApiError:
     return ApiError(502, "backend_unavailable", f"The storage backend is unavailable: {why}.")
+
+
+def backendTimeout(seconds: float) -> ApiError:
+    return ApiError(
+        504, "backend_timeout", f"The storage backend made no progress for {seconds:g} s."
+    )
 
 
 class ProxyRoutes:
@@ -183,6 +190,8 @@ class ProxyRoutes:
     async def uploadRequest(self, request: IRequest, _id: str = "") -> bytes | None:
         self._authorize(request)
         self._checkLength(request)
+        if exceedsMaxSize(request, self.maxSize):
+            raise tooLarge(self.maxSize)  # type: ignore[arg-type]
         return await self.forward(request)
 
     async def forward(self, request: IRequest) -> bytes | None:
@@ -223,14 +232,13 @@ class ProxyRoutes:
         except CancelledError:
             if watchdog.fired:
                 self._logOutcome(rid, request, None, started, "backend_timeout")
-                raise ApiError(
-                    504,
-                    "backend_timeout",
-                    f"The storage backend made no progress for {self.backendTimeout:g} s.",
-                ) from None
+                raise backendTimeout(self.backendTimeout) from None
             self._logOutcome(rid, request, None, started, "client_gone")
             raise
         except Exception as e:
+            if watchdog.fired:
+                self._logOutcome(rid, request, None, started, "backend_timeout")
+                raise backendTimeout(self.backendTimeout) from None
             if body is not None and isinstance(body.error, BodyTimeout):
                 self._logOutcome(rid, request, None, started, "timeout")
                 raise bodyTimeout(body.error) from None

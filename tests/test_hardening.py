@@ -1,0 +1,250 @@
+"""
+Hardening with the real programs: limits, timeouts, crashes, graceful
+stops, metrics, JSON logs, slowloris.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+from tests.processes import (
+    eventually,
+    partials,
+    run,
+    sha256File,
+    spawn,
+    startService,
+    startStack,
+)
+from tests.test_file_api_integration import call
+from tests.test_upload_path import MiB, curl, sharedFile
+
+
+def halfSender(test: TestCase, port: int, name: str, source: Path):  # type: ignore[no-untyped-def]
+    return spawn(test, "halfsender", [
+        sys.executable, "-m", "tests.halfsender", str(port), f"/files/{name}", str(source),
+    ])
+
+
+class LimitTests(TestCase):
+    timeout = 120
+
+    async def test_busy(self) -> None:
+        """Over --max-concurrent-uploads: 503 busy with Retry-After."""
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(64 * MiB)
+        backend, proxy = await startStack(
+            self, storage, backendArgs=["--debug-write-rate", str(32 * MiB)],
+            proxyArgs=["--max-concurrent-uploads", "1"],
+        )
+        first = spawn(self, "curl", curl("-T", str(source), "-w", "\n%{http_code}",
+                                         f"{proxy.url}/files/first.bin"))
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        code, headers, body = await call("PUT", proxy.url + "/files/second.bin", b"x")
+        self.assertEqual((code, json.loads(body)["error"]), (503, "busy"))
+        self.assertEqual(headers["retry-after"], "1")
+        await first.protocol.ended
+        self.assertTrue(first.output.endswith(b"\n201"), first.output)
+        self.assertEqual(sha256File(storage / "first.bin"), sha)
+        self.assertEqual((await call("PUT", proxy.url + "/files/second.bin", b"x"))[0], 201)
+
+    async def test_stalledClientGets408(self) -> None:
+        """A client that stops mid-body gets 408; nothing is kept."""
+        storage = Path(self.mktemp()) / "uploads"
+        source, _ = sharedFile(16 * MiB)
+        backend, proxy = await startStack(
+            self, storage, backendArgs=["--idle-timeout", "2"], proxyArgs=["--idle-timeout", "1"]
+        )
+        for target in (backend, proxy):
+            sender = halfSender(self, target.port, "stalled.bin", source)
+            await sender.protocol.waitFor(b"HALF")
+            started = time.monotonic()
+            sender.writeStdin(b"read\n")
+            output = await sender.protocol.waitFor(b"DONE")
+            self.assertIn(b"408", output, target.label)
+            self.assertIn(b'"timeout"', output)
+            self.assertLess(time.monotonic() - started, 10)
+            self.assertTrue(await eventually(lambda: partials(storage) == [], 3))
+            self.assertFalse((storage / "stalled.bin").exists())
+
+    async def test_slowButMovingUploadNotCut(self) -> None:
+        """A slow upload, or one held back by a slow disk, is not timed out."""
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(16 * MiB)
+        backend, proxy = await startStack(
+            self, storage, backendArgs=["--idle-timeout", "1", "--debug-write-rate", str(4 * MiB)],
+            proxyArgs=["--idle-timeout", "1"],
+        )
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), "-w", "\n%{http_code}", f"{proxy.url}/files/slow.bin"))
+        self.assertTrue(output.endswith(b"\n201"), output)
+        self.assertEqual(sha256File(storage / "slow.bin"), sha)
+
+
+class CrashTests(TestCase):
+    timeout = 120
+
+    async def test_backendKilledMidUpload(self) -> None:
+        """
+        kill -9 of the backend mid-upload: the client gets 502 within 2 s;
+        after a restart no partial file is visible and uploads work again.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, _ = sharedFile(256 * MiB)
+        backend, proxy = await startStack(self, storage)
+        sender = halfSender(self, proxy.port, "crash.bin", source)
+        await sender.protocol.waitFor(b"HALF")
+        sender.writeStdin(b"read\n")
+        started = time.monotonic()
+        backend.signal(signal.SIGKILL)
+        output = await sender.protocol.waitFor(b"DONE")
+        elapsed = time.monotonic() - started
+        self.assertIn(b"502", output)
+        self.assertIn(b"backend_unavailable", output)
+        self.assertLess(elapsed, 2.0)
+        self.assertNotEqual(partials(storage), [])  # what the crash left
+        await backend.protocol.ended
+        restarted = await startService(
+            self, "backend", "--storage", str(storage),
+            listen=f"tcp:{backend.port}:interface=127.0.0.1",
+        )
+        self.assertIn(b"removed 1 partial upload", restarted.output)
+        self.assertEqual(partials(storage), [])
+        self.assertFalse((storage / "crash.bin").exists())
+        code, _, _ = await call("PUT", proxy.url + "/files/after.txt", b"again")
+        self.assertEqual(code, 201)
+
+    async def test_sigtermLetsUploadsFinish(self) -> None:
+        """SIGTERM: an upload in flight finishes within --grace."""
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(32 * MiB)
+        backend = await startService(
+            self, "backend", "--storage", str(storage), "--grace", "20",
+            "--debug-write-rate", str(16 * MiB),
+        )
+        upload = spawn(self, "curl", curl("-T", str(source), "-w", "\n%{http_code}",
+                                          f"{backend.url}/files/graceful.bin"))
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        backend.signal(signal.SIGTERM)
+        await upload.protocol.ended
+        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
+        self.assertEqual(sha256File(storage / "graceful.bin"), sha)
+        await backend.protocol.ended
+        self.assertIn(b"Server Shut Down.", backend.output)
+
+    async def test_sigtermAbortsAfterGrace(self) -> None:
+        """SIGTERM: past --grace, uploads are aborted and leave nothing."""
+        storage = Path(self.mktemp()) / "uploads"
+        source, _ = sharedFile(64 * MiB)
+        backend = await startService(
+            self, "backend", "--storage", str(storage), "--grace", "1",
+            "--debug-write-rate", str(4 * MiB),
+        )
+        upload = spawn(self, "curl", curl("-T", str(source), "-w", "\n%{http_code}",
+                                          f"{backend.url}/files/cut.bin"))
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        started = time.monotonic()
+        backend.signal(signal.SIGTERM)
+        await backend.protocol.ended
+        self.assertIn(b"aborting 1 upload(s) still in flight", backend.output)
+        self.assertIn(b"Server Shut Down.", backend.output)
+        self.assertLess(time.monotonic() - started, 8)
+        await upload.protocol.ended
+        self.assertEqual(partials(storage), [])
+        self.assertFalse((storage / "cut.bin").exists())
+
+    async def test_stalledBackendGets504(self) -> None:
+        """A backend that stops making progress: the client gets 504."""
+        storage = Path(self.mktemp()) / "uploads"
+        source, _ = sharedFile(256 * MiB)
+        backend, proxy = await startStack(self, storage, proxyArgs=["--backend-timeout", "2"])
+        sender = halfSender(self, proxy.port, "stuck.bin", source)
+        await sender.protocol.waitFor(b"HALF")
+        backend.signal(signal.SIGSTOP)
+        self.addCleanup(backend.signal, signal.SIGCONT)
+        started = time.monotonic()
+        sender.writeStdin(b"go\n")
+        output = await sender.protocol.waitFor(b"DONE")
+        self.assertIn(b"504", output)
+        self.assertIn(b"backend_timeout", output)
+        self.assertLess(time.monotonic() - started, 10)
+        backend.signal(signal.SIGCONT)
+        self.assertTrue(await eventually(lambda: partials(storage) == [], 5))
+        self.assertFalse((storage / "stuck.bin").exists())
+
+
+class ObservabilityTests(TestCase):
+    timeout = 60
+
+    async def test_metrics(self) -> None:
+        storage = Path(self.mktemp()) / "uploads"
+        backend, proxy = await startStack(self, storage)
+        self.assertEqual((await call("PUT", proxy.url + "/files/a", b"12345"))[0], 201)
+        self.assertEqual((await call("PUT", proxy.url + "/files/.bad", b"x"))[0], 400)
+        self.assertEqual((await call("GET", proxy.url + "/files/a"))[0], 200)
+        _, headers, text = await call("GET", proxy.url + "/metrics")
+        self.assertTrue(headers["content-type"].startswith("text/plain"))
+        metrics = text.decode()
+        self.assertIn('streamrelay_uploads_completed_total{service="proxy"} 1.0', metrics)
+        self.assertIn('streamrelay_bytes_received_total{service="proxy"} 5.0', metrics)
+        self.assertIn('streamrelay_bytes_sent_total{service="proxy"} 5.0', metrics)
+        self.assertIn('streamrelay_uploads_in_flight{service="proxy"} 0.0', metrics)
+        self.assertIn("streamrelay_upload_duration_seconds_bucket", metrics)
+        _, _, text = await call("GET", backend.url + "/metrics")
+        self.assertIn('streamrelay_uploads_completed_total{service="backend"} 1.0', text.decode())
+
+    async def test_jsonLogs(self) -> None:
+        storage = Path(self.mktemp()) / "uploads"
+        backend = await startService(self, "backend", "--storage", str(storage),
+                                     "--log-format", "json")
+        await call("PUT", backend.url + "/files/logged.txt", b"abc",
+                   {"X-Request-Id": "req-42"})
+        await backend.protocol.waitFor(b"req-42")
+        events = [json.loads(line.strip(b"\x1e"))
+                  for line in backend.output.splitlines() if line.strip(b"\x1e").startswith(b"{")]
+        stored = [e for e in events if e.get("rid") == "req-42"]
+        self.assertEqual(len(stored), 1, events[-3:])
+        self.assertEqual((stored[0]["name"], stored[0]["size"]), ("logged.txt", 3))
+        self.assertIn("seconds", stored[0])
+
+
+class SlowlorisTests(TestCase):
+    timeout = 120
+
+    async def test_slowloris(self) -> None:
+        """
+        200 connections trickling headers one byte a second do not slow a
+        256 MiB upload down much, and are cut off by the idle timeout.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(256 * MiB)
+        backend, proxy = await startStack(self, storage, proxyArgs=["--idle-timeout", "4"])
+        started = time.monotonic()
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), "-o", "/dev/null", "-w", "%{http_code}",
+            f"{proxy.url}/files/alone.bin"))
+        alone = time.monotonic() - started
+        attackers = spawn(self, "slowloris", [
+            sys.executable, "-m", "tests.slowloris", str(proxy.port), "200", "15"])
+        await attackers.protocol.waitFor(b"OPEN")
+        started = time.monotonic()
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), "-w", "\n%{http_code}", f"{proxy.url}/files/attacked.bin"))
+        attacked = time.monotonic() - started
+        self.assertTrue(output.endswith(b"\n201"), output)
+        self.assertEqual(sha256File(storage / "attacked.bin"), sha)
+        self.assertLess(attacked, max(alone * 2, alone + 1.0),
+                        f"alone {alone:.2f} s, under attack {attacked:.2f} s")
+        await attackers.protocol.ended
+        report = json.loads(attackers.output.decode().strip().splitlines()[-1])
+        self.assertEqual(report["cut"], 200, report)
+        self.assertLess(report["last_cut"], 10, report)
+        self.assertEqual(report["statuses"], ["408"], report)
+        print(f"\n256 MiB alone {alone:.2f} s, beside 200 slowloris connections "
+              f"{attacked:.2f} s; all 200 cut after {report['last_cut']:.1f} s")
