@@ -17,6 +17,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from streamrelay.auth import TokenFile, readSecret
 from streamrelay.limits import UploadSlots
 from streamrelay.options import ServiceOptions, parseSize
+from streamrelay.proxy.cors import parseOrigins, withCORS
 from streamrelay.proxy.routes import ProxyRoutes
 from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
 from streamrelay.streaming import makeSite
@@ -51,6 +52,9 @@ class Options(ServiceOptions):
          "Seconds a connection may send nothing before it is closed "
          "(not counted while streamrelay itself holds the client back). "
          "[env STREAMRELAY_IDLE_TIMEOUT]"],
+        ["cors-origin", None, "",
+         "Origins (scheme://host[:port], or *) whose pages may use /uploads and "
+         "/files from a browser; comma-separated. [env STREAMRELAY_CORS_ORIGIN]"],
     ]
 
     def postOptions(self) -> None:
@@ -62,6 +66,10 @@ class Options(ServiceOptions):
         for key in ("tokens-file", "shared-secret-file"):
             if self[key] and not Path(self[key]).is_file():
                 raise usage.UsageError(f"--{key}: no such file: {self[key]}")
+        try:
+            self["cors-origin"] = parseOrigins(self["cors-origin"] or "")
+        except ValueError as e:
+            raise usage.UsageError(f"--cors-origin: {e}") from None
         for key in ("idle-timeout", "backend-timeout"):
             try:
                 self[key] = float(self[key])
@@ -107,7 +115,9 @@ def makeService(options: Options) -> IService:
         backendTimeout=options["backend-timeout"],
         clock=reactor,  # type: ignore[arg-type]
     )
-    site = makeSite(appResource(routes.app), options["idle-timeout"])
+    site = makeSite(
+        withCORS(appResource(routes.app), options["cors-origin"]), options["idle-timeout"]
+    )
     service = StreamrelayService(options["log-format"])
     GracefulStop(slots, options["grace"]).setServiceParent(service)
     listener = ListeningService(reactor, "streamrelay-proxy", options["listen"], site)

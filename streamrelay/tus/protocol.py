@@ -133,6 +133,26 @@ def _count(request: IRequest, header: bytes) -> int | None:
     return int(value)
 
 
+def exceedsMaxSize(request: IRequest, maxSize: int | None) -> bool:
+    """
+    Whether a tus request declares more than C{maxSize} bytes in all (its
+    C{Upload-Length}, or C{Upload-Offset} plus its body): what a proxy can
+    refuse before any byte is forwarded.
+    """
+    if maxSize is None:
+        return False
+    try:
+        length = _count(request, b"upload-length")
+        offset = _count(request, b"upload-offset")
+    except ApiError:
+        return False  # the backend answers what is wrong
+    body = _body(request)
+    declared = body.declaredLength if body is not None else 0
+    return (length is not None and length > maxSize) or (
+        offset is not None and declared is not None and offset + declared > maxSize
+    )
+
+
 def httpDate(timestamp: float) -> bytes:
     return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
 
