@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from streamrelay.errors import ApiError, badName, notFound, writeError
 from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
@@ -30,7 +31,8 @@ def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
 
 def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
     if request.path.startswith(FILES_PREFIX):
-        # Routing normalises paths such as /files/..; the name is still bad.
+        # Routing normalises paths such as /files/.. or /files//x (even
+        # asking for a redirect); the name is still bad.
         try:
             nameFromPath(request.path, FILES_PREFIX)
         except BadName as e:
@@ -113,6 +115,6 @@ def appResource(app: Klein) -> IResource:
 def installJSONErrors(app: Klein) -> None:
     """Make C{app} answer every error as API.md's JSON."""
     app.handle_errors(ApiError)(_apiError)
-    app.handle_errors(NotFound)(_notFound)
+    app.handle_errors(NotFound, RequestRedirect)(_notFound)
     app.handle_errors(MethodNotAllowed)(_methodNotAllowed)
     app.handle_errors(Exception)(_internal)
