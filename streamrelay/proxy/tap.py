@@ -10,9 +10,10 @@ from pathlib import Path
 
 from treq.client import HTTPClient
 from twisted.application.service import IService
+from twisted.internet import ssl
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from streamrelay.auth import TokenFile, readSecret
 from streamrelay.limits import UploadSlots
@@ -45,6 +46,9 @@ class Options(ServiceOptions):
          "[env STREAMRELAY_SHARED_SECRET]"],
         ["shared-secret-file", None, None,
          "File whose first line is the shared secret. [env STREAMRELAY_SHARED_SECRET_FILE]"],
+        ["backend-ca", None, None,
+         "PEM file of the certificate authority (or self-signed certificate) to trust "
+         "for an https:// backend, instead of the system's. [env STREAMRELAY_BACKEND_CA]"],
         ["backend-timeout", None, "60",
          "Seconds the backend may make no progress (take no body byte, send no answer) "
          "before the client gets 504. [env STREAMRELAY_BACKEND_TIMEOUT]"],
@@ -63,7 +67,7 @@ class Options(ServiceOptions):
             self["max-size"] = parseSize(str(self["max-size"]))
         if not self["backend"].startswith(("http://", "https://")):
             raise usage.UsageError("--backend takes an http:// or https:// URL")
-        for key in ("tokens-file", "shared-secret-file"):
+        for key in ("tokens-file", "shared-secret-file", "backend-ca"):
             if self[key] and not Path(self[key]).is_file():
                 raise usage.UsageError(f"--{key}: no such file: {self[key]}")
         try:
@@ -77,10 +81,10 @@ class Options(ServiceOptions):
                 raise usage.UsageError(f"--{key} takes a number of seconds") from None
 
 
-def backendClient(reactor: object) -> HTTPClient:
+def backendClient(reactor: object, caFile: str | None = None) -> HTTPClient:
     """
     A treq client for the backend: pooled connections, no cookies kept
-    between users.
+    between users, and with C{caFile} the only authority trusted for TLS.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
@@ -88,7 +92,13 @@ def backendClient(reactor: object) -> HTTPClient:
     # not reused just as the backend closes it.
     pool.cachedConnectionTimeout = 30
     jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-    return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)  # type: ignore[arg-type]
+    policy = BrowserLikePolicyForHTTPS()
+    if caFile is not None:
+        policy = BrowserLikePolicyForHTTPS(
+            trustRoot=ssl.Certificate.loadPEM(Path(caFile).read_bytes())
+        )
+    agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[arg-type]
+    return HTTPClient(agent, cookiejar=jar)  # type: ignore[arg-type]
 
 
 def makeService(options: Options) -> IService:
@@ -106,7 +116,7 @@ def makeService(options: Options) -> IService:
         signal.signal(signal.SIGHUP, reload)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     routes = ProxyRoutes(
-        backendClient(reactor),
+        backendClient(reactor, options["backend-ca"]),
         options["backend"],
         maxSize=options["max-size"],
         tokens=tokens,
