@@ -9,7 +9,9 @@ TRIAL_ARGS ?= tests
 BACKEND_LISTEN ?= tcp:8081:interface=127.0.0.1
 PROXY_LISTEN ?= tcp:8080:interface=127.0.0.1
 
-.PHONY: install run test lint unit bench clean
+CHAOS_ARGS ?= --seconds 60
+
+.PHONY: install run test lint unit bench chaos clean
 
 install: $(STAMP)
 
@@ -37,6 +39,9 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/bench.py
+
+chaos: install
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache _trial_temp*
