@@ -192,7 +192,17 @@ class ProxyRoutes:
         self._checkLength(request)
         if exceedsMaxSize(request, self.maxSize):
             raise tooLarge(self.maxSize)  # type: ignore[arg-type]
-        return await self.forward(request)
+        if request.method != b"HEAD" or not _id:
+            return await self.forward(request)
+        try:
+            return await self.forward(request)
+        except ApiError as e:
+            # tus clients (tus-js-client, Uppy) take any error but 423 on
+            # HEAD for "upload gone" and start over; 423 makes them retry
+            # until the backend is back.
+            if e.status not in (502, 504):
+                raise
+            raise ApiError(423, e.code, e.message, {b"retry-after": b"1"}) from None
 
     async def forward(self, request: IRequest) -> bytes | None:
         """
