@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater, react
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from streamrelay.upload.progress import Reporter
+from streamrelay.upload.resumable import ResumableSender
 from streamrelay.upload.sender import Stored, UploadFailed, sendFile
 from streamrelay.upload.watch import FolderWatcher, UploadState
 
@@ -72,6 +73,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON object per file on standard output, for scripts",
     )
+    p.add_argument(
+        "--resumable",
+        action="store_true",
+        default=env("STREAMRELAY_RESUMABLE", "").lower() in ("1", "true", "yes", "on"),
+        help="send with the tus protocol (/uploads): a retry after a dropped connection "
+        "or a restarted backend sends only what the server does not have yet "
+        "(env STREAMRELAY_RESUMABLE)",
+    )
     p.add_argument("--quiet", action="store_true", help="print failures only")
     p.add_argument(
         "--watch",
@@ -111,6 +120,7 @@ class Uploads:
         self.quiet = options.quiet
         self.json = options.json
         self.retries = max(0, options.retries)
+        self.resumable = options.resumable
         self.headers: dict[bytes | str, list[bytes | str]] = {}
         if options.token:
             self.headers[b"authorization"] = [b"Bearer " + options.token.encode("utf-8")]
@@ -119,9 +129,14 @@ class Uploads:
     async def send(self, path: Path, name: str) -> Stored:
         started = time.monotonic()
         attempt = 0
+        # With --resumable, every attempt goes on with the same upload.
+        resumable = (
+            ResumableSender(self.client, self.url, str(path), name, self.headers, self.line)
+            if self.resumable else None
+        )
         while True:
             try:
-                stored = await self._sendOnce(path, name)
+                stored = await self._sendOnce(path, name, resumable)
             except UploadFailed as e:
                 if not e.retryable or attempt >= self.retries:
                     self._result(path, name, started, error=str(e))
@@ -134,16 +149,21 @@ class Uploads:
             self._result(path, name, started, stored=stored)
             return stored
 
-    async def _sendOnce(self, path: Path, name: str) -> Stored:
+    async def _sendOnce(
+        self, path: Path, name: str, resumable: ResumableSender | None = None
+    ) -> Stored:
         try:
             total = path.stat().st_size
         except OSError as e:
             raise UploadFailed(f"cannot read it: {e.strerror}") from None
         progress = self.reporter.start(name, total)
         try:
-            stored = await sendFile(
-                self.client, self.url, str(path), name, progress.advance, self.headers
-            )
+            if resumable is not None:
+                stored = await resumable.send(progress.advance)
+            else:
+                stored = await sendFile(
+                    self.client, self.url, str(path), name, progress.advance, self.headers
+                )
         except UploadFailed:
             progress.close()
             raise
