@@ -43,8 +43,18 @@ __all__ = [
 #: How long an early response waits for the rest of a body before closing.
 LINGER_SECONDS = 30.0
 
-#: Read size (and write high-water mark) of connections that stream a body.
+#: Read size (and write high-water mark) of a connection streaming a body:
+#: 1 MiB while few bodies stream, shrinking so that all of them together
+#: read at most about BODY_READ_BUDGET at once.
 STREAM_BUFFER_SIZE = 1 << 20
+MIN_STREAM_BUFFER_SIZE = 64 << 10
+BODY_READ_BUDGET = 16 << 20
+
+
+def readSize(streaming: int) -> int:
+    """The read size of one of C{streaming} bodies streaming at once."""
+    share = BODY_READ_BUDGET // max(1, streaming)
+    return max(MIN_STREAM_BUFFER_SIZE, min(STREAM_BUFFER_SIZE, share))
 
 
 class BodyTimeout(Exception):
@@ -249,6 +259,15 @@ class StreamingRequest(server.Request):
     _dispatchCall: IDelayedCall | None = None
     _lingerCall: IDelayedCall | None = None
     _lingering = False
+    _counted = False
+
+    def _uncount(self) -> None:
+        """This body no longer streams (it ended, or the client left)."""
+        if self._counted and self.channel is not None:
+            self._counted = False
+            site: Any = getattr(self.channel, "site", None)
+            if site is not None:
+                site.streamingBodies = max(0, getattr(site, "streamingBodies", 1) - 1)
 
     def gotLength(self, length: int | None) -> None:
         self.content = io.BytesIO()
@@ -265,9 +284,14 @@ class StreamingRequest(server.Request):
                 expect[0].lower() == b"100-continue"
                 and channel._version == b"HTTP/1.1"
             )
+        site: Any = getattr(channel, "site", None)
+        streaming = getattr(site, "streamingBodies", 0) + 1
+        if site is not None:
+            site.streamingBodies = streaming
+        self._counted = True
         transport = self.transport
         if transport is not None and hasattr(transport, "bufferSize"):
-            transport.bufferSize = STREAM_BUFFER_SIZE
+            transport.bufferSize = readSize(streaming)
         self._setRequestLine(channel._command, channel._path, channel._version)
         # While the body streams, its own idle timer replaces the channel's:
         # it stops while streamrelay holds the client back, and a stalled
@@ -308,6 +332,7 @@ class StreamingRequest(server.Request):
             return
         self._clientPaused = False
         self._disarmBodyTimer()
+        self._uncount()
         if self._channelTimeoutHeld:
             # The channel saved "no timeout" because we held it; give it
             # the real one back for the next request.
@@ -423,6 +448,7 @@ class StreamingRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:
         self._disarmBodyTimer()
+        self._uncount()
         if self._dispatchCall is not None and self._dispatchCall.active():
             self._dispatchCall.cancel()
         self._dispatchCall = None

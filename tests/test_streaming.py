@@ -539,3 +539,27 @@ class MalformedRequestTests(SynchronousTestCase):
             conn.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual([r.status for r in conn.responses()], [200, 200, 200])
         self.assertFalse(conn.transport.disconnecting)
+
+
+class ReadSizeTests(SynchronousTestCase):
+    def test_shrinksWithConcurrency(self) -> None:
+        from streamrelay.streaming import readSize
+
+        self.assertEqual(readSize(1), 1 << 20)
+        self.assertEqual(readSize(16), 1 << 20)
+        self.assertEqual(readSize(64), 256 << 10)
+        self.assertEqual(readSize(1000), 64 << 10)
+
+    def test_counted(self) -> None:
+        """Streaming bodies are counted per site while they stream."""
+        resource = Hold()
+        one, two = Connection(resource), Connection(resource)
+        two.site = one.site
+        two.channel.site = one.site  # type: ignore[attr-defined]
+        one.send(chunkedHead(b"/a"))
+        two.send(chunkedHead(b"/b"))
+        self.assertEqual(one.site.streamingBodies, 2)  # type: ignore[attr-defined]
+        one.send(b"0\r\n\r\n")
+        self.assertEqual(one.site.streamingBodies, 1)  # type: ignore[attr-defined]
+        two.lose()
+        self.assertEqual(one.site.streamingBodies, 0)  # type: ignore[attr-defined]
