@@ -11,6 +11,7 @@ ASSETS = {
     "index.html": b"text/html; charset=utf-8",
     "app.js": b"text/javascript; charset=utf-8",
     "app.css": b"text/css; charset=utf-8",
+    "tus.min.js": b"text/javascript; charset=utf-8",
 }
 
 

@@ -1,9 +1,12 @@
-// streamrelay's web page: uploads streamed straight from disk with XHR PUT,
-// and the list of stored files. No build step, no dependencies.
+// streamrelay's web page: uploads streamed straight from disk with the tus
+// protocol (tus-js-client, vendored as tus.min.js), so a network cut resumes
+// where it stopped; and the list of stored files. No build step.
 "use strict";
 
 const PAGE_SIZE = 500;
 const PARALLEL_UPLOADS = 2;
+// Waits before each retry after a network cut or an unavailable backend, ms.
+const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000, 30000, 60000, 60000, 60000];
 
 const state = {
   token: sessionStorage.getItem("streamrelay-token") || "",
@@ -68,7 +71,7 @@ function needToken(reason) {
 function addFiles(files) {
   $("#uploads-section").hidden = false;
   for (const file of files) {
-    const job = { file, xhr: null, row: uploadRow(file), samples: [], finished: false };
+    const job = { file, upload: null, row: uploadRow(file), samples: [], finished: false };
     job.row.querySelector(".cancel").addEventListener("click", () => cancel(job));
     state.queue.push(job);
   }
@@ -103,17 +106,45 @@ function setState(job, kind, text) {
 
 function start(job) {
   state.active += 1;
-  const xhr = new XMLHttpRequest();
-  job.xhr = xhr;
   job.started = performance.now();
-  xhr.open("PUT", fileURL(job.file.name));
-  for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
-  xhr.upload.addEventListener("progress", (event) => progress(job, event.loaded));
-  xhr.addEventListener("load", () => finish(job, xhr.status, xhr.responseText));
-  xhr.addEventListener("error", () => finish(job, 0, ""));
-  xhr.addEventListener("abort", () => finish(job, -1, ""));
+  const upload = new tus.Upload(job.file, {
+    endpoint: "/uploads/",
+    headers: authHeaders(),
+    metadata: { filename: job.file.name, filetype: job.file.type || "application/octet-stream" },
+    retryDelays: RETRY_DELAYS,
+    removeFingerprintOnSuccess: true,
+    onProgress: (loaded) => progress(job, loaded),
+    onError: (error) => failed(job, error),
+    onSuccess: () => stored(job),
+  });
+  job.upload = upload;
   setState(job, "sending", "Sending");
-  xhr.send(job.file);
+  // A file the page was sending before a reload goes on where it stopped.
+  upload.findPreviousUploads().then((previous) => {
+    if (job.finished) return;
+    if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+    upload.start();
+  });
+}
+
+// The upload is complete: ask the server what it stored.
+async function stored(job) {
+  let answer = { status: 0, body: "" };
+  for (let attempt = 0; attempt < 5 && answer.status !== 200; attempt += 1) {
+    answer = await request("GET", job.upload.url);
+  }
+  let file = null;
+  try { file = JSON.parse(answer.body).file; } catch (e) { /* checked below */ }
+  if (answer.status === 200 && file) {
+    finish(job, file.replaced ? 200 : 201, JSON.stringify(file));
+  } else {
+    finish(job, answer.status, answer.body);
+  }
+}
+
+function failed(job, error) {
+  const response = error && error.originalResponse;
+  finish(job, response ? response.getStatus() : 0, response ? response.getBody() : "");
 }
 
 function progress(job, loaded) {
@@ -169,8 +200,10 @@ function cancel(job) {
     job.finished = true;
     job.row.querySelector(".cancel").hidden = true;
     setState(job, "failed", "Cancelled");
-  } else if (job.xhr) {
-    job.xhr.abort();
+  } else if (job.upload && !job.finished) {
+    // Stop sending, and have the server throw away what it kept.
+    job.upload.abort(true).catch(() => {});
+    finish(job, -1, "");
   }
 }
 
