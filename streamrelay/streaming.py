@@ -47,8 +47,8 @@ LINGER_SECONDS = 30.0
 #: 1 MiB while few bodies stream, shrinking so that all of them together
 #: read at most about BODY_READ_BUDGET at once.
 STREAM_BUFFER_SIZE = 1 << 20
-MIN_STREAM_BUFFER_SIZE = 64 << 10
-BODY_READ_BUDGET = 16 << 20
+MIN_STREAM_BUFFER_SIZE = 32 << 10
+BODY_READ_BUDGET = 8 << 20
 
 
 def readSize(streaming: int) -> int:

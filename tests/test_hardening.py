@@ -248,3 +248,27 @@ class SlowlorisTests(TestCase):
         self.assertEqual(report["statuses"], ["408"], report)
         print(f"\n256 MiB alone {alone:.2f} s, beside 200 slowloris connections "
               f"{attacked:.2f} s; all 200 cut after {report['last_cut']:.1f} s")
+
+
+class ConcurrencyTests(TestCase):
+    timeout = 180
+
+    async def test_256ConcurrentUploads(self) -> None:
+        """
+        256 uploads at once through the proxy: all stored intact, and each
+        service's peak RSS stays under 120 MiB.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(8 * MiB)
+        backend, proxy = await startStack(self, storage)
+        code, output = await run(self, "clients", [
+            sys.executable, "-m", "tests.manyclients", "256", str(source), proxy.url])
+        report = json.loads(output.decode().strip().splitlines()[-1])
+        self.assertEqual(report["statuses"], {"201": 256}, report)
+        self.assertEqual(report["digests"], {"match": 256}, report)
+        for program in (backend, proxy):
+            self.assertLess(program.peak(), 120 * MiB,
+                            f"{program.label} peaked at {program.peak() / MiB:.0f} MiB")
+        self.assertEqual(len(list(storage.glob("many-*.bin"))), 256)
+        print(f"\n256 x 8 MiB at once: {report['seconds']} s; peak RSS backend "
+              f"{backend.peak() / MiB:.0f} MiB, proxy {proxy.peak() / MiB:.0f} MiB")

@@ -206,20 +206,3 @@ class XattrTests(SynchronousTestCase):
         assert stat is not None
         self.assertEqual(stat.sha256, "ab" * 32)
 
-
-class WriteWindowTests(SynchronousTestCase):
-    def test_window(self) -> None:
-        from streamrelay.store.disk import writeWindow
-
-        self.assertEqual(writeWindow(1), 8 << 20)
-        self.assertEqual(writeWindow(8), 8 << 20)
-        self.assertEqual(writeWindow(64), 1 << 20)
-        self.assertEqual(writeWindow(1000), 256 << 10)
-
-    def test_counted(self) -> None:
-        store = DiskStore(Path(self.mktemp()))
-        one, two = store.begin("a"), store.begin("b")
-        self.assertEqual(store.writing, 2)
-        one.abort()
-        self.successResultOf(two.commit("ab" * 32))
-        self.assertEqual(store.writing, 0)

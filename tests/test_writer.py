@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.store.interfaces import StorageFull
-from streamrelay.store.writer import QueuedWriter
+from streamrelay.store.writer import QueuedWriter, WriteBudget
 
 
 class HandRunner:
@@ -119,3 +119,23 @@ class QueuedWriterTests(SynchronousTestCase):
         self.runner.step()
         self.assertEqual(closed, [True])
         self.assertEqual(self.runner.calls, [])  # the queued rest was dropped
+
+    def test_sharedBudget(self) -> None:
+        """
+        Writers of one store pause once all of them together hold more than
+        the budget, and resume when it has room again.
+        """
+        budget = WriteBudget(10)
+        other = QueuedWriter(self.fd, self.runner, high=100, low=50, budget=budget)
+        otherProducer = Producer()
+        other.producer = otherProducer  # type: ignore[assignment]
+        mine = QueuedWriter(self.fd, self.runner, high=100, low=50, budget=budget)
+        mine.producer = self.producer  # type: ignore[assignment]
+        other.write(b"x" * 8)
+        mine.write(b"y" * 4)
+        self.assertEqual(self.producer.events, ["pause"])
+        self.assertEqual(otherProducer.events, [])
+        self.runner.step()  # other's 8 bytes written: 4 queued, room again
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+        self.runner.step()
+        self.assertEqual(budget.queued, 0)

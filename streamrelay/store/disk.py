@@ -33,20 +33,15 @@ from streamrelay.store.interfaces import (
     IUpload,
     IUploadStore,
 )
-from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError
+from streamrelay.store.writer import QueuedWriter, Runner, WriteBudget, inline, storageError
 
 PARTIAL_DIR = ".partial"
 SHA256_XATTR = "user.streamrelay.sha256"
 
 
-#: Bytes all uploads together may hold queued for the disk; each upload's
-#: share is between 256 KiB and 8 MiB.
-WRITE_BUDGET = 64 << 20
-
-
-def writeWindow(writing: int) -> int:
-    """How many bytes one of C{writing} uploads may queue before pausing."""
-    return max(256 << 10, min(8 << 20, WRITE_BUDGET // max(1, writing)))
+#: Bytes all uploads together may hold queued for the disk (one upload
+#: holds at most 8 MiB).
+WRITE_BUDGET = 32 << 20
 
 
 @implementer(IUpload)
@@ -62,9 +57,7 @@ class DiskUpload:
         self._store = store
         self._path = store.partialDir / secrets.token_hex(16)
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        store.writing += 1
-        high = writeWindow(store.writing)
-        self._writer = QueuedWriter(fd, store.run, high=high, low=high // 4)
+        self._writer = QueuedWriter(fd, store.run, budget=store.budget)
         self._closed = False
         self._throttle = (
             _Throttle(store.clock, store.writeRate)
@@ -105,7 +98,6 @@ class DiskUpload:
         except BaseException as e:
             self._discard()
             raise storageError(e) from e
-        self._finished()
         return FileInfo(self.name, self.size, sha256, modified), replaced
 
     def abort(self) -> None:
@@ -115,15 +107,7 @@ class DiskUpload:
             self._closed = True
             self._writer.abandon(self._discard)
 
-    def _finished(self) -> None:
-        if not self._counted:
-            self._counted = True
-            self._store.writing -= 1
-
-    _counted = False
-
     def _discard(self) -> None:
-        self._finished()
         try:
             os.close(self._writer.fd)
         except OSError:
@@ -322,8 +306,7 @@ class DiskStore:
     ) -> None:
         self.root = root
         self.run = run
-        #: Uploads being written now.
-        self.writing = 0
+        self.budget = WriteBudget(WRITE_BUDGET)
         self.partialDir = root / PARTIAL_DIR
         self.clock = clock
         self.writeRate = writeRate

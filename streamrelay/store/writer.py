@@ -58,6 +58,39 @@ def _writeAll(fd: int, chunks: list[bytes], offset: int) -> None:
                 pass
 
 
+class WriteBudget:
+    """
+    Bytes all the writers of a store may hold queued together: above
+    C{limit} every writer that receives more pauses its producer; they are
+    resumed once the total is back under three quarters of it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0
+        self._waiting: list[QueuedWriter] = []
+
+    def over(self) -> bool:
+        return self.queued > self.limit
+
+    def roomy(self) -> bool:
+        return self.queued <= self.limit * 3 // 4
+
+    def wait(self, writer: QueuedWriter) -> None:
+        if writer not in self._waiting:
+            self._waiting.append(writer)
+
+    def add(self, count: int) -> None:
+        self.queued += count
+
+    def remove(self, count: int) -> None:
+        self.queued -= count
+        if self._waiting and self.roomy():
+            waiting, self._waiting = self._waiting, []
+            for writer in waiting:
+                writer._maybeResume()
+
+
 class QueuedWriter:
     """
     Writes to C{fd} through C{run}, one batch at a time, holding at most
@@ -68,9 +101,15 @@ class QueuedWriter:
     """
 
     def __init__(
-        self, fd: int, run: Runner, high: int = 8 << 20, low: int = 2 << 20
+        self,
+        fd: int,
+        run: Runner,
+        high: int = 8 << 20,
+        low: int = 2 << 20,
+        budget: WriteBudget | None = None,
     ) -> None:
         self.fd = fd
+        self._budget = budget or WriteBudget(1 << 62)
         self.producer: IPushProducer | None = None
         self.written = 0
         self._run = run
@@ -92,11 +131,31 @@ class QueuedWriter:
             raise RuntimeError("write after the file was abandoned")
         self._queue.append(data)
         self._queued += len(data)
+        self._budget.add(len(data))
         if not self._busy:
             self._flush()
-        if self._queued > self._high and self.producer is not None and not self._paused:
+        overBudget = self._budget.over()
+        if overBudget:
+            self._budget.wait(self)
+        if (
+            (self._queued > self._high or overBudget)
+            and self.producer is not None
+            and not self._paused
+        ):
             self._paused = True
             self.producer.pauseProducing()
+
+    def _maybeResume(self) -> None:
+        if (
+            self._paused
+            and self.producer is not None
+            and self._queued <= self._low
+            and self._budget.roomy()
+        ):
+            self._paused = False
+            self.producer.resumeProducing()
+        elif self._paused:
+            self._budget.wait(self)
 
     def drained(self) -> Deferred[None]:
         """Fires once everything written so far is in the file."""
@@ -112,6 +171,7 @@ class QueuedWriter:
         """Drop what is queued; call C{then} once no write is running."""
         self._abandoned = True
         self._queue.clear()
+        self._budget.remove(self._queued)
         self._queued = 0
         if self._busy:
             self._whenIdle = then
@@ -131,6 +191,7 @@ class QueuedWriter:
         self._busy = False
         self.written += size
         self._queued -= size
+        self._budget.remove(size)
         if self._idle():
             return
         if self._queue:
@@ -139,15 +200,14 @@ class QueuedWriter:
             waiters, self._waiters = self._waiters, []
             for d in waiters:
                 d.callback(None)
-        if self._paused and self._queued <= self._low and self.producer is not None:
-            self._paused = False
-            self.producer.resumeProducing()
+        self._maybeResume()
 
     def _failed(self, failure: Failure) -> None:
         self._busy = False
         assert failure.value is not None
         self._error = storageError(failure.value)
         self._queue.clear()
+        self._budget.remove(self._queued)
         self._queued = 0
         if self._idle():
             return
