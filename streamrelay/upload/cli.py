@@ -205,7 +205,12 @@ async def sendAll(uploads: Uploads, files: Sequence[tuple[Path, str]], concurren
         except UploadFailed:
             failed.append(name)
 
-    await gatherResults([semaphore.run(one, path, name) for path, name in files])
+    sizes = [path.stat().st_size for path, _ in files if path.is_file()]
+    uploads.reporter.expect(len(files), sum(sizes))
+    try:
+        await gatherResults([semaphore.run(one, path, name) for path, name in files])
+    finally:
+        uploads.reporter.finish()
     if len(files) > 1 and not uploads.quiet:
         uploads.line(f"{len(files) - len(failed)} stored, {len(failed)} failed")
     return 1 if failed else 0
