@@ -211,6 +211,7 @@ class ObservabilityTests(TestCase):
         stored = [e for e in events if e.get("rid") == "req-42"]
         self.assertEqual(len(stored), 1, events[-3:])
         self.assertEqual((stored[0]["name"], stored[0]["size"]), ("logged.txt", 3))
+        self.assertEqual(stored[0]["outcome"], "stored")
         self.assertIn("seconds", stored[0])
 
 

@@ -336,7 +336,7 @@ class BackendRoutes:
             "upload stored request_id={rid} name={name!r} size={size} "
             "sha256={sha256} seconds={seconds:.3f}",
             rid=rid, name=info.name, size=info.size, sha256=info.sha256,
-            seconds=time.monotonic() - started,
+            seconds=time.monotonic() - started, outcome="stored",
         )
 
     def _logFailure(
@@ -346,7 +346,7 @@ class BackendRoutes:
         self.metrics.bytesReceived.inc(size)
         self._log.info(
             "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
-            rid=rid, name=name, size=size, reason=_reason(error),
+            rid=rid, name=name, size=size, reason=_reason(error), outcome="failed",
         )
 
 
