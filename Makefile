@@ -34,8 +34,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Test files (some of 1 GiB) and the programs' logs are kept only when a test fails.
 test: lint
-	$(BIN)/trial --temp-directory=$${TMPDIR:-/tmp}/streamrelay-trial-$$$$ $(TRIAL_ARGS)
+	@dir=$${TMPDIR:-/tmp}/streamrelay-trial-$$$$; \
+	if $(BIN)/trial --temp-directory=$$dir $(TRIAL_ARGS); then rm -rf $$dir; \
+	else echo "test files and program logs kept in $$dir (logs/)"; exit 1; fi
 
 bench: install
 	$(BIN)/python bench/bench.py
