@@ -7,10 +7,11 @@ path, storage in a temporary folder under the system temp dir, removed at the
 end), measures each path C{--runs} times and prints the medians, the peak RSS
 of each service, the machine's limits (one loopback TCP stream, disk write
 with fsync, SHA-256) and the ratios between them.  Every upload's answered
-SHA-256 is checked against the source; any error makes the exit status 1.
+SHA-256 is checked against the source, and so is one download's bytes per
+download path; any error makes the exit status 1.
 
     .venv/bin/python bench/bench.py [--size 1G] [--runs 3]
-        [--workloads W1,W2,W3] [--json results.json]
+        [--workloads W1,W2,W3,W4] [--json results.json]
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ def parseWorkloads(text: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench.py",
-        description="Benchmark streamrelay's upload paths against the machine's limits.",
+        description="Benchmark streamrelay's upload and download paths against the "
+        "machine's limits.",
     )
     p.add_argument("--size", type=parseSize, default=parseSize("1G"),
-                   help="W1 file size and the size the machine limits are measured with "
+                   help="W1 and W4 file size, and the size the machine limits are measured with "
                    "(e.g. 512M, 1G, 2G; default 1G)")
     p.add_argument("--runs", type=int, default=3,
                    help="runs of each path; the median is reported (default 3)")

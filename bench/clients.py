@@ -1,11 +1,13 @@
 """
-The upload clients a benchmark drives: curl (one transfer, or many in
-parallel from one curl process) and C{streamrelay-upload}; and the check of
-each server answer against the source file.
+The clients a benchmark drives: curl uploads (one transfer, or many in
+parallel from one curl process), C{streamrelay-upload}, and curl downloads
+(timed into C{/dev/null}, or hashed as they arrive); and the check of each
+server answer against the source file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -23,6 +25,7 @@ CURL = "curl"
 CLIENT_TIMEOUT = 3600.0
 
 _WRITE_OUT = r"%{url_effective}\t%{http_code}\t%{time_total}\t%{size_upload}\t%{errormsg}\n"
+_DOWNLOAD_OUT = r"%{http_code}\t%{time_total}\t%{size_download}\t%{errormsg}\n"
 _UPLOADER_LINE = re.compile(r"(stored|replaced) (.*): (\d+) bytes, sha256 ([0-9a-f]{64})")
 
 
@@ -139,6 +142,64 @@ def uploaderStartup() -> float:
     return time.perf_counter() - started
 
 
+def curlDownload(url: str, workDir: Path) -> Transfer:
+    """
+    GET C{url} with C{curl -o /dev/null}: the client reads every byte and
+    keeps none, so only the servers and the loopback are measured.  The
+    transfer's C{seconds} is curl's wall clock, start to exit; its answer is
+    C{{"size": bytes received}}.
+    """
+    stdout, stderr = workDir / "curl.out", workDir / "curl.err"
+    code, seconds = _run(
+        [CURL, "--silent", "--show-error", "--output", "/dev/null",
+         "--write-out", _DOWNLOAD_OUT, url],
+        stdout, stderr,
+    )
+    name = url.rpartition("/")[2]
+    fields = stdout.read_text(errors="replace").rstrip("\n").split("\t")
+    if len(fields) < 4:
+        why = stderr.read_text(errors="replace").strip() or f"curl exited {code}"
+        return Transfer(name, 0, seconds, error=why)
+    transfer = Transfer(name, int(fields[0]), seconds, {"size": int(float(fields[2]))})
+    if code != 0 or fields[3]:
+        transfer.error = fields[3] or f"curl exited {code}"
+    return transfer
+
+
+def curlDownloadSHA256(url: str) -> Transfer:
+    """
+    GET C{url} with C{curl -o -}, hashing the bytes as they arrive (nothing
+    is written to disk); the answer is C{{"size": ..., "sha256": ...}}.  Not
+    timed: hashing in the benchmark's process competes for the CPU.
+    """
+    name = url.rpartition("/")[2]
+    digest = hashlib.sha256()
+    size = 0
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [CURL, "--silent", "--show-error", "--fail", "--output", "-", url],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        while chunk := process.stdout.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        why = process.stderr.read().decode(errors="replace").strip()
+        code = process.wait(CLIENT_TIMEOUT)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+    seconds = time.perf_counter() - started
+    if code != 0:
+        return Transfer(name, 0, seconds, error=why or f"curl exited {code}")
+    return Transfer(name, 200, seconds, {"size": size, "sha256": digest.hexdigest()})
+
+
 def check(batch: Batch, size: int, sha256: str) -> list[str]:
     """Errors in C{batch}: a failed transfer, or an answer not matching the source."""
     errors = []
@@ -153,3 +214,20 @@ def check(batch: Batch, size: int, sha256: str) -> list[str]:
         elif answer.get("size") != size or answer.get("name") != t.name:
             errors.append(f"{t.name}: answer {answer} does not describe the file sent")
     return errors
+
+
+def checkDownload(t: Transfer, size: int, sha256: str | None = None) -> list[str]:
+    """
+    Errors in a download: a failed transfer, a status other than 200, a
+    size other than the source's, or (when given) another SHA-256.
+    """
+    answer = t.answer or {}
+    if t.error:
+        return [f"{t.name}: {t.error}"]
+    if t.status != 200:
+        return [f"{t.name}: HTTP {t.status}"]
+    if answer.get("size") != size:
+        return [f"{t.name}: {answer.get('size')} bytes received, the source has {size}"]
+    if sha256 is not None and answer.get("sha256") != sha256:
+        return [f"{t.name}: sha256 {answer.get('sha256')} != source {sha256}"]
+    return []

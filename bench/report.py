@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machine import STREAM_LIMITS, Limit
-from workloads import DIRECT, PROXY, UPLOADER, Measurement
+from workloads import DIRECT, DOWNLOAD_DIRECT, DOWNLOAD_PROXY, PROXY, UPLOADER, Measurement
 
 MiB = 1 << 20
 
@@ -130,12 +130,16 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
     """Proxy / direct per workload, and W1 direct / the tightest machine limit."""
     found: list[Ratio] = []
     keys = list(dict.fromkeys(m.workload for m in measurements))
+    pairs = ((DIRECT, PROXY, "curl -T"), (DOWNLOAD_DIRECT, DOWNLOAD_PROXY, "curl -o /dev/null"))
     for key in keys:
-        direct, proxy = _find(measurements, key, DIRECT), _find(measurements, key, PROXY)
-        uploader = _find(measurements, key, UPLOADER)
         target = 0.8 if key == "W1" else None
-        if direct and proxy:
-            found.append(Ratio(f"{key} proxy path / direct path (curl -T)", proxy / direct, target))
+        for directRoute, proxyRoute, client in pairs:
+            direct = _find(measurements, key, directRoute)
+            proxy = _find(measurements, key, proxyRoute)
+            if direct and proxy:
+                found.append(Ratio(f"{key} proxy path / direct path ({client})",
+                                   proxy / direct, target))
+        direct, uploader = _find(measurements, key, DIRECT), _find(measurements, key, UPLOADER)
         if direct and uploader:
             found.append(Ratio(f"{key} streamrelay-upload via proxy / curl -T direct",
                                uploader / direct))

@@ -3,9 +3,9 @@ The benchmark's workloads, and what one measured path of a workload yields.
 
 A workload runs each of its routes (client and target) on a fresh stack,
 C{runs} times, so the services' peak RSS belongs to that route.  W1-W3 are
-instances of L{UploadWorkload}; W4 (a download) needs C{GET /files/{name}}
-and will be another class with the same C{key}/C{title}/C{run} shape,
-registered in L{WORKLOADS}.
+instances of L{UploadWorkload}, W4 of L{DownloadWorkload}; both have the
+C{key}/C{title}/C{run} shape of L{Workload} and are registered in
+L{WORKLOADS}.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from clients import Batch, check, curlUploads, uploaderUpload
+from clients import (
+    Batch,
+    check,
+    checkDownload,
+    curlDownload,
+    curlDownloadSHA256,
+    curlUploads,
+    uploaderUpload,
+)
 from services import ServiceFailed, Stack, Usage
 
 MiB = 1 << 20
@@ -94,6 +102,8 @@ class Route:
 DIRECT = Route("curl -T -> backend", "curl", False)
 PROXY = Route("curl -T -> proxy -> backend", "curl", True)
 UPLOADER = Route("streamrelay-upload -> proxy -> backend", "uploader", True)
+DOWNLOAD_DIRECT = Route("curl -o /dev/null <- backend", "curl", False)
+DOWNLOAD_PROXY = Route("curl -o /dev/null <- proxy <- backend", "curl", True)
 
 
 @dataclass
@@ -237,15 +247,95 @@ class UploadWorkload:
         return curlUploads(url, source, names, self.parallel, workDir)
 
 
+class DownloadWorkload:
+    """
+    One download of a random file of C{fileSize(ctx)} bytes, C{GET
+    /files/{name}} with C{curl -o /dev/null}, over each of C{routes}.
+
+    The file is stored once for the whole workload by a backend of its own
+    (a direct C{curl -T}, not timed, its answer checked), so that upload
+    counts in no measured service's peak RSS.  Each route's fresh stack
+    first serves one untimed download whose bytes are hashed as they
+    arrive and must match the source's SHA-256; then the C{runs} timed ones,
+    each checked for status and size.
+    """
+
+    NAME = "w4-source.bin"
+
+    def __init__(
+        self, key: str, fileSize: Callable[[Context], int], routes: tuple[Route, ...]
+    ) -> None:
+        self.key = key
+        self.fileSize = fileSize
+        self.routes = routes
+
+    def title(self, ctx: Context) -> str:
+        return f"one {sizeLabel(self.fileSize(ctx))} download (curl -o /dev/null)"
+
+    def run(self, ctx: Context) -> list[Measurement]:
+        size = self.fileSize(ctx)
+        source, sha256 = ctx.source(size)
+        clientDir = ctx.workDir / "client"
+        clientDir.mkdir(exist_ok=True)
+        try:
+            try:
+                stored = self._store(ctx, source, size, sha256, clientDir)
+            except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
+                stored = [f"{self.key} storing the file: {e}"]
+            if stored:
+                return [Measurement(self.key, route, size, 1, errors=stored)
+                        for route in self.routes]
+            return [self._measure(ctx, route, size, sha256, clientDir) for route in self.routes]
+        finally:
+            _clearStorage(ctx.storage)
+            shutil.rmtree(clientDir, ignore_errors=True)
+
+    def _store(
+        self, ctx: Context, source: Path, size: int, sha256: str, clientDir: Path
+    ) -> list[str]:
+        progress(f"{self.key}: storing the {sizeLabel(size)} file to download (not timed)")
+        with Stack(ctx.storage, ctx.workDir, withProxy=False) as stack:
+            batch = curlUploads(stack.url, source, [self.NAME], 1, clientDir)
+        return check(batch, size, sha256)
+
+    def _measure(
+        self, ctx: Context, route: Route, size: int, sha256: str, clientDir: Path
+    ) -> Measurement:
+        m = Measurement(self.key, route, size, 1)
+        try:
+            with Stack(ctx.storage, ctx.workDir, route.viaProxy) as stack:
+                url = f"{stack.url}/files/{self.NAME}"
+                m.idle = stack.usage()
+                verified = checkDownload(curlDownloadSHA256(url), size, sha256)
+                m.errors += [f"{self.key} {route.label} (sha256 check): {e}" for e in verified]
+                progress(f"{self.key} {route.label}: downloaded bytes' sha256 "
+                         f"{'matches the source' if not verified else 'WRONG'} (not timed)")
+                for run in range(1, ctx.runs + 1):
+                    transfer = curlDownload(url, clientDir)
+                    errors = checkDownload(transfer, size)
+                    m.errors += [f"{self.key} {route.label}: {e}" for e in errors]
+                    if errors:
+                        progress(f"{self.key} {route.label} run {run}: {len(errors)} error(s)")
+                        continue
+                    m.seconds.append(transfer.seconds)
+                    m.latencies.append(transfer.seconds)
+                    progress(
+                        f"{self.key} {route.label} run {run}/{ctx.runs}: "
+                        f"{m.rates[-1]:.0f} MB/s in {transfer.seconds:.2f} s"
+                    )
+                m.end = stack.usage()
+        except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
+            m.errors.append(f"{self.key} {route.label}: {e}")
+        return m
+
+
 #: Every implemented workload, by key, in the order they run.
 WORKLOADS: dict[str, Workload] = {
     "W1": UploadWorkload("W1", lambda ctx: ctx.size, 1, 1, (DIRECT, PROXY, UPLOADER)),
     "W2": UploadWorkload("W2", lambda ctx: 64 * MiB, 32, 32, (DIRECT, PROXY)),
     "W3": UploadWorkload("W3", lambda ctx: MiB, 1000, 64, (DIRECT, PROXY)),
+    "W4": DownloadWorkload("W4", lambda ctx: ctx.size, (DOWNLOAD_DIRECT, DOWNLOAD_PROXY)),
 }
 
 #: Workloads of issue 7 not measured yet, and what they wait for.
-PLANNED = {
-    "W4": "a 2 GiB download through the proxy; needs GET /files/{name} in the backend "
-    "and the proxy",
-}
+PLANNED: dict[str, str] = {}
