@@ -22,6 +22,7 @@ from streamrelay.service import GracefulStop, ListeningService, StreamrelayServi
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.writer import Runner
 from streamrelay.streaming import makeSite
+from streamrelay.tus.config import RESUMABLE_OPTIONS, checkResumableOptions, makeResumable
 from streamrelay.webapp import appResource
 
 _log = Logger()
@@ -49,6 +50,7 @@ class Options(ServiceOptions):
         ["debug-write-rate", None, None,
          "Slow disk writes to about this many bytes a second (for testing "
          "backpressure only). [env STREAMRELAY_DEBUG_WRITE_RATE]"],
+        *RESUMABLE_OPTIONS,
     ]
 
     def postOptions(self) -> None:
@@ -60,6 +62,7 @@ class Options(ServiceOptions):
             self["idle-timeout"] = float(self["idle-timeout"])
         except ValueError:
             raise usage.UsageError("--idle-timeout takes a number of seconds") from None
+        checkResumableOptions(self)
 
 
 def threadRunner(reactor: Any) -> Runner:
@@ -87,11 +90,13 @@ def makeService(options: Options) -> IService:
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
+    tus, tusService = makeResumable(options, store, reactor, threadRunner(reactor))
     routes = BackendRoutes(
         store,
         maxSize=options["max-size"],
         secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
         slots=slots,
+        tus=tus,
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"])
     _log.info("streamrelay-backend storing files in {root}", root=str(root.resolve()))
@@ -99,4 +104,5 @@ def makeService(options: Options) -> IService:
     GracefulStop(slots, options["grace"]).setServiceParent(service)
     listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)
     listener.setServiceParent(service)
+    tusService.setServiceParent(service)
     return service
