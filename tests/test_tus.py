@@ -502,3 +502,54 @@ class InterfaceTests(TusTestCase):
         writer = self.successResultOf(self.resumable.openWriter(upload))
         self.assertTrue(verifyObject(IPartialWriter, writer))
         writer.close()
+
+
+class DurabilityTests(TusTestCase):
+    def stateOffset(self, location: bytes) -> int:
+        uploadId = location.decode().rsplit("/", 1)[1]
+        return int(json.loads((self.root / ".tus" / f"{uploadId}.json").read_text())["offset"])
+
+    def test_checkpointsWithinLongPatch(self) -> None:
+        """
+        A long PATCH moves the recorded offset forward as it goes, so a
+        crash mid-request loses at most the last stretch.
+        """
+        self.patch(protocol, "CHECKPOINT_EVERY", 4)
+        location = self.create("long", 20)
+        conn = self.connect()
+        conn.send(patch(location, 0, b"x" * 20)[:-10])
+        conn.turn()
+        self.assertGreaterEqual(self.stateOffset(location), 8)
+        self.assertEqual(self.head(location).headers[b"upload-offset"],
+                         b"%d" % (self.stateOffset(location),))
+        conn.send(b"x" * 10)
+        self.assertEqual(self.stateOffset(location), 20)
+        self.assertEqual((self.root / "long").read_bytes(), b"x" * 20)
+
+    def test_failedFinishRetried(self) -> None:
+        """
+        When publishing the complete upload fails (disk full), the PATCH
+        says so; the next HEAD publishes it before answering.
+        """
+        from streamrelay.store import StorageFull
+
+        location = self.create("full", 3)
+        real = self.resumable.publish
+        calls: list[int] = []
+
+        def failOnce(*args: object) -> object:
+            calls.append(1)
+            if len(calls) == 1:
+                from twisted.internet.defer import fail
+
+                return fail(StorageFull("No space left on device"))
+            return real(*args)  # type: ignore[arg-type]
+
+        self.patch(self.resumable, "publish", failOnce)
+        self.assertError(self.request(patch(location, 0, b"abc")), 507, "insufficient_storage")
+        self.assertEqual(self.files(), [])
+        response = self.head(location)
+        self.assertEqual((response.status, response.headers[b"upload-offset"]), (200, b"3"))
+        self.assertEqual((self.root / "full").read_bytes(), b"abc")
+        info = json.loads(self.request(req(b"GET", b"/files")).body)["files"][0]
+        self.assertEqual(info["sha256"], hashlib.sha256(b"abc").hexdigest())

@@ -321,3 +321,12 @@ class ProtocolThroughProxyTests(TestCase):
         self.assertEqual(status, 404)
         # Only the finished upload's record is left, until it expires.
         self.assertEqual([Path(x).suffix for x in os.listdir(storage / ".tus")], [".json"])
+
+        # With the backend gone, HEAD says "locked, retry" (tus clients would
+        # otherwise start over), other requests 502.
+        backend.signal(15)
+        await backend.protocol.ended
+        status, h, _ = await self.curl("-I", location, *tus)
+        self.assertEqual((status, h["retry-after"]), (423, "1"))
+        status, _, _ = await self.curl(*patch, "-H", "Upload-Offset: 5", "--data-binary", "x")
+        self.assertEqual(status, 502)
