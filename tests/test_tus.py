@@ -553,3 +553,30 @@ class DurabilityTests(TusTestCase):
         self.assertEqual((self.root / "full").read_bytes(), b"abc")
         info = json.loads(self.request(req(b"GET", b"/files")).body)["files"][0]
         self.assertEqual(info["sha256"], hashlib.sha256(b"abc").hexdigest())
+
+    def test_diskFullDiscardsChunk(self) -> None:
+        """A full disk mid-PATCH answers 507; the offset stays where it was."""
+        import errno
+
+        location = self.create("nospace", 30)
+        self.request(patch(location, 0, b"abc"))
+        original = os.writev
+        written: list[object] = []
+
+        def full(fd: int, buffers: list[bytes]) -> int:
+            if written:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(buffers)
+            return original(fd, buffers)
+
+        self.patch(os, "writev", full)
+        conn = self.connect()
+        conn.send(patch(location, 3, b"x" * 27)[:-20])
+        conn.turn()
+        conn.send(b"x" * 10)  # fails to be written
+        conn.send(b"x" * 5)  # and the failure is answered
+        [response] = conn.responses()
+        self.assertError(response, 507, "insufficient_storage")
+        self.assertEqual(self.stateOffset(location), 3)
+        uploadId = location.decode().rsplit("/", 1)[1]
+        self.assertEqual((self.root / ".tus" / f"{uploadId}.part").stat().st_size, 3)
