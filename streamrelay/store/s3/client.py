@@ -1,0 +1,553 @@
+"""
+The S3 operations streamrelay needs, signed with SigV4 by botocore's signer
+and sent with treq on the reactor.
+
+botocore only signs here: it never sends anything, so no blocking call runs
+on the reactor thread.  Part bodies are hashed for their signature in a
+thread (L{threadedSHA256}); everything else is small.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
+
+from streamrelay.store.s3.messages import (
+    ObjectPage,
+    S3Error,
+    UploadPage,
+    completeBody,
+    errorFrom,
+    parseCopyETag,
+    parseLastPartTime,
+    parseObjectPage,
+    parseUploadId,
+    parseUploadPage,
+    raiseIfError,
+)
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+#: The object metadata that holds a stored file's SHA-256.
+SHA256_META = "x-amz-meta-sha256"
+
+#: Answers worth another try: S3 asks for it (503 SlowDown) or failed inside.
+_RETRY_STATUSES = {500, 502, 503, 504}
+_RETRY_CODES = {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable"}
+
+
+class RequestTimedOut(Exception):
+    """S3 did not answer within the request timeout."""
+
+
+def sha256Chunks(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def threadedSHA256(reactor: Any) -> Callable[[Sequence[bytes]], Deferred[str]]:
+    """
+    Hash part bodies in the reactor's thread pool: hashlib releases the GIL,
+    so the reactor keeps streaming meanwhile.
+    """
+    from twisted.internet.threads import deferToThreadPool
+
+    def hashChunks(chunks: Sequence[bytes]) -> Deferred[str]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), sha256Chunks, chunks)
+
+    return hashChunks
+
+
+def syncSHA256(chunks: Sequence[bytes]) -> Deferred[str]:
+    return succeed(sha256Chunks(chunks))
+
+
+class _PayloadAuth(S3SigV4Auth):
+    """botocore's S3 SigV4, signing the payload hash it is given instead of hashing the body."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return str(request.context["payload_sha256"])
+
+
+class Signer:
+    """
+    Signs requests with AWS Signature Version 4, by botocore.
+
+    @param credentials: access key, secret key and optional session token.
+    """
+
+    def __init__(self, credentials: Credentials, region: str) -> None:
+        self.region = region
+        self._auth = _PayloadAuth(credentials, "s3", region)
+
+    def sign(
+        self, method: str, url: str, headers: dict[str, str], payloadSHA256: str
+    ) -> dict[str, str]:
+        """
+        The headers to send: C{headers} plus C{X-Amz-Date},
+        C{X-Amz-Content-SHA256} and C{Authorization}.
+        """
+        request = AWSRequest(method=method, url=url, headers=headers)
+        request.context["payload_sha256"] = payloadSHA256
+        self._auth.add_auth(request)
+        return {str(k): str(v) for k, v in request.headers.items()}
+
+
+@implementer(IBodyProducer)
+class ChunksProducer:
+    """
+    A request body made of chunks already in memory, written one at a time
+    while the connection wants more; nothing is copied.
+    """
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self._chunks = chunks
+        self.length = sum(len(c) for c in chunks)
+        self._index = 0
+        self._paused = False
+        self._stopped = False
+        self._writing = False
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = Deferred()
+        self._write()
+        return self._done
+
+    def _write(self) -> None:
+        if self._writing or self._consumer is None:
+            return
+        self._writing = True
+        try:
+            while not self._paused and not self._stopped and self._index < len(self._chunks):
+                chunk = self._chunks[self._index]
+                self._index += 1
+                self._consumer.write(chunk)
+        finally:
+            self._writing = False
+        if (
+            self._index == len(self._chunks)
+            and not self._stopped
+            and self._done is not None
+            and not self._done.called
+        ):
+            self._release()
+            self._done.callback(None)
+
+    def _release(self) -> None:
+        # twisted.web keeps the request, and so its producer, as long as
+        # the response; the chunks must not live that long.
+        self._chunks = ()
+        self._index = 0
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._write()
+
+    def stopProducing(self) -> None:
+        # The startProducing Deferred never fires after this (IBodyProducer).
+        self._stopped = True
+        self._release()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A buffered S3 answer."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name.encode("ascii"))
+        return values[-1].decode("latin-1") if values else None
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What HEAD tells of an object."""
+
+    size: int
+    etag: str
+    modified: float
+    sha256: str | None
+
+
+def unquoteETag(value: str) -> str:
+    return value.strip().removeprefix("W/").strip('"')
+
+
+def headOf(answer: Answer) -> ObjectHead:
+    modified = answer.header("last-modified")
+    stamp = 0.0
+    if modified:
+        try:
+            stamp = email.utils.parsedate_to_datetime(modified).timestamp()
+        except (TypeError, ValueError):
+            pass
+    sha256 = answer.header(SHA256_META)
+    return ObjectHead(
+        int(answer.header("content-length") or 0),
+        unquoteETag(answer.header("etag") or ""),
+        stamp,
+        sha256.strip().lower() if sha256 else None,
+    )
+
+
+def _retriable(error: BaseException) -> bool:
+    if isinstance(error, S3Error):
+        return error.status in _RETRY_STATUSES or error.code in _RETRY_CODES
+    return isinstance(
+        error, ConnectError | ConnectionLost | DNSLookupError | RequestTimedOut
+    ) or type(error).__name__ in {
+        "ResponseNeverReceived", "RequestTransmissionFailed", "ResponseFailed",
+    }
+
+
+class S3Client:
+    """
+    One bucket of an S3-compatible service, addressed path-style
+    (C{<endpoint>/<bucket>/<key>}), which AWS, Ceph RGW, MinIO and
+    SeaweedFS all take.
+
+    @param http: the treq client every request goes through.
+    @param hashChunks: how part bodies are hashed for their signature;
+        L{threadedSHA256} in the services.
+    @param timeout: seconds a request may take until its answer's headers
+        (part uploads get C{partTimeout}).
+    @param attempts: tries of each request that failed in a way worth
+        another (connection lost, 5xx, SlowDown), with a short backoff.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        endpoint: str,
+        bucket: str,
+        signer: Signer,
+        hashChunks: Callable[[Sequence[bytes]], Deferred[str]] = syncSHA256,
+        timeout: float = 60.0,
+        partTimeout: float = 600.0,
+        attempts: int = 3,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) endpoint: {endpoint!r}")
+        self.http = http
+        self.clock = clock
+        self.endpoint = endpoint.rstrip("/")
+        self.bucket = bucket
+        self.signer = signer
+        self.hashChunks = hashChunks
+        self.timeout = timeout
+        self.partTimeout = partTimeout
+        self.attempts = attempts
+        defaultPort = 443 if parts.scheme == "https" else 80
+        self._host = parts.hostname if parts.port in (None, defaultPort) else parts.netloc
+        if ":" in parts.hostname and parts.port in (None, defaultPort):
+            self._host = f"[{parts.hostname}]"
+
+    # Requests
+
+    def url(self, key: str | None = None, query: Sequence[tuple[str, str]] = ()) -> str:
+        path = "/" + quote(self.bucket, safe="")
+        if key is not None:
+            path += "/" + quote(key, safe="/~")
+        url = self.endpoint + path
+        if query:
+            url += "?" + "&".join(
+                f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in query
+            )
+        return url
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        payloadSHA256: str,
+        body: Sequence[bytes] | None,
+        unbuffered: bool,
+    ) -> Deferred[IResponse]:
+        # twisted.web adds Content-Length itself; it need not be signed.
+        headers = dict(headers, host=self._host)
+        signed = self.signer.sign(method, url, headers, payloadSHA256)
+        raw = Headers()
+        for name, value in signed.items():
+            raw.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
+        return self.http.request(  # type: ignore[return-value]
+            method,
+            url,
+            headers=raw,
+            data=ChunksProducer(body) if body is not None else None,
+            allow_redirects=False,
+            unbuffered=unbuffered,
+        )
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        payloadSHA256: str,
+        body: Sequence[bytes] | None,
+        ok: Iterable[int],
+        timeout: float,
+        stream: bool,
+        errorIn200: bool,
+    ) -> tuple[Any, Answer | None]:
+        timedOut = False
+        d = self._send(method, url, headers, payloadSHA256, body, unbuffered=stream)
+
+        def expire() -> None:
+            nonlocal timedOut
+            timedOut = True
+            d.cancel()
+
+        timer = self.clock.callLater(timeout, expire)
+        try:
+            response: Any = await d
+            if stream and response.code in ok:
+                return response, None
+            content = await response.content()
+        except CancelledError:
+            if timedOut:
+                raise RequestTimedOut(f"{method} {url}: no answer in {timeout:.0f} s") from None
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
+        answer = Answer(response.code, response.headers, content)
+        if answer.status not in ok:
+            raise errorFrom(answer.status, content)
+        if errorIn200 and answer.status == 200:
+            raiseIfError(200, content)
+        return None, answer
+
+    async def _call(
+        self,
+        method: str,
+        key: str | None,
+        query: Sequence[tuple[str, str]] = (),
+        headers: dict[str, str] | None = None,
+        body: Sequence[bytes] | None = None,
+        payloadSHA256: str | None = None,
+        ok: Iterable[int] = (200,),
+        timeout: float | None = None,
+        stream: bool = False,
+        attempts: int | None = None,
+        errorIn200: bool = False,
+    ) -> tuple[Any, Answer | None]:
+        url = self.url(key, query)
+        if payloadSHA256 is None:
+            payloadSHA256 = sha256Chunks(body) if body else EMPTY_SHA256
+        ok = frozenset(ok)
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(
+                    method, url, headers or {}, payloadSHA256, body, ok,
+                    timeout or self.timeout, stream, errorIn200,
+                )
+            except Exception as e:
+                if attempt >= (attempts or self.attempts) or not _retriable(e):
+                    raise
+                delay = 0.25 * 4 ** (attempt - 1)
+                self._log.info(
+                    "S3 {method} {key!r} failed ({error}); try {next} in {delay} s",
+                    method=method, key=key, error=str(e) or type(e).__name__,
+                    next=attempt + 1, delay=delay,
+                )
+                attempt += 1
+                await deferLater(self.clock, delay)
+
+    async def call(self, method: str, key: str | None, **kwargs: Any) -> Answer:
+        """A request whose answer is read whole (answers of S3 are small)."""
+        _, answer = await self._call(method, key, **kwargs)
+        assert answer is not None
+        return answer
+
+    async def open(self, method: str, key: str | None, **kwargs: Any) -> IResponse:
+        """A request whose successful answer's body is left to the caller to stream."""
+        response, _ = await self._call(method, key, stream=True, **kwargs)
+        assert response is not None
+        return response  # type: ignore[no-any-return]
+
+    # Buckets
+
+    async def bucketReachable(self) -> None:
+        """Fails unless the bucket answers HEAD with 200."""
+        await self.call("HEAD", None, attempts=1, timeout=10.0)
+
+    async def createBucket(self) -> None:
+        """Create the bucket (for tests and set-up); an existing one of ours is fine."""
+        try:
+            await self.call("PUT", None)
+        except S3Error as e:
+            if e.code != "BucketAlreadyOwnedByYou":
+                raise
+
+    # Objects
+
+    async def head(self, key: str) -> ObjectHead | None:
+        answer = await self.call("HEAD", key, ok=(200, 404))
+        return headOf(answer) if answer.status == 200 else None
+
+    async def get(self, key: str, start: int, end: int, etag: str | None) -> IResponse:
+        """
+        Bytes C{start} to C{end} (exclusive) of C{key}, unread; 412 (as an
+        L{S3Error}) when its ETag is no longer C{etag}.
+        """
+        headers = {"range": f"bytes={start}-{end - 1}"}
+        if etag is not None:
+            headers["if-match"] = f'"{etag}"'
+        # Keep the stored bytes as they are, even for an object another
+        # tool stored with a Content-Encoding (treq would decode gzip).
+        query = [("response-content-encoding", "identity")]
+        return await self.open("GET", key, query=query, headers=headers, ok=(206,))
+
+    async def put(self, key: str, chunks: Sequence[bytes], sha256: str) -> str:
+        """
+        Store C{chunks} as C{key} with its SHA-256 kept in metadata; S3
+        checks the bytes against it (the signed payload hash).
+        """
+        answer = await self.call(
+            "PUT", key, headers={SHA256_META: sha256}, body=chunks,
+            payloadSHA256=sha256, timeout=self.partTimeout,
+        )
+        return unquoteETag(answer.header("etag") or "")
+
+    async def delete(self, key: str) -> None:
+        await self.call("DELETE", key, ok=(200, 204, 404))
+
+    async def copy(
+        self, source: str, target: str, sourceETag: str, metadata: dict[str, str]
+    ) -> str:
+        """Copy C{source} (if still C{sourceETag}) to C{target} with new metadata."""
+        headers = {
+            "x-amz-copy-source": self._copySource(source),
+            "x-amz-copy-source-if-match": f'"{sourceETag}"',
+            "x-amz-metadata-directive": "REPLACE",
+            **metadata,
+        }
+        answer = await self.call(
+            "PUT", target, headers=headers, timeout=self.partTimeout, errorIn200=True
+        )
+        return unquoteETag(parseCopyETag(answer.status, answer.body))
+
+    def _copySource(self, key: str) -> str:
+        return "/" + quote(self.bucket, safe="") + "/" + quote(key, safe="/~")
+
+    async def listObjects(
+        self,
+        prefix: str,
+        startAfter: str | None = None,
+        continuation: str | None = None,
+        maxKeys: int = 1000,
+    ) -> ObjectPage:
+        """One page of ListObjectsV2 of the keys under C{prefix}, not below a further C{/}."""
+        query = [
+            ("delimiter", "/"), ("encoding-type", "url"), ("list-type", "2"),
+            ("max-keys", str(maxKeys)), ("prefix", prefix),
+        ]
+        if continuation is not None:
+            query.append(("continuation-token", continuation))
+        elif startAfter is not None:
+            query.append(("start-after", startAfter))
+        answer = await self.call("GET", None, query=sorted(query))
+        return parseObjectPage(answer.body)
+
+    # Multipart uploads
+
+    async def createUpload(self, key: str, metadata: dict[str, str] | None = None) -> str:
+        answer = await self.call("POST", key, query=[("uploads", "")], headers=metadata)
+        return parseUploadId(answer.body)
+
+    async def uploadPart(
+        self, key: str, uploadId: str, number: int, chunks: Sequence[bytes],
+        sha256: str | None = None,
+    ) -> str:
+        """
+        Send one part; its SHA-256 (computed unless given) is signed, so S3
+        checks the bytes.
+        """
+        if sha256 is None:
+            sha256 = await self.hashChunks(chunks)
+        answer = await self.call(
+            "PUT", key, query=[("partNumber", str(number)), ("uploadId", uploadId)],
+            body=chunks, payloadSHA256=sha256, timeout=self.partTimeout,
+        )
+        etag = answer.header("etag")
+        if not etag:
+            raise S3Error(answer.status, "NoETag", f"part {number} answered no ETag", key)
+        return etag
+
+    async def copyPart(
+        self, source: str, sourceETag: str, key: str, uploadId: str, number: int,
+        start: int, end: int,
+    ) -> str:
+        headers = {
+            "x-amz-copy-source": self._copySource(source),
+            "x-amz-copy-source-if-match": f'"{sourceETag}"',
+            "x-amz-copy-source-range": f"bytes={start}-{end - 1}",
+        }
+        answer = await self.call(
+            "PUT", key, query=[("partNumber", str(number)), ("uploadId", uploadId)],
+            headers=headers, timeout=self.partTimeout, errorIn200=True,
+        )
+        return parseCopyETag(answer.status, answer.body)
+
+    async def complete(self, key: str, uploadId: str, parts: list[tuple[int, str]]) -> None:
+        # CompleteMultipartUpload may fail after answering 200 (and is then
+        # worth another try, says AWS).
+        await self.call(
+            "POST", key, query=[("uploadId", uploadId)], body=[completeBody(parts)],
+            timeout=self.partTimeout, errorIn200=True,
+        )
+
+    async def abortUpload(self, key: str, uploadId: str) -> None:
+        await self.call("DELETE", key, query=[("uploadId", uploadId)], ok=(200, 204, 404))
+
+    async def listUploads(
+        self, prefix: str, keyMarker: str | None = None, uploadIdMarker: str | None = None
+    ) -> UploadPage:
+        query = [("encoding-type", "url"), ("prefix", prefix), ("uploads", "")]
+        if keyMarker is not None:
+            query.append(("key-marker", keyMarker))
+            if uploadIdMarker is not None:
+                query.append(("upload-id-marker", uploadIdMarker))
+        answer = await self.call("GET", None, query=sorted(query))
+        return parseUploadPage(answer.body)
+
+    async def lastPartTime(self, key: str, uploadId: str) -> float | None:
+        """When the newest part of an upload arrived; L{None} without parts."""
+        answer = await self.call("GET", key, query=[("uploadId", uploadId)])
+        return parseLastPartTime(answer.body)
+

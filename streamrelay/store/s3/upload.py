@@ -1,0 +1,288 @@
+"""
+One new version of a file, streamed into S3.
+
+A body smaller than a part is kept in memory and stored with one PutObject
+at commit.  A larger one goes into a multipart upload at a hidden staging
+key, a part at a time as parts fill: while one part is in flight, the next
+one is hashed (for its signature) as soon as it is full and the request
+body is paused, so about two parts are in memory at most.
+
+At commit the upload is completed and the staging object is copied under
+its name with the SHA-256 in its metadata.  (Metadata can only be set when
+an object is created, and the SHA-256 is known only at the end.)  So the
+file appears under its name whole, verified and with its digest, at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IProducer, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from streamrelay.store.interfaces import FileInfo, IUpload
+from streamrelay.store.s3.client import SHA256_META
+from streamrelay.store.s3.messages import S3Error
+
+if TYPE_CHECKING:
+    from streamrelay.store.s3.store import S3Store
+
+#: S3's smallest part (but the last) and its largest object copied in one request.
+MIN_PART_SIZE = 5 << 20
+MAX_COPY_SIZE = 5 << 30
+MAX_PARTS = 10000
+#: The part size doubles every this many parts, so that 10,000 parts hold
+#: about 62 times 2,000 starting parts (496 GB with 8 MiB parts).
+PARTS_PER_SIZE = 2000
+
+
+class UploadFailed(Exception):
+    """The upload broke earlier (an S3 request failed); nothing was stored."""
+
+
+def partTarget(partSize: int, number: int) -> int:
+    """How many bytes part C{number} (from 1) collects before it is sent."""
+    return partSize << ((number - 1) // PARTS_PER_SIZE)
+
+
+@dataclass
+class _Part:
+    number: int
+    chunks: list[bytes]
+    sha256: Deferred[str]
+
+
+@implementer(IUpload)
+class S3Upload:
+    """A file being streamed into an L{S3Store}."""
+
+    _log = Logger()
+
+    def __init__(self, store: S3Store, name: str) -> None:
+        self.name = name
+        self.size = 0
+        self._store = store
+        self._client = store.client
+        self._key = store.key(name)
+        self._staging = store.stagingKey(secrets.token_hex(16))
+        self._chunks: list[bytes] = []
+        self._filled = 0
+        self._producer: IPushProducer | None = None
+        self._paused = False
+        self._creation: Deferred[str] | None = None
+        self._uploadId: str | None = None
+        self._cut = 0
+        self._sending: Deferred[None] | None = None
+        self._ready: _Part | None = None
+        self._parts: list[tuple[int, str]] = []
+        self._completed = False
+        self._failure: Failure | None = None
+        self._closed = False
+        self._aborted = False
+
+    # IConsumer
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._producer = producer if IPushProducer.providedBy(producer) else None
+
+    def unregisterProducer(self) -> None:
+        self._resume()
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise RuntimeError(f"upload of {self.name!r} is closed")
+        if self._failure is not None:
+            raise UploadFailed(str(self._failure.value)) from self._failure.value
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        self._chunks.append(data)
+        self._filled += len(data)
+        self.size += len(data)
+        if self._partFull():
+            if self._sending is None:
+                self._send(self._cutPart())
+            else:
+                if self._ready is None:
+                    # Hashed while the part before it is sent.
+                    self._ready = self._cutPart()
+                self._pause()
+
+    def _pause(self) -> None:
+        if self._producer is not None and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _resume(self) -> None:
+        if self._producer is not None and self._paused:
+            self._paused = False
+            self._producer.resumeProducing()
+
+    # Parts
+
+    def _partFull(self) -> bool:
+        return self._filled >= partTarget(self._store.partSize, self._cut + 1)
+
+    def _takeChunks(self) -> list[bytes]:
+        chunks, self._chunks, self._filled = self._chunks, [], 0
+        return chunks
+
+    def _cutPart(self) -> _Part:
+        """The bytes received so far, as the next part, its hash under way."""
+        self._cut += 1
+        chunks = self._takeChunks()
+        return _Part(self._cut, chunks, self._client.hashChunks(chunks))
+
+    def _multipartUpload(self) -> Deferred[str]:
+        """
+        The id of the multipart upload, created on first use.  Cancelling
+        the wait leaves the creation going, so that an abort still learns
+        the id it must abort.
+        """
+        waiter: Deferred[str] = Deferred()
+        if self._uploadId is not None:
+            waiter.callback(self._uploadId)
+            return waiter
+        if self._creation is None:
+            self._store.started(self._staging)
+            self._creation = ensureDeferred(self._client.createUpload(self._staging))
+            self._creation.addCallback(self._created)
+        # Parts go one at a time, so there is one waiter at most.
+        self._creation.chainDeferred(waiter)
+        return waiter
+
+    def _created(self, uploadId: str) -> str:
+        self._uploadId = uploadId
+        return uploadId
+
+    def _send(self, part: _Part) -> None:
+        sending = Deferred.fromCoroutine(self._uploadPart(part))
+        self._sending = sending
+        sending.addCallbacks(self._partSent, self._partFailed)
+
+    async def _uploadPart(self, part: _Part) -> None:
+        if part.number > MAX_PARTS:
+            raise S3Error(400, "TooManyParts", f"over {MAX_PARTS} parts", self._key)
+        uploadId = await self._multipartUpload()
+        sha256 = await part.sha256
+        etag = await self._client.uploadPart(
+            self._staging, uploadId, part.number, part.chunks, sha256
+        )
+        self._parts.append((part.number, etag))
+
+    def _partSent(self, _: object) -> None:
+        self._sending = None
+        if self._closed:
+            return
+        if self._ready is not None:
+            part, self._ready = self._ready, None
+            self._send(part)
+        if not self._partFull():
+            self._resume()
+        elif self._sending is None:
+            self._send(self._cutPart())
+        else:
+            self._ready = self._cutPart()
+
+    def _partFailed(self, failure: Failure) -> None:
+        self._sending = None
+        if not failure.check(CancelledError):
+            self._fail(failure)
+
+    def _fail(self, failure: Failure) -> None:
+        if self._failure is None:
+            self._failure = failure
+            self._log.warn(
+                "S3 upload of {name!r} failed: {error}", name=self.name, error=failure.value
+            )
+        self._chunks, self._filled = [], 0
+        # The body's next write raises, which ends the request.
+        self._resume()
+
+    # IUpload
+
+    def commit(self, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        if self._closed:
+            raise RuntimeError(f"upload of {self.name!r} is closed")
+        self._closed = True
+        self._resume()
+        work = Deferred.fromCoroutine(self._commit(sha256.lower()))
+        # Cancelling the commit does not interrupt it: abort() says whether
+        # what it stores is kept, as long as that is not yet done.
+        result: Deferred[tuple[FileInfo, bool]] = Deferred()
+        work.chainDeferred(result)
+        return result
+
+    async def _commit(self, sha256: str) -> tuple[FileInfo, bool]:
+        store, client = self._store, self._client
+        try:
+            while self._sending is not None:
+                await self._sending
+            self._checkAlive()
+            if self._cut == 0:
+                before = await client.head(self._key)
+                self._checkAlive()
+                await client.put(self._key, self._takeChunks(), sha256)
+            else:
+                if self._ready is not None:
+                    part, self._ready = self._ready, None
+                    await self._uploadPart(part)
+                if self._filled:
+                    await self._uploadPart(self._cutPart())
+                self._checkAlive()
+                uploadId = await self._multipartUpload()
+                await client.complete(self._staging, uploadId, sorted(self._parts))
+                self._completed = True
+                store.finished(self._staging)
+                staged = await client.head(self._staging)
+                if staged is None or staged.size != self.size:
+                    raise S3Error(500, "BadCompletion", "the completed upload is not as sent")
+                before = await client.head(self._key)
+                self._checkAlive()
+                await store.publish(self._staging, staged, self._key, {SHA256_META: sha256})
+                store.removeLater(self._staging)
+        except BaseException:
+            self._cleanUp()
+            raise
+        head = await client.head(self._key)
+        if head is None or head.size != self.size or head.sha256 != sha256:
+            raise S3Error(500, "Replaced", f"{self._key!r} changed as it was stored")
+        return store.remember(self.name, head), before is not None
+
+    def _checkAlive(self) -> None:
+        if self._failure is not None:
+            raise UploadFailed(str(self._failure.value)) from self._failure.value
+        if self._aborted:
+            raise CancelledError()
+
+    def abort(self) -> None:
+        """
+        Throw it all away: the part in flight is cancelled and the multipart
+        upload aborted, in the background.  During a commit, the commit
+        stops at its next step, unless the file is already in place.
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        if not self._closed:
+            self._closed = True
+            self._cleanUp()
+
+    def _cleanUp(self) -> None:
+        self._chunks, self._filled = [], 0
+        self._ready = None
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            sending.cancel()
+        if self._completed:
+            self._store.removeLater(self._staging)
+        elif self._creation is not None:
+            uploadId: Deferred[str | None] = Deferred()
+            # Fires once the creation did, whatever its outcome.
+            self._creation.addBoth(lambda _: uploadId.callback(self._uploadId))
+            self._store.abortLater(self._staging, uploadId)

@@ -1,0 +1,897 @@
+"""
+Unit tests of the S3 store's pieces, with fakes and no network: SigV4
+signing wiring, the requests the client sends, S3's XML, part buffering and
+backpressure, aborts, listings, sweeping, readiness and the options.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import botocore.auth
+from botocore.credentials import Credentials
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from streamrelay.backend.tap import Options as BackendOptions
+from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore
+from streamrelay.store.s3.client import (
+    EMPTY_SHA256,
+    ChunksProducer,
+    ObjectHead,
+    RequestTimedOut,
+    S3Client,
+    Signer,
+    syncSHA256,
+)
+from streamrelay.store.s3.config import checkS3Options, parseS3URL
+from streamrelay.store.s3.messages import (
+    ListedObject,
+    MalformedAnswer,
+    ObjectPage,
+    PendingUpload,
+    S3Error,
+    UploadPage,
+    completeBody,
+    errorFrom,
+    parseLastPartTime,
+    parseObjectPage,
+    parseUploadId,
+    parseUploadPage,
+    raiseIfError,
+)
+from streamrelay.store.s3.store import PROBE_EVERY, ObjectChanged, S3File, S3Store
+from streamrelay.store.s3.upload import UploadFailed, partTarget
+
+MiB = 1 << 20
+NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+# Signing
+
+
+class SignerTests(SynchronousTestCase):
+    """
+    botocore's signer, wired as the client uses it, gives the signatures of
+    AWS's own worked examples (Signature Version 4, header-based auth for S3).
+    """
+
+    def setUp(self) -> None:
+        self.patch(
+            botocore.auth, "get_current_datetime", lambda: datetime.datetime(2013, 5, 24)
+        )
+        self.signer = Signer(
+            Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "us-east-1",
+        )
+
+    def assertSigned(self, headers: dict[str, str], signedHeaders: str, signature: str) -> None:
+        self.assertEqual(
+            headers["Authorization"],
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
+            f"aws4_request, SignedHeaders={signedHeaders}, Signature={signature}",
+        )
+        self.assertEqual(headers["X-Amz-Date"], "20130524T000000Z")
+
+    def test_getObject(self) -> None:
+        headers = self.signer.sign(
+            "GET", "https://examplebucket.s3.amazonaws.com/test.txt",
+            {"host": "examplebucket.s3.amazonaws.com", "range": "bytes=0-9"}, EMPTY_SHA256,
+        )
+        self.assertSigned(
+            headers, "host;range;x-amz-content-sha256;x-amz-date",
+            "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41",
+        )
+        self.assertEqual(headers["X-Amz-Content-SHA256"], EMPTY_SHA256)
+
+    def test_listObjects(self) -> None:
+        headers = self.signer.sign(
+            "GET", "https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J",
+            {"host": "examplebucket.s3.amazonaws.com"}, EMPTY_SHA256,
+        )
+        self.assertSigned(
+            headers, "host;x-amz-content-sha256;x-amz-date",
+            "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
+        )
+
+    def test_subresource(self) -> None:
+        """C{?lifecycle} and C{?lifecycle=} sign alike: the client always sends C{k=v}."""
+        headers = self.signer.sign(
+            "GET", "https://examplebucket.s3.amazonaws.com/?lifecycle=",
+            {"host": "examplebucket.s3.amazonaws.com"}, EMPTY_SHA256,
+        )
+        self.assertSigned(
+            headers, "host;x-amz-content-sha256;x-amz-date",
+            "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+        )
+
+    def test_payloadHashIsSigned(self) -> None:
+        """The payload hash given is the one sent and signed; the body is not read."""
+        one = self.signer.sign("PUT", "https://b.example/k", {"host": "b.example"}, "a" * 64)
+        two = self.signer.sign("PUT", "https://b.example/k", {"host": "b.example"}, "b" * 64)
+        self.assertEqual(one["X-Amz-Content-SHA256"], "a" * 64)
+        self.assertNotEqual(one["Authorization"], two["Authorization"])
+
+
+# The client's requests
+
+
+@dataclass
+class FakeResponse:
+    code: int
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    def content(self) -> Deferred[bytes]:
+        return succeed(self.body)
+
+
+@dataclass
+class SentRequest:
+    method: str
+    url: str
+    headers: Headers
+    body: bytes | None
+    unbuffered: bool
+    answer: Deferred[Any]
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name.encode())
+        return values[0].decode() if values else None
+
+
+class FakeHTTP:
+    """Stands in for treq's HTTPClient; each request waits for the test's answer."""
+
+    def __init__(self) -> None:
+        self.sent: list[SentRequest] = []
+
+    def request(self, method: str, url: str, *, headers: Headers, data: Any,
+                allow_redirects: bool, unbuffered: bool) -> Deferred[Any]:
+        body = None
+        if data is not None:
+            transport = StringTransport()
+            data.startProducing(transport)
+            body = transport.value()
+        answer: Deferred[Any] = Deferred()
+        self.sent.append(SentRequest(method, url, headers, body, unbuffered, answer))
+        return answer
+
+
+class ClientTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.http = FakeHTTP()
+        self.clock = Clock()
+        self.client = S3Client(
+            self.http,  # type: ignore[arg-type]
+            self.clock, "http://127.0.0.1:7480/", "my-bucket",
+            Signer(Credentials("AK", "SK"), "eu-west-3"),
+        )
+
+    def start(self, coroutine: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(coroutine)
+
+    def test_pathStyleURLs(self) -> None:
+        self.assertEqual(
+            self.client.url("p/a b+c%é~.txt", [("uploadId", "x/y="), ("partNumber", "1")]),
+            "http://127.0.0.1:7480/my-bucket/p/a%20b%2Bc%25%C3%A9~.txt"
+            "?uploadId=x%2Fy%3D&partNumber=1",
+        )
+
+    def test_headSignedNoBody(self) -> None:
+        d = self.start(self.client.head("p/x"))
+        [sent] = self.http.sent
+        self.assertEqual((sent.method, sent.body), ("HEAD", None))
+        self.assertEqual(sent.header("host"), "127.0.0.1:7480")
+        self.assertEqual(sent.header("x-amz-content-sha256"), EMPTY_SHA256)
+        self.assertIn("Credential=AK/", sent.header("authorization") or "")
+        self.assertIn("/eu-west-3/s3/aws4_request", sent.header("authorization") or "")
+        self.assertIsNone(sent.header("content-length"))
+        sent.answer.callback(FakeResponse(200, Headers({
+            "content-length": ["12"], "etag": ['"abc"'], "x-amz-meta-sha256": ["F" * 64],
+            "last-modified": ["Fri, 24 May 2013 00:00:00 GMT"],
+        })))
+        head = self.successResultOf(d)
+        self.assertEqual(head, ObjectHead(12, "abc", 1369353600.0, "f" * 64))
+
+    def test_headMissing(self) -> None:
+        d = self.start(self.client.head("p/x"))
+        self.http.sent[0].answer.callback(FakeResponse(404))
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_putSignsTheFileDigest(self) -> None:
+        """PutObject signs the file's SHA-256 as its payload: S3 checks the bytes."""
+        sha = hashlib.sha256(b"hello").hexdigest()
+        self.start(self.client.put("p/x", [b"hel", b"lo"], sha))
+        [sent] = self.http.sent
+        self.assertEqual(sent.body, b"hello")
+        self.assertEqual(sent.header("x-amz-content-sha256"), sha)
+        self.assertEqual(sent.header("x-amz-meta-sha256"), sha)
+        self.assertIn("x-amz-meta-sha256", sent.header("authorization") or "")
+
+    def test_uploadPartSignsPartDigest(self) -> None:
+        hashed: list[list[bytes]] = []
+
+        def hashChunks(chunks: Any) -> Deferred[str]:
+            hashed.append(list(chunks))
+            return syncSHA256(chunks)
+
+        self.client.hashChunks = hashChunks
+        d = self.start(self.client.uploadPart("p/x", "id", 3, [b"a", b"b"]))
+        [sent] = self.http.sent
+        self.assertEqual(hashed, [[b"a", b"b"]])
+        self.assertTrue(sent.url.endswith("?partNumber=3&uploadId=id"), sent.url)
+        self.assertEqual(sent.header("x-amz-content-sha256"), hashlib.sha256(b"ab").hexdigest())
+        sent.answer.callback(FakeResponse(200, Headers({"etag": ['"e3"']})))
+        self.assertEqual(self.successResultOf(d), '"e3"')
+
+    def test_retriesSlowDown(self) -> None:
+        """503 SlowDown is tried again after a backoff; the answer is the retry's."""
+        d = self.start(self.client.delete("p/x"))
+        self.http.sent[0].answer.callback(FakeResponse(
+            503, body=b"<Error><Code>SlowDown</Code><Message>m</Message></Error>"))
+        self.assertEqual(len(self.http.sent), 1)
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.http.sent), 2)
+        self.http.sent[1].answer.callback(FakeResponse(204))
+        self.successResultOf(d)
+
+    def test_noRetryOfClientErrors(self) -> None:
+        d = self.start(self.client.delete("p/x"))
+        self.http.sent[0].answer.callback(FakeResponse(
+            403, body=b"<Error><Code>AccessDenied</Code></Error>"))
+        error = self.failureResultOf(d, S3Error).value
+        self.assertEqual((error.status, error.code), (403, "AccessDenied"))
+        self.assertEqual(len(self.http.sent), 1)
+
+    def test_connectionErrorsRetriedThenRaised(self) -> None:
+        d = self.start(self.client.head("p/x"))
+        for attempt, delay in enumerate((0.25, 1.0)):
+            self.http.sent[attempt].answer.errback(ConnectionRefusedError())
+            self.clock.advance(delay)
+        self.http.sent[2].answer.errback(ConnectionRefusedError())
+        self.failureResultOf(d, ConnectionRefusedError)
+        self.assertEqual(len(self.http.sent), 3)
+
+    def test_timeout(self) -> None:
+        """A request with no answer in time is cancelled and, in the end, fails."""
+        self.client.attempts = 1
+        d = self.start(self.client.head("p/x"))
+        self.http.sent[0].answer.addErrback(lambda f: f.trap(CancelledError) and None)
+        self.clock.advance(self.client.timeout)
+        self.failureResultOf(d, RequestTimedOut)
+
+    def test_completeErrorIn200(self) -> None:
+        """CompleteMultipartUpload can fail after answering 200: that is an error."""
+        d = self.start(self.client.complete("p/x", "id", [(1, '"a"')]))
+        [sent] = self.http.sent
+        self.assertIn(b'<PartNumber>1</PartNumber><ETag>"a"</ETag>', sent.body or b"")
+        sent.answer.callback(FakeResponse(
+            200, body=b"<Error><Code>InternalError</Code><Message>x</Message></Error>"))
+        # InternalError is worth a retry, which then succeeds.
+        self.clock.advance(0.25)
+        self.http.sent[1].answer.callback(FakeResponse(
+            200, body=f"<CompleteMultipartUploadResult {NS}/>".encode()))
+        self.successResultOf(d)
+
+    def test_getStreams(self) -> None:
+        d = self.start(self.client.get("p/x", 10, 20, "etag1"))
+        [sent] = self.http.sent
+        self.assertTrue(sent.unbuffered)
+        self.assertEqual(sent.header("range"), "bytes=10-19")
+        self.assertEqual(sent.header("if-match"), '"etag1"')
+        self.assertIn("response-content-encoding=identity", sent.url)
+        response = FakeResponse(206)
+        sent.answer.callback(response)
+        self.assertIs(self.successResultOf(d), response)
+
+
+class ChunksProducerTests(SynchronousTestCase):
+    def test_writesUntilPaused(self) -> None:
+        chunks = [b"a", b"b", b"c"]
+        producer = ChunksProducer(chunks)
+        self.assertEqual(producer.length, 3)
+        written: list[bytes] = []
+
+        class Consumer:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+                if data == b"a":
+                    producer.pauseProducing()
+
+        d = producer.startProducing(Consumer())  # type: ignore[arg-type]
+        self.assertEqual(written, [b"a"])
+        self.assertNoResult(d)
+        producer.resumeProducing()
+        self.assertEqual(written, [b"a", b"b", b"c"])
+        self.successResultOf(d)
+        self.assertEqual(chunks, [b"a", b"b", b"c"])  # the caller's list is kept for retries
+
+    def test_stopped(self) -> None:
+        producer = ChunksProducer([b"a", b"b"])
+        transport = StringTransport()
+
+        class Consumer:
+            def write(self, data: bytes) -> None:
+                transport.write(data)
+                producer.stopProducing()
+
+        d = producer.startProducing(Consumer())  # type: ignore[arg-type]
+        self.assertEqual(transport.value(), b"a")
+        self.assertNoResult(d)
+
+
+# XML
+
+
+class MessageTests(SynchronousTestCase):
+    def test_listPage(self) -> None:
+        body = f"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult {NS}><Name>b</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount>
+<MaxKeys>2</MaxKeys><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>
+<Contents><Key>p/a+b%2Bc%C3%A9</Key><LastModified>2024-05-01T12:00:00.250Z</LastModified>
+<ETag>&quot;e1&quot;</ETag><Size>5</Size></Contents>
+<Contents><Key>p/z</Key><LastModified>2024-05-01T12:00:01.000Z</LastModified>
+<ETag>"e2-3"</ETag><Size>0</Size></Contents>
+<CommonPrefixes><Prefix>p/sub/</Prefix></CommonPrefixes>
+<NextContinuationToken>tok+en</NextContinuationToken></ListBucketResult>""".encode()
+        self.assertEqual(parseObjectPage(body), ObjectPage(
+            [ListedObject("p/a b+cé", 5, '"e1"', 1714564800.25),
+             ListedObject("p/z", 0, '"e2-3"', 1714564801.0)],
+            True, "tok+en",
+        ))
+
+    def test_listPageNotURLEncoded(self) -> None:
+        body = (b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b</Key>"
+                b"<LastModified>2024-05-01T12:00:00Z</LastModified><Size>1</Size>"
+                b"</Contents></ListBucketResult>")
+        page = parseObjectPage(body)
+        self.assertEqual([o.key for o in page.objects], ["a+b"])
+        self.assertFalse(page.truncated)
+
+    def test_errors(self) -> None:
+        error = errorFrom(404, b"<Error><Code>NoSuchKey</Code><Message>gone</Message>"
+                               b"<Key>p/x</Key></Error>")
+        self.assertEqual((error.status, error.code, error.message, error.key),
+                         (404, "NoSuchKey", "gone", "p/x"))
+        self.assertEqual(errorFrom(403, b"").code, "403")
+        self.assertEqual(errorFrom(502, b"<html>bad gateway</html>").code, "502")
+        self.assertRaises(S3Error, raiseIfError, 200, b"<Error><Code>X</Code></Error>")
+        self.assertRaises(MalformedAnswer, parseObjectPage, b"not xml")
+        self.assertRaises(MalformedAnswer, parseObjectPage, b"<Other/>")
+
+    def test_uploads(self) -> None:
+        body = f"""<ListMultipartUploadsResult {NS}><EncodingType>url</EncodingType>
+<IsTruncated>true</IsTruncated><NextKeyMarker>p/k%20</NextKeyMarker>
+<NextUploadIdMarker>u2</NextUploadIdMarker>
+<Upload><Key>p/k%20</Key><UploadId>u2</UploadId><Initiated>2024-05-01T00:00:00.000Z</Initiated>
+</Upload></ListMultipartUploadsResult>""".encode()
+        self.assertEqual(parseUploadPage(body), UploadPage(
+            [PendingUpload("p/k ", "u2", 1714521600.0)], True, "p/k ", "u2"))
+
+    def test_parts(self) -> None:
+        body = (b"<ListPartsResult><Part><PartNumber>1</PartNumber><LastModified>"
+                b"2024-05-01T00:00:00Z</LastModified></Part><Part><PartNumber>2</PartNumber>"
+                b"<LastModified>2024-05-01T00:00:09Z</LastModified></Part></ListPartsResult>")
+        self.assertEqual(parseLastPartTime(body), 1714521609.0)
+        self.assertIsNone(parseLastPartTime(b"<ListPartsResult/>"))
+
+    def test_uploadIdAndCompleteBody(self) -> None:
+        self.assertEqual(parseUploadId(
+            f"<InitiateMultipartUploadResult {NS}><UploadId>2~x</UploadId>"
+            "</InitiateMultipartUploadResult>".encode()), "2~x")
+        self.assertRaises(MalformedAnswer, parseUploadId, b"<I><UploadId></UploadId></I>")
+        self.assertIn(b'<Part><PartNumber>2</PartNumber><ETag>"e&lt;"</ETag></Part>',
+                      completeBody([(1, "x"), (2, '"e<"')]))
+
+
+# Uploads, with a fake S3 client
+
+
+@dataclass
+class Call:
+    name: str
+    args: tuple[Any, ...]
+    result: Deferred[Any]
+    cancelled: bool = False
+
+
+class FakeS3:
+    """Stands in for L{S3Client}: each operation waits for the test's answer."""
+
+    bucket = "b"
+    endpoint = "http://127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.calls: list[Call] = []
+        self.hashChunks = syncSHA256
+
+    def _call(self, name: str, *args: Any) -> Deferred[Any]:
+        def cancel(d: Deferred[Any]) -> None:
+            call.cancelled = True
+
+        call = Call(name, args, Deferred(cancel))
+        self.calls.append(call)
+        return call.result
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"createUpload", "uploadPart", "complete", "abortUpload", "head", "put",
+                    "copy", "delete", "listObjects", "listUploads", "lastPartTime",
+                    "bucketReachable", "get", "copyPart"}:
+            return lambda *args, **kwargs: self._call(name, *args, *kwargs.values())
+        raise AttributeError(name)
+
+    def pending(self) -> list[str]:
+        return [c.name for c in self.calls if not c.result.called]
+
+    def take(self, name: str) -> Call:
+        for call in self.calls:
+            if call.name == name and not call.result.called:
+                return call
+        raise AssertionError(f"no pending {name}; pending: {self.pending()}")
+
+    def answer(self, name: str, result: Any = None) -> Call:
+        call = self.take(name)
+        if isinstance(result, Exception):
+            call.result.errback(result)
+        else:
+            call.result.callback(result)
+        return call
+
+
+@implementer(IPushProducer)
+class FakeBody:
+    """A request body as a push producer: records pause and resume."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.log: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.log.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.log.append("resume")
+
+    def stopProducing(self) -> None:
+        self.log.append("stop")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class UploadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.s3 = FakeS3()
+        self.store = S3Store(self.s3, "p/", partSize=5 * MiB)  # type: ignore[arg-type]
+        self.body = FakeBody()
+        self.upload = self.store.begin("f.bin")
+        self.upload.registerProducer(self.body, True)  # type: ignore[arg-type]
+
+    def writeMiB(self, count: int, byte: bytes = b"x") -> None:
+        for _ in range(count):
+            self.upload.write(byte * MiB)
+
+    def test_interfaces(self) -> None:
+        verifyObject(IUpload, self.upload)
+        verifyObject(IUploadStore, self.store)
+        verifyObject(IStoredFile, S3File(self.s3, "k", FileInfo("k", 0, "", 0), "e"))  # type: ignore[arg-type]
+
+    def test_smallBodyOnePut(self) -> None:
+        """A body under one part is stored by one PutObject, checked by its SHA-256."""
+        self.upload.write(b"hello")
+        self.upload.write(b" world")
+        self.assertEqual(self.s3.pending(), [])
+        d = self.upload.commit(sha(b"hello world"))
+        self.assertEqual(self.s3.answer("head").args, ("p/f.bin",))
+        put = self.s3.answer("put", "etag")
+        self.assertEqual(put.args, ("p/f.bin", [b"hello", b" world"], sha(b"hello world")))
+        self.s3.answer("head", ObjectHead(11, "etag", 1000.0, sha(b"hello world")))
+        info, replaced = self.successResultOf(d)
+        self.assertEqual(info, FileInfo("f.bin", 11, sha(b"hello world"), 1000.0))
+        self.assertFalse(replaced)
+        self.assertNotIn("createUpload", [c.name for c in self.s3.calls])
+
+    def test_replaced(self) -> None:
+        self.upload.write(b"x")
+        d = self.upload.commit(sha(b"x"))
+        self.s3.answer("head", ObjectHead(3, "old", 1.0, sha(b"old")))
+        self.s3.answer("put", "etag")
+        self.s3.answer("head", ObjectHead(1, "etag", 2.0, sha(b"x")))
+        self.assertTrue(self.successResultOf(d)[1])
+
+    def test_partsSentAsTheyFill(self) -> None:
+        """
+        Part 1 goes out as soon as it is full; part 2 is hashed once full and
+        the body paused until part 1 is in; then part 2 goes and the body
+        resumes.  At most two parts are held.
+        """
+        self.writeMiB(4)
+        self.assertEqual(self.s3.pending(), [])
+        self.writeMiB(1)
+        self.assertEqual(self.s3.pending(), ["createUpload"])
+        staging = self.s3.take("createUpload").args[0]
+        self.assertTrue(staging.startswith("p/.streamrelay/partial/"), staging)
+        self.writeMiB(5, b"y")
+        self.assertEqual(self.body.log, ["pause"])
+        self.upload.write(b"z")  # a read already under way when paused
+        self.s3.answer("createUpload", "up1")
+        part1 = self.s3.take("uploadPart")
+        self.assertEqual(part1.args[:3], (staging, "up1", 1))
+        self.assertEqual(part1.args[3], [b"x" * MiB] * 5)
+        self.assertEqual(part1.args[4], sha(b"x" * 5 * MiB))
+        part1.result.callback('"e1"')
+        part2 = self.s3.take("uploadPart")
+        self.assertEqual(part2.args[2:5], (2, [b"y" * MiB] * 5, sha(b"y" * 5 * MiB)))
+        self.assertEqual(self.body.log, ["pause", "resume"])
+
+        d = self.upload.commit(sha(b"x" * 5 * MiB + b"y" * 5 * MiB + b"z"))
+        part2.result.callback('"e2"')
+        part3 = self.s3.take("uploadPart")
+        self.assertEqual(part3.args[2:4], (3, [b"z"]))
+        part3.result.callback('"e3"')
+        parts = [(1, '"e1"'), (2, '"e2"'), (3, '"e3"')]
+        self.assertEqual(self.s3.answer("complete").args, (staging, "up1", parts))
+        size = 10 * MiB + 1
+        digest = sha(b"x" * 5 * MiB + b"y" * 5 * MiB + b"z")
+        self.assertEqual(self.s3.answer("head", ObjectHead(size, "s-3", 5.0, None)).args,
+                         (staging,))
+        self.assertEqual(self.s3.answer("head").args, ("p/f.bin",))
+        copy = self.s3.answer("copy", "s-3")
+        self.assertEqual(copy.args, (staging, "p/f.bin", "s-3", {"x-amz-meta-sha256": digest}))
+        self.assertEqual(self.s3.take("delete").args, (staging,))
+        self.s3.answer("head", ObjectHead(size, "s-3", 6.0, digest))
+        info, replaced = self.successResultOf(d)
+        self.assertEqual((info.size, info.sha256, replaced), (size, digest, False))
+
+    def test_memoryBounded(self) -> None:
+        """However long S3 takes, the body is paused with about two parts held."""
+        self.writeMiB(5)
+        for _ in range(20):
+            if not self.body.paused:
+                self.writeMiB(1)
+        held = self.upload._filled + sum(
+            len(c) for c in (self.upload._ready.chunks if self.upload._ready else [])
+        )
+        self.assertTrue(self.body.paused)
+        self.assertLessEqual(held, 5 * MiB)
+        self.assertEqual(self.upload.size, 10 * MiB)
+
+    def test_partFailureFailsTheBody(self) -> None:
+        """
+        A part S3 refuses fails the body's next write (resuming it if
+        paused), and the abort that follows aborts the multipart upload.
+        """
+        self.writeMiB(10)
+        self.assertTrue(self.body.paused)
+        self.s3.answer("createUpload", "up1")
+        self.s3.answer("uploadPart", S3Error(500, "InternalError"))
+        self.assertFalse(self.body.paused)
+        self.assertRaises(UploadFailed, self.upload.write, b"more")
+        self.upload.abort()
+        abort = self.s3.answer("abortUpload")
+        self.assertEqual(abort.args[1], "up1")
+        self.s3.answer("lastPartTime", S3Error(404, "NoSuchUpload"))
+        self.assertEqual(self.s3.pending(), [])
+        self.successResultOf(self.store.settled())
+
+    def test_abortWhileCreating(self) -> None:
+        """An abort before S3 named the upload aborts it once it is named."""
+        self.writeMiB(5)
+        self.upload.abort()
+        self.assertEqual(self.s3.pending(), ["createUpload"])
+        self.s3.answer("createUpload", "up1")
+        self.assertEqual(self.s3.answer("abortUpload").args[1], "up1")
+        self.s3.answer("lastPartTime", S3Error(404, "NoSuchUpload"))
+        self.assertNotIn("uploadPart", [c.name for c in self.s3.calls])
+
+    def test_abortCancelsPartInFlight(self) -> None:
+        self.writeMiB(5)
+        self.s3.answer("createUpload", "up1")
+        part = self.s3.take("uploadPart")
+        self.upload.abort()
+        self.assertTrue(part.cancelled)
+        self.s3.answer("abortUpload")
+        # S3 still knows the upload: a part in flight outlived the abort.
+        self.s3.answer("lastPartTime", 123.0)
+        self.s3.clock.advance(1)
+        self.s3.answer("abortUpload")
+        self.s3.answer("lastPartTime", S3Error(404, "NoSuchUpload"))
+        self.assertEqual(self.s3.pending(), [])
+        self.assertEqual(self.store._live, set())
+
+    def test_abortSmallBody(self) -> None:
+        self.upload.write(b"x")
+        self.upload.abort()
+        self.assertEqual(self.s3.calls, [])
+        self.assertRaises(RuntimeError, self.upload.write, b"x")
+
+    def test_abortDuringCommit(self) -> None:
+        """
+        The route aborts when its commit is cancelled: the commit stops at
+        its next step, before the file is published, and cleans up.
+        """
+        self.writeMiB(6)
+        self.s3.answer("createUpload", "up1")
+        self.s3.answer("uploadPart", '"e1"')
+        d = self.upload.commit(sha(b"x" * 6 * MiB))
+        self.s3.answer("uploadPart", '"e2"')
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.upload.abort()
+        self.s3.answer("complete")
+        staging = self.upload._staging
+        self.s3.answer("head", ObjectHead(6 * MiB, "s", 1.0, None))
+        self.s3.answer("head")
+        self.assertEqual(self.s3.answer("delete").args, (staging,))
+        self.assertNotIn("copy", [c.name for c in self.s3.calls])
+
+    def test_abortBeforeComplete(self) -> None:
+        """Aborted before CompleteMultipartUpload, the multipart upload is aborted."""
+        self.writeMiB(6)
+        self.s3.answer("createUpload", "up1")
+        self.s3.answer("uploadPart", '"e1"')
+        d = self.upload.commit(sha(b"x" * 6 * MiB))
+        d.cancel()
+        self.upload.abort()
+        self.s3.answer("uploadPart", '"e2"')
+        self.assertEqual(self.s3.answer("abortUpload").args[1], "up1")
+        self.assertNotIn("complete", [c.name for c in self.s3.calls])
+        self.failureResultOf(d, CancelledError)
+
+    def test_commitFailsWhenPublishFails(self) -> None:
+        self.writeMiB(5)
+        self.s3.answer("createUpload", "up1")
+        self.s3.answer("uploadPart", '"e1"')
+        d = self.upload.commit(sha(b"x" * 5 * MiB))
+        self.s3.answer("complete")
+        self.s3.answer("head", ObjectHead(5 * MiB, "s", 1.0, None))
+        self.s3.answer("head")
+        self.s3.answer("copy", S3Error(500, "InternalError"))
+        self.failureResultOf(d, S3Error)
+        self.assertEqual(self.s3.answer("delete").args, (self.upload._staging,))
+
+    def test_partSizeGrows(self) -> None:
+        self.assertEqual(partTarget(8 * MiB, 1), 8 * MiB)
+        self.assertEqual(partTarget(8 * MiB, 2000), 8 * MiB)
+        self.assertEqual(partTarget(8 * MiB, 2001), 16 * MiB)
+        self.assertEqual(partTarget(8 * MiB, 10000), 128 * MiB)
+
+
+# The store
+
+
+class StoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.s3 = FakeS3()
+        self.store = S3Store(self.s3, "p", partSize=5 * MiB)  # type: ignore[arg-type]
+
+    def test_keys(self) -> None:
+        self.assertEqual(self.store.key("a b"), "p/a b")
+        self.assertEqual(self.store.stagingKey("t"), "p/.streamrelay/partial/t")
+        self.assertEqual(S3Store(self.s3, "").key("x"), "x")  # type: ignore[arg-type]
+
+    def test_statAndDelete(self) -> None:
+        d = self.store.stat("x")
+        self.s3.answer("head", None)
+        self.assertIsNone(self.successResultOf(d))
+        d2 = self.store.delete("x")
+        self.s3.answer("head", None)
+        self.assertFalse(self.successResultOf(d2))
+        d3 = self.store.delete("x")
+        self.s3.answer("head", ObjectHead(1, "e", 1.0, sha(b"x")))
+        self.assertEqual(self.s3.answer("delete").args, ("p/x",))
+        self.assertTrue(self.successResultOf(d3))
+
+    def test_list(self) -> None:
+        """
+        Names come in order, past C{after}, over pages; keys no file can
+        have are skipped; digests known by (key, ETag) need no HEAD.
+        """
+        self.store._remember("p/a", "e-a", sha(b"a"))
+        d = self.store.list("0", 2)
+        call = self.s3.take("listObjects")
+        self.assertEqual(call.args, ("p/", "p/0", None, 3))
+        call.result.callback(ObjectPage([
+            ListedObject("p/.hidden", 1, '"x"', 1.0),
+            ListedObject("p/a", 1, '"e-a"', 10.9),
+        ], True, "tok"))
+        call = self.s3.take("listObjects")
+        self.assertEqual(call.args, ("p/", "p/0", "tok", 2))
+        call.result.callback(ObjectPage([
+            ListedObject("p/b", 2, '"e-b"', 20.0),
+            ListedObject("p/c", 3, '"e-c"', 30.0),
+        ], False, None))
+        self.assertEqual(self.s3.take("head").args, ("p/b",))
+        self.s3.answer("head", ObjectHead(2, "e-b", 20.0, sha(b"b")))
+        files, more = self.successResultOf(d)
+        self.assertEqual(files, [FileInfo("a", 1, sha(b"a"), 10.0),
+                                 FileInfo("b", 2, sha(b"b"), 20.0)])
+        self.assertTrue(more)
+
+    def test_sweep(self) -> None:
+        """
+        Only uploads and staging objects idle for C{staleAfter} are removed,
+        never those of this store's uploads in progress.
+        """
+        self.store.staleAfter = 100.0
+        self.s3.clock.advance(1000)
+        self.store.started("p/.streamrelay/partial/mine")
+        d = Deferred.fromCoroutine(self.store.sweepStale())
+        self.assertEqual(self.s3.take("listUploads").args, ("p/", None, None))
+        self.s3.answer("listUploads", UploadPage([
+            PendingUpload("p/.streamrelay/partial/mine", "u0", 1.0),
+            PendingUpload("p/.streamrelay/partial/old", "u1", 1.0),
+            PendingUpload("p/.streamrelay/partial/busy", "u2", 1.0),
+            PendingUpload("p/.streamrelay/partial/new", "u3", 950.0),
+        ], False, None, None))
+        old = ("p/.streamrelay/partial/old", "u1")
+        self.assertEqual(self.s3.answer("lastPartTime", None).args, old)
+        self.assertEqual(self.s3.answer("abortUpload").args, old)
+        self.s3.answer("lastPartTime", 990.0)  # busy: a part came recently
+        self.assertEqual(self.s3.take("listObjects").args[0], "p/.streamrelay/partial/")
+        self.s3.answer("listObjects", ObjectPage([
+            ListedObject("p/.streamrelay/partial/done", 1, '"e"', 10.0),
+            ListedObject("p/.streamrelay/partial/fresh", 1, '"e"', 999.0),
+        ], False, None))
+        self.assertEqual(self.s3.answer("delete").args, ("p/.streamrelay/partial/done",))
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertEqual(self.s3.pending(), [])
+
+    def test_readiness(self) -> None:
+        """C{writable} follows HEAD of the bucket, asked at most every few seconds."""
+        self.assertFalse(self.store.writable())
+        self.s3.answer("bucketReachable")
+        self.assertTrue(self.store.writable())
+        self.assertEqual(self.s3.pending(), [])
+        self.s3.clock.advance(PROBE_EVERY)
+        self.assertTrue(self.store.writable())
+        self.s3.answer("bucketReachable", S3Error(404, "NoSuchBucket"))
+        self.assertFalse(self.store.writable())
+        self.assertEqual(self.s3.pending(), [])
+
+
+class StreamTests(SynchronousTestCase):
+    """Downloads: the S3 connection is paused whenever the client is."""
+
+    def setUp(self) -> None:
+        self.s3 = FakeS3()
+        self.file = S3File(self.s3, "p/x", FileInfo("x", 10, "", 0), "etag")  # type: ignore[arg-type]
+        self.consumer = StringTransport()
+        self.s3transport = StringTransport()
+
+    def respond(self, ranged: bytes = b"bytes 2-7/10") -> Any:
+        delivered: list[Any] = []
+
+        class Response:
+            headers = Headers({b"content-range": [ranged]})
+
+            def deliverBody(self, protocol: Any) -> None:
+                delivered.append(protocol)
+
+        self.s3.answer("get", Response())
+        [pump] = delivered
+        return pump
+
+    def test_streamWithBackpressure(self) -> None:
+        d = self.file.stream(2, 8, self.consumer)
+        self.assertEqual(self.s3.take("get").args, ("p/x", 2, 8, "etag"))
+        producer: Any = self.consumer.producer
+        producer.pauseProducing()  # the client is not reading yet
+        pump = self.respond()
+        pump.makeConnection(self.s3transport)
+        self.assertEqual(self.s3transport.producerState, "paused")
+        producer.resumeProducing()
+        self.assertEqual(self.s3transport.producerState, "producing")
+        pump.dataReceived(b"234")
+        pump.dataReceived(b"567extra")
+        self.assertEqual(self.consumer.value(), b"234567")
+        pump.connectionLost(Failure(ResponseDone()))
+        self.successResultOf(d)
+        self.assertIsNone(self.consumer.producer)
+
+    def test_shortBody(self) -> None:
+        d = self.file.stream(2, 8, self.consumer)
+        pump = self.respond()
+        pump.makeConnection(self.s3transport)
+        pump.dataReceived(b"23")
+        pump.connectionLost(Failure(ResponseDone()))
+        self.failureResultOf(d, ObjectChanged)
+
+    def test_replaced(self) -> None:
+        d = self.file.stream(2, 8, self.consumer)
+        self.s3.answer("get", S3Error(412, "PreconditionFailed"))
+        self.failureResultOf(d, ObjectChanged)
+
+    def test_clientGone(self) -> None:
+        """The client going away closes the S3 connection."""
+        d = self.file.stream(2, 8, self.consumer)
+        pump = self.respond()
+        pump.makeConnection(self.s3transport)
+        producer: Any = self.consumer.producer
+        producer.stopProducing()
+        self.assertEqual(self.s3transport.producerState, "stopped")
+        self.failureResultOf(d, CancelledError)
+
+    def test_cancelBeforeAnswer(self) -> None:
+        d = self.file.stream(2, 8, self.consumer)
+        d.cancel()
+        self.assertTrue(self.s3.calls[0].cancelled)
+        self.failureResultOf(d, CancelledError)
+
+
+# Options
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, argv: list[str], environ: dict[str, str]) -> BackendOptions:
+        options = BackendOptions()
+        options.environ = environ
+        options.parseOptions(argv)
+        return options
+
+    def test_url(self) -> None:
+        self.assertEqual(parseS3URL("s3://bucket"), ("bucket", ""))
+        self.assertEqual(parseS3URL("s3://bucket/"), ("bucket", ""))
+        self.assertEqual(parseS3URL("s3://bucket/a/b/"), ("bucket", "a/b/"))
+        for bad in ["s3://", "s3:///x", "http://b/x", "s3://b/a//b"]:
+            self.assertRaises(usage.UsageError, parseS3URL, bad)
+
+    def test_fromEnvironment(self) -> None:
+        options = self.parse(["--storage", "s3://b/p"], {
+            "AWS_ACCESS_KEY_ID": "ak", "AWS_SECRET_ACCESS_KEY": "sk", "AWS_REGION": "eu-west-3",
+        })
+        settings = options["s3"]
+        self.assertEqual(
+            {k: settings[k] for k in ("bucket", "prefix", "region", "endpoint", "partSize",
+                                      "accessKey", "secretKey")},
+            {"bucket": "b", "prefix": "p/", "region": "eu-west-3",
+             "endpoint": "https://s3.eu-west-3.amazonaws.com", "partSize": 8 * MiB,
+             "accessKey": "ak", "secretKey": "sk"},
+        )
+
+    def test_streamrelayVariables(self) -> None:
+        options = self.parse([], {
+            "STREAMRELAY_STORAGE": "s3://b", "STREAMRELAY_S3_ENDPOINT": "http://127.0.0.1:7480",
+            "STREAMRELAY_S3_ACCESS_KEY": "ak", "STREAMRELAY_S3_SECRET_KEY": "sk",
+            "STREAMRELAY_S3_PART_SIZE": "16M", "AWS_ACCESS_KEY_ID": "other",
+        })
+        self.assertEqual(options["s3"]["endpoint"], "http://127.0.0.1:7480")
+        self.assertEqual(options["s3"]["accessKey"], "ak")
+        self.assertEqual(options["s3"]["partSize"], 16 * MiB)
+        self.assertEqual(options["s3"]["region"], "us-east-1")
+
+    def test_refused(self) -> None:
+        creds = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
+        for argv, environ in [
+            (["--storage", "s3://b", "--s3-part-size", "4M"], creds),
+            (["--storage", "s3://b"], {}),
+            (["--storage", "s3://b", "--s3-endpoint", "ftp://x"], creds),
+            (["--storage", "s3://b", "--s3-endpoint", "http://h/path"], creds),
+        ]:
+            self.assertRaises(usage.UsageError, self.parse, argv, environ)
+
+    def test_diskStays(self) -> None:
+        self.assertIsNone(self.parse(["--storage", "/srv/files"], {})["s3"])
+
+    def test_checkNeedsS3URL(self) -> None:
+        self.assertRaises(usage.UsageError, checkS3Options,
+                          {"storage": "dir", "s3-part-size": "8M"})
+
