@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
@@ -20,10 +20,14 @@ from streamrelay.limits import UploadSlots
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
 from streamrelay.store.disk import DiskStore
+from streamrelay.store.s3.config import S3_OPTIONS, checkS3Options, isS3URL, makeS3Store
 from streamrelay.store.writer import Runner
 from streamrelay.streaming import makeSite
 from streamrelay.tus.config import RESUMABLE_OPTIONS, checkResumableOptions, makeResumable
 from streamrelay.webapp import appResource
+
+if TYPE_CHECKING:
+    from streamrelay.store.s3.store import S3Store
 
 _log = Logger()
 
@@ -33,7 +37,9 @@ class Options(ServiceOptions):
     longdesc = "Store uploads streamed to it under a storage folder."
     defaultListen = "tcp:8081:interface=127.0.0.1"
     optParameters = [
-        ["storage", None, "uploads", "Folder to keep files in. [env STREAMRELAY_STORAGE]"],
+        ["storage", None, "uploads",
+         "Folder to keep files in, or s3://bucket/prefix (see docs/s3.md). "
+         "[env STREAMRELAY_STORAGE]"],
         ["max-size", None, None,
          "Largest body accepted, in bytes (K, M, G, T suffixes); none by default. "
          "[env STREAMRELAY_MAX_SIZE]"],
@@ -50,6 +56,7 @@ class Options(ServiceOptions):
         ["debug-write-rate", None, None,
          "Slow disk writes to about this many bytes a second (for testing "
          "backpressure only). [env STREAMRELAY_DEBUG_WRITE_RATE]"],
+        *S3_OPTIONS,
         *RESUMABLE_OPTIONS,
     ]
 
@@ -62,6 +69,7 @@ class Options(ServiceOptions):
             self["idle-timeout"] = float(self["idle-timeout"])
         except ValueError:
             raise usage.UsageError("--idle-timeout takes a number of seconds") from None
+        self["s3"] = checkS3Options(self) if isS3URL(self["storage"]) else None
         checkResumableOptions(self)
 
 
@@ -79,13 +87,19 @@ def threadRunner(reactor: Any) -> Runner:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    root = Path(options["storage"])
-    store = DiskStore(
-        root,
-        clock=reactor,  # type: ignore[arg-type]
-        writeRate=options["debug-write-rate"],
-        run=threadRunner(reactor),
-    )
+    store: DiskStore | S3Store
+    if options["s3"] is not None:
+        store = makeS3Store(options["s3"], reactor)
+        where = store.description
+    else:
+        root = Path(options["storage"])
+        store = DiskStore(
+            root,
+            clock=reactor,  # type: ignore[arg-type]
+            writeRate=options["debug-write-rate"],
+            run=threadRunner(reactor),
+        )
+        where = str(root.resolve())
     swept = store.sweep()
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
@@ -99,7 +113,7 @@ def makeService(options: Options) -> IService:
         tus=tus,
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"])
-    _log.info("streamrelay-backend storing files in {root}", root=str(root.resolve()))
+    _log.info("streamrelay-backend storing files in {root}", root=where)
     service = StreamrelayService(options["log-format"])
     GracefulStop(slots, options["grace"]).setServiceParent(service)
     listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)
