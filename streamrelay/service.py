@@ -15,6 +15,18 @@ from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 
 from streamrelay.limits import UploadSlots
 
+#: Connections the kernel queues before they are accepted. Twisted's
+#: default of 50 drops connections when hundreds of uploads start at once.
+LISTEN_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """C{description} with streamrelay's listen backlog, unless it sets one."""
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
 
 class ListeningService(Service):
     """
@@ -41,7 +53,7 @@ class ListeningService(Service):
     def startService(self) -> None:
         super().startService()
         for description in self._descriptions:
-            endpoint = serverFromString(self._reactor, description)
+            endpoint = serverFromString(self._reactor, withBacklog(description))
             endpoint.listen(self._factory).addCallbacks(
                 self._listening,
                 self._failed,

@@ -546,9 +546,10 @@ class ReadSizeTests(SynchronousTestCase):
         from streamrelay.streaming import readSize
 
         self.assertEqual(readSize(1), 1 << 20)
-        self.assertEqual(readSize(16), 1 << 20)
-        self.assertEqual(readSize(64), 256 << 10)
-        self.assertEqual(readSize(1000), 64 << 10)
+        self.assertEqual(readSize(8), 1 << 20)
+        self.assertEqual(readSize(16), 512 << 10)
+        self.assertEqual(readSize(64), 128 << 10)
+        self.assertEqual(readSize(1000), 32 << 10)
 
     def test_counted(self) -> None:
         """Streaming bodies are counted per site while they stream."""

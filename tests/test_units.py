@@ -206,3 +206,13 @@ class XattrTests(SynchronousTestCase):
         assert stat is not None
         self.assertEqual(stat.sha256, "ab" * 32)
 
+
+class BacklogTests(SynchronousTestCase):
+    def test_backlog(self) -> None:
+        from streamrelay.service import withBacklog
+
+        self.assertEqual(withBacklog("tcp:0:interface=127.0.0.1"),
+                         "tcp:0:interface=127.0.0.1:backlog=1024")
+        self.assertEqual(withBacklog("ssl:443:privateKey=k"), "ssl:443:privateKey=k:backlog=1024")
+        self.assertEqual(withBacklog("tcp:80:backlog=5"), "tcp:80:backlog=5")
+        self.assertEqual(withBacklog("unix:/tmp/s"), "unix:/tmp/s")
