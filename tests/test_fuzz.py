@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
@@ -39,9 +40,11 @@ class NameFuzzTests(SynchronousTestCase):
               suppress_health_check=[HealthCheck.too_slow])
     @given(name=hostile, encodeSlash=st.booleans())
     def test_hostileNames(self, name: str, encodeSlash: bool) -> None:
+        # A folder of its own around the storage folder: nothing may appear
+        # beside "uploads" (a name escaping it would).
         root = Path(tempfile.mkdtemp(dir=os.environ.get("TMPDIR")))
-        outside = set(root.parent.iterdir())
         store = DiskStore(root / "uploads")
+        outside = set(root.iterdir())
         conn = Connection(appResource(BackendRoutes(store).app))
         try:
             raw = name.encode("utf-8", "surrogatepass")
@@ -70,4 +73,5 @@ class NameFuzzTests(SynchronousTestCase):
                 self.assertEqual(json.loads(response.body)["error"], "bad_name")
             self.assertEqual(stored, [])
         self.assertEqual(list((root / "uploads" / ".partial").iterdir()), [])
-        self.assertEqual(set(root.parent.iterdir()), outside)
+        self.assertEqual(set(root.iterdir()), outside)
+        shutil.rmtree(root)
