@@ -197,7 +197,7 @@ class S3IntegrationTests(TestCase):
         """
         source, sha = sharedFile(16 * MiB)
         bucket, client = await newBucket(self)
-        one = await self.backend(bucket, "--s3-part-size", "5M")
+        one = await self.backend(bucket, "--s3-part-size", "5M", "--s3-parts-in-flight", "3")
         two = await self.backend(bucket, "--s3-part-size", "5M")
         proxyOne = await startService(self, "proxy", "--backend", one.url)
         proxyTwo = await startService(self, "proxy", "--backend", two.url)

@@ -561,6 +561,30 @@ class UploadTests(SynchronousTestCase):
         info, replaced = self.successResultOf(d)
         self.assertEqual((info.size, info.sha256, replaced), (size, digest, False))
 
+    def test_twoPartsInFlight(self) -> None:
+        """
+        With two parts in flight, the third is hashed and the body paused
+        until one of them is in; parts may finish in any order.
+        """
+        self.store.partsInFlight = 2
+        self.writeMiB(5)
+        self.s3.answer("createUpload", "up1")
+        self.writeMiB(5)
+        self.assertEqual([c.args[2] for c in self.s3.calls if c.name == "uploadPart"], [1, 2])
+        self.assertEqual(self.body.log, [])
+        self.writeMiB(5)
+        self.assertEqual(self.body.log, ["pause"])
+        part2 = [c for c in self.s3.calls if c.name == "uploadPart"][1]
+        part2.result.callback('"e2"')
+        self.assertEqual([c.args[2] for c in self.s3.calls if c.name == "uploadPart"], [1, 2, 3])
+        self.assertEqual(self.body.log, ["pause", "resume"])
+        d = self.upload.commit(sha(b"x" * 15 * MiB))
+        self.s3.answer("uploadPart", '"e1"')
+        self.s3.answer("uploadPart", '"e3"')
+        parts = [(1, '"e1"'), (2, '"e2"'), (3, '"e3"')]
+        self.assertEqual(self.s3.answer("complete").args[2], parts)
+        self.assertNoResult(d)
+
     def test_memoryBounded(self) -> None:
         """However long S3 takes, the body is paused with about two parts held."""
         self.writeMiB(5)
@@ -866,6 +890,7 @@ class OptionsTests(SynchronousTestCase):
              "endpoint": "https://s3.eu-west-3.amazonaws.com", "partSize": 8 * MiB,
              "accessKey": "ak", "secretKey": "sk"},
         )
+        self.assertEqual(settings["partsInFlight"], 1)
 
     def test_streamrelayVariables(self) -> None:
         options = self.parse([], {
@@ -885,6 +910,7 @@ class OptionsTests(SynchronousTestCase):
             (["--storage", "s3://b"], {}),
             (["--storage", "s3://b", "--s3-endpoint", "ftp://x"], creds),
             (["--storage", "s3://b", "--s3-endpoint", "http://h/path"], creds),
+            (["--storage", "s3://b", "--s3-parts-in-flight", "0"], creds),
         ]:
             self.assertRaises(usage.UsageError, self.parse, argv, environ)
 

@@ -33,6 +33,9 @@ S3_OPTIONS: list[list[Any]] = [
     ["s3-part-size", None, "8M",
      "Bytes per part of S3 multipart uploads, at least 5M; about two parts of each "
      "upload are held in memory. [env STREAMRELAY_S3_PART_SIZE]"],
+    ["s3-parts-in-flight", None, "1",
+     "Parts of one upload sent to S3 at once; each more holds one more part in "
+     "memory and hides S3's latency better. [env STREAMRELAY_S3_PARTS_IN_FLIGHT]"],
     ["s3-access-key", None, None,
      "S3 access key id (default: $AWS_ACCESS_KEY_ID; prefer the environment). "
      "[env STREAMRELAY_S3_ACCESS_KEY]"],
@@ -74,6 +77,12 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     partSize = parseSize(str(options["s3-part-size"]))
     if not MIN_PART_SIZE <= partSize <= MAX_PART_SIZE:
         raise usage.UsageError("--s3-part-size is between 5M and 5G")
+    try:
+        partsInFlight = int(options["s3-parts-in-flight"])
+    except ValueError:
+        partsInFlight = 0
+    if not 1 <= partsInFlight <= 16:
+        raise usage.UsageError("--s3-parts-in-flight is a whole number from 1 to 16")
     region = (
         options["s3-region"] or environ.get("AWS_REGION")
         or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -94,7 +103,8 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
         )
     return {
         "bucket": bucket, "prefix": prefix, "endpoint": endpoint, "region": region,
-        "partSize": partSize, "accessKey": accessKey, "secretKey": secretKey,
+        "partSize": partSize, "partsInFlight": partsInFlight,
+        "accessKey": accessKey, "secretKey": secretKey,
         "sessionToken": environ.get("AWS_SESSION_TOKEN") or None,
     }
 
@@ -120,4 +130,7 @@ def makeS3Store(settings: Mapping[str, Any], reactor: Any) -> S3Store:
         http, reactor, settings["endpoint"], settings["bucket"],
         Signer(credentials, settings["region"]), hashChunks=threadedSHA256(reactor),
     )
-    return S3Store(client, settings["prefix"], partSize=settings["partSize"])
+    return S3Store(
+        client, settings["prefix"], partSize=settings["partSize"],
+        partsInFlight=settings["partsInFlight"],
+    )

@@ -216,6 +216,7 @@ class S3Store:
         staleAfter: float = STALE_AFTER,
         copyLimit: int = MAX_COPY_SIZE,
         copyPartSize: int = COPY_PART_SIZE,
+        partsInFlight: int = 1,
     ) -> None:
         if partSize < 5 << 20:
             raise ValueError("S3 parts have at least 5 MiB")
@@ -225,6 +226,7 @@ class S3Store:
         self.clock: IReactorTime = client.clock
         self.prefix = prefix
         self.partSize = partSize
+        self.partsInFlight = partsInFlight
         self.staleAfter = staleAfter
         self.copyLimit = copyLimit
         self.copyPartSize = copyPartSize

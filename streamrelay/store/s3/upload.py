@@ -3,9 +3,10 @@ One new version of a file, streamed into S3.
 
 A body smaller than a part is kept in memory and stored with one PutObject
 at commit.  A larger one goes into a multipart upload at a hidden staging
-key, a part at a time as parts fill: while one part is in flight, the next
-one is hashed (for its signature) as soon as it is full and the request
-body is paused, so about two parts are in memory at most.
+key, parts sent as they fill, C{partsInFlight} of the store at a time:
+while that many are in flight, the next part is hashed (for its signature)
+as soon as it is full and the request body is paused, so about
+C{partsInFlight + 1} parts are in memory at most.
 
 At commit the upload is completed and the staging object is copied under
 its name with the SHA-256 in its metadata.  (Metadata can only be set when
@@ -77,7 +78,7 @@ class S3Upload:
         self._creation: Deferred[str] | None = None
         self._uploadId: str | None = None
         self._cut = 0
-        self._sending: Deferred[None] | None = None
+        self._sending: list[Deferred[None]] = []
         self._ready: _Part | None = None
         self._parts: list[tuple[int, str]] = []
         self._completed = False
@@ -105,11 +106,11 @@ class S3Upload:
         self._filled += len(data)
         self.size += len(data)
         if self._partFull():
-            if self._sending is None:
+            if self._canSend():
                 self._send(self._cutPart())
             else:
                 if self._ready is None:
-                    # Hashed while the part before it is sent.
+                    # Hashed while the parts before it are sent.
                     self._ready = self._cutPart()
                 self._pause()
 
@@ -160,10 +161,15 @@ class S3Upload:
         self._uploadId = uploadId
         return uploadId
 
+    def _canSend(self) -> bool:
+        return len(self._sending) < self._store.partsInFlight
+
     def _send(self, part: _Part) -> None:
         sending = Deferred.fromCoroutine(self._uploadPart(part))
-        self._sending = sending
-        sending.addCallbacks(self._partSent, self._partFailed)
+        self._sending.append(sending)
+        sending.addCallbacks(
+            self._partSent, self._partFailed, callbackArgs=(sending,), errbackArgs=(sending,)
+        )
 
     async def _uploadPart(self, part: _Part) -> None:
         if part.number > MAX_PARTS:
@@ -175,22 +181,27 @@ class S3Upload:
         )
         self._parts.append((part.number, etag))
 
-    def _partSent(self, _: object) -> None:
-        self._sending = None
+    def _forget(self, sending: Deferred[None]) -> None:
+        if sending in self._sending:  # not after a clean-up
+            self._sending.remove(sending)
+
+    def _partSent(self, _: object, sending: Deferred[None]) -> None:
+        self._forget(sending)
         if self._closed:
             return
         if self._ready is not None:
             part, self._ready = self._ready, None
             self._send(part)
-        if not self._partFull():
+        if self._partFull():
+            if self._canSend():
+                self._send(self._cutPart())
+            else:
+                self._ready = self._cutPart()
+        if self._ready is None:
             self._resume()
-        elif self._sending is None:
-            self._send(self._cutPart())
-        else:
-            self._ready = self._cutPart()
 
-    def _partFailed(self, failure: Failure) -> None:
-        self._sending = None
+    def _partFailed(self, failure: Failure, sending: Deferred[None]) -> None:
+        self._forget(sending)
         if not failure.check(CancelledError):
             self._fail(failure)
 
@@ -221,8 +232,8 @@ class S3Upload:
     async def _commit(self, sha256: str) -> tuple[FileInfo, bool]:
         store, client = self._store, self._client
         try:
-            while self._sending is not None:
-                await self._sending
+            while self._sending:
+                await self._sending[0]
             self._checkAlive()
             if self._cut == 0:
                 before = await client.head(self._key)
@@ -276,9 +287,9 @@ class S3Upload:
     def _cleanUp(self) -> None:
         self._chunks, self._filled = [], 0
         self._ready = None
-        sending, self._sending = self._sending, None
-        if sending is not None:
-            sending.cancel()
+        sending, self._sending = self._sending, []
+        for part in sending:
+            part.cancel()
         if self._completed:
             self._store.removeLater(self._staging)
         elif self._creation is not None:
