@@ -30,6 +30,7 @@ from types import FrameType
 from clients import uploaderStartup
 from machine import describe, loadAverage, measureLimits
 from report import asJSON, machineLines, ratios, resultsTable
+from s3 import workload as s3Workload
 from workloads import PLANNED, WORKLOADS, Context, Measurement, progress, sizeLabel
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -139,7 +140,17 @@ def run(options: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def registerS3() -> None:
+    """W1S3 (W1 with the S3 store) when an S3 server is at hand; else say why not."""
+    w1s3, why = s3Workload("W1S3")
+    if w1s3 is not None:
+        WORKLOADS["W1S3"] = w1s3
+    else:
+        PLANNED["W1S3"] = why
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    registerS3()
     options = parser().parse_args(argv)
     if options.runs < 1:
         parser().error("--runs must be at least 1")

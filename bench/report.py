@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machine import STREAM_LIMITS, Limit
+from s3 import S3_DIRECT, S3_PROXY, S3_RAW
 from workloads import DIRECT, DOWNLOAD_DIRECT, DOWNLOAD_PROXY, PROXY, UPLOADER, Measurement
 
 MiB = 1 << 20
@@ -130,7 +131,8 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
     """Proxy / direct per workload, and W1 direct / the tightest machine limit."""
     found: list[Ratio] = []
     keys = list(dict.fromkeys(m.workload for m in measurements))
-    pairs = ((DIRECT, PROXY, "curl -T"), (DOWNLOAD_DIRECT, DOWNLOAD_PROXY, "curl -o /dev/null"))
+    pairs = ((DIRECT, PROXY, "curl -T"), (DOWNLOAD_DIRECT, DOWNLOAD_PROXY, "curl -o /dev/null"),
+             (S3_DIRECT, S3_PROXY, "curl -T, S3 store"))
     for key in keys:
         target = 0.8 if key == "W1" else None
         for directRoute, proxyRoute, client in pairs:
@@ -151,6 +153,9 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
             f"W1 direct path / min(loopback, disk, sha256) = {tightest.key}",
             direct / tightest.median(), 0.6,
         ))
+    s3, s3Raw = _find(measurements, "W1S3", S3_DIRECT), _find(measurements, "W1S3", S3_RAW)
+    if s3 and s3Raw:
+        found.append(Ratio("W1S3 direct path / curl -T straight to S3", s3 / s3Raw))
     w1, w2 = _find(measurements, "W1", PROXY), _find(measurements, "W2", PROXY)
     if w1 and w2:
         found.append(Ratio("W2 aggregate via proxy / W1 via proxy", w2 / w1, 1.0))

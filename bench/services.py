@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,13 +54,16 @@ class Usage:
 class Program:
     """One started service."""
 
-    def __init__(self, label: str, argv: list[str], logPath: Path) -> None:
+    def __init__(
+        self, label: str, argv: list[str], logPath: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.label = label
         self.logPath = logPath
         self.port = 0
         with open(logPath, "wb") as log:
             self.process = subprocess.Popen(
                 argv,
+                env={**os.environ, **env} if env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -122,13 +126,15 @@ class Program:
             self.process.wait()
 
 
-def startService(kind: str, logDir: Path, *args: str) -> Program:
-    """Start C{twistd -n streamrelay-KIND} on a free loopback port."""
+def startService(
+    kind: str, logDir: Path, *args: str, env: dict[str, str] | None = None
+) -> Program:
+    """Start C{twistd -n streamrelay-KIND} on a free loopback port (C{env} added to ours)."""
     argv = [
         str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
         f"streamrelay-{kind}", "--listen", "tcp:0:interface=127.0.0.1", *args,
     ]
-    program = Program(kind, argv, logDir / f"{kind}-{time.monotonic_ns()}.log")
+    program = Program(kind, argv, logDir / f"{kind}-{time.monotonic_ns()}.log", env)
     try:
         program.waitListening()
         with urllib.request.urlopen(program.url + "/healthz", timeout=10) as answer:
@@ -146,17 +152,28 @@ class Stack:
     measured path make each one's VmHWM belong to that path.
     """
 
-    def __init__(self, storage: Path, logDir: Path, withProxy: bool) -> None:
+    def __init__(
+        self,
+        storage: Path,
+        logDir: Path,
+        withProxy: bool,
+        backendArgs: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.storage = storage
         self.logDir = logDir
         self.withProxy = withProxy
+        self.backendArgs = (
+            list(backendArgs) if backendArgs is not None else ["--storage", str(storage)]
+        )
+        self.env = env
         self.backend: Program | None = None
         self.proxy: Program | None = None
 
     def __enter__(self) -> Stack:
         self.storage.mkdir(parents=True, exist_ok=True)
         try:
-            self.backend = startService("backend", self.logDir, "--storage", str(self.storage))
+            self.backend = startService("backend", self.logDir, *self.backendArgs, env=self.env)
             if self.withProxy:
                 self.proxy = startService("proxy", self.logDir, "--backend", self.backend.url)
         except BaseException:

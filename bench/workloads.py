@@ -214,12 +214,12 @@ class UploadWorkload:
         clientDir = ctx.workDir / "client"
         clientDir.mkdir(exist_ok=True)
         try:
-            with Stack(ctx.storage, ctx.workDir, route.viaProxy) as stack:
+            with self.stack(ctx, route) as stack:
                 m.idle = stack.usage()
                 for run in range(1, ctx.runs + 1):
                     batch = self._upload(stack.url, route, source, run, clientDir)
                     errors = check(batch, size, sha256)
-                    _clearStorage(ctx.storage)
+                    self.clear(ctx)
                     m.errors += [f"{self.key} {route.label}: {e}" for e in errors]
                     if errors:
                         progress(f"{self.key} {route.label} run {run}: {len(errors)} error(s)")
@@ -234,9 +234,17 @@ class UploadWorkload:
         except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
             m.errors.append(f"{self.key} {route.label}: {e}")
         finally:
-            _clearStorage(ctx.storage)
+            self.clear(ctx)
             shutil.rmtree(clientDir, ignore_errors=True)
         return m
+
+    def stack(self, ctx: Context, route: Route) -> Stack:
+        """The services a route sends to (bench/s3.py stores in S3 instead)."""
+        return Stack(ctx.storage, ctx.workDir, route.viaProxy)
+
+    def clear(self, ctx: Context) -> None:
+        """Remove what the runs stored."""
+        _clearStorage(ctx.storage)
 
     def _upload(self, url: str, route: Route, source: Path, run: int, workDir: Path) -> Batch:
         if route.client == "uploader":
