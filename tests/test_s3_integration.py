@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from streamrelay.store.s3.client import ObjectHead
 from streamrelay.store.s3.store import S3Store
 from tests.processes import (
+    BIN,
     Program,
     deferLater,
     eventually,
@@ -225,6 +226,29 @@ class S3IntegrationTests(TestCase):
         self.assertEqual((await call("DELETE", proxyTwo.url + "/files/from-one.bin"))[0], 204)
         self.assertEqual((await call("GET", proxyOne.url + "/files/from-one.bin"))[0], 404)
         await self.settled(client, bucket, [PREFIX + "from-two.txt"])
+
+    async def test_resumableUpload(self) -> None:
+        """
+        A resumable (tus) upload with S3 storage: its partial bytes stay on
+        the backend's disk (--resumable-dir) and the finished file is
+        published into the bucket with its SHA-256.
+        """
+        source, sha = sharedFile(16 * MiB)
+        bucket, client = await newBucket(self)
+        partial = Path(self.mktemp())
+        backend = await self.backend(bucket, "--s3-part-size", "5M",
+                                     "--resumable-dir", str(partial))
+        proxy = await startService(self, "proxy", "--backend", backend.url)
+        code, output = await run(self, "uploader", [
+            str(BIN / "streamrelay-upload"), "--resumable", "--url", proxy.url,
+            "--name", "tus.bin", str(source),
+        ])
+        self.assertEqual(code, 0, output.decode())
+        self.assertIn(f"sha256 {sha}".encode(), output)
+        head = await client.head(PREFIX + "tus.bin")
+        assert head is not None
+        self.assertEqual((head.size, head.sha256), (16 * MiB, sha))
+        await self.settled(client, bucket, [PREFIX + "tus.bin"])
 
     async def test_readiness(self) -> None:
         """/readyz is 200 with a reachable bucket, 503 without one."""
