@@ -139,3 +139,36 @@ class QueuedWriterTests(SynchronousTestCase):
         self.assertEqual(self.producer.events, ["pause", "resume"])
         self.runner.step()
         self.assertEqual(budget.queued, 0)
+
+    def test_oneBatchAtATime(self) -> None:
+        """
+        A producer resumed when a batch ends writes at once, several chunks
+        (as a request body does); that must never start a second batch
+        beside the next one. (Two batches writing one file at once corrupt it.)
+        """
+        budget = WriteBudget(8)
+        writer = QueuedWriter(self.fd, self.runner, high=100, low=6, budget=budget)
+        sent: list[bytes] = []
+
+        def send(data: bytes) -> None:
+            sent.append(data)
+            writer.write(data)
+
+        class Eager(Producer):
+            def resumeProducing(self) -> None:
+                super().resumeProducing()
+                for _ in range(2):
+                    if len(sent) < 12:
+                        send(b"%x" % len(sent) * 3)
+
+        producer = Eager()
+        writer.producer = producer  # type: ignore[assignment]
+        for data in [b"aaa", b"bbb", b"ccc"]:
+            send(data)
+        self.assertIn("pause", producer.events)
+        while self.runner.calls:
+            self.assertEqual(len(self.runner.calls), 1)
+            self.runner.step()
+        self.assertIn("resume", producer.events)
+        self.assertEqual(self.contents(), b"".join(sent))
+        self.assertEqual(budget.queued, 0)

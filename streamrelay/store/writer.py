@@ -179,6 +179,8 @@ class QueuedWriter:
             then()
 
     def _flush(self) -> None:
+        if self._busy:
+            return  # the running batch's end flushes what was queued meanwhile
         batch, self._queue = self._queue, []
         size = sum(len(c) for c in batch)
         self._busy = True
@@ -188,18 +190,24 @@ class QueuedWriter:
         )
 
     def _flushed(self, _: object, size: int) -> None:
-        self._busy = False
         self.written += size
         self._queued -= size
-        self._budget.remove(size)
-        if self._idle():
+        if self._abandoned:
+            self._busy = False
+            self._budget.remove(size)
+            self._idle()
             return
+        # Start the next batch before anything can resume a producer: a
+        # resumed producer writes at once, and two batches must never run
+        # together on one file.
+        self._busy = False
         if self._queue:
             self._flush()
         else:
             waiters, self._waiters = self._waiters, []
             for d in waiters:
                 d.callback(None)
+        self._budget.remove(size)
         self._maybeResume()
 
     def _failed(self, failure: Failure) -> None:
@@ -207,13 +215,14 @@ class QueuedWriter:
         assert failure.value is not None
         self._error = storageError(failure.value)
         self._queue.clear()
-        self._budget.remove(self._queued)
-        self._queued = 0
+        queued, self._queued = self._queued, 0
         if self._idle():
+            self._budget.remove(queued)
             return
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(Failure(self._error))
+        self._budget.remove(queued)
         if self._paused and self.producer is not None:
             self._paused = False
             self.producer.resumeProducing()
