@@ -59,6 +59,11 @@ class WatchTests(TestCase):
         self.assertTrue(await eventually(allStored, 20), watcher.output.decode())
         for name, content in expected.items():
             self.assertEqual((storage / name).read_bytes(), content)
+            # The file is in place a moment before the backend's log line.
+            self.assertTrue(
+                await eventually(lambda n=name: storedCount(backend, n) >= 1, 5),  # type: ignore[misc]
+                backend.output.decode(),
+            )
             self.assertEqual(storedCount(backend, name), 1, backend.output.decode())
 
         watcher.signal(signal.SIGTERM)
