@@ -51,6 +51,17 @@ MIN_STREAM_BUFFER_SIZE = 32 << 10
 BODY_READ_BUDGET = 8 << 20
 
 
+def tuneForStreaming(transport: object, readSize: int = STREAM_BUFFER_SIZE) -> None:
+    """
+    Let a TCP transport read C{readSize} bytes at a time (also its write
+    high-water mark) and send up to 1 MiB per system call instead of
+    Twisted's 128 KiB, for connections that carry large bodies.
+    """
+    if transport is not None and hasattr(transport, "bufferSize"):
+        transport.bufferSize = readSize
+        transport.SEND_LIMIT = STREAM_BUFFER_SIZE  # type: ignore[attr-defined]
+
+
 def readSize(streaming: int) -> int:
     """The read size of one of C{streaming} bodies streaming at once."""
     share = BODY_READ_BUDGET // max(1, streaming)
@@ -289,9 +300,7 @@ class StreamingRequest(server.Request):
         if site is not None:
             site.streamingBodies = streaming
         self._counted = True
-        transport = self.transport
-        if transport is not None and hasattr(transport, "bufferSize"):
-            transport.bufferSize = readSize(streaming)
+        tuneForStreaming(self.transport, readSize(streaming))
         self._setRequestLine(channel._command, channel._path, channel._version)
         # While the body streams, its own idle timer replaces the channel's:
         # it stops while streamrelay holds the client back, and a stalled
@@ -478,6 +487,12 @@ class StreamingChannel(http.HTTPChannel):
 
     # Headers must arrive whole within the idle timeout, however slowly
     # they trickle in: a slowloris client is cut off with 408.
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Downloads leave in up to 1 MiB per send instead of 128 KiB.
+        if self.transport is not None and hasattr(self.transport, "SEND_LIMIT"):
+            self.transport.SEND_LIMIT = STREAM_BUFFER_SIZE  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         if not self._inHeaders and not self._handlingRequest and not self.requests:

@@ -11,6 +11,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.server import Request
 
+from streamrelay.streaming import tuneForStreaming
+
 
 class ResponsePump(Protocol):
     """
@@ -31,6 +33,11 @@ class ResponsePump(Protocol):
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def connectionMade(self) -> None:
+        # Read the backend's answer in large pieces: one reactor pass and one
+        # parser pass per 64 KiB (Twisted's default) is what a download
+        # through the proxy spends its time on.
+        connection = getattr(self.transport, "_producer", None)
+        tuneForStreaming(connection)
         self._request.registerProducer(self.transport, True)
         self._registered = True
 
