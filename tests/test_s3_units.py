@@ -298,6 +298,26 @@ class ClientTests(SynchronousTestCase):
         sent.answer.callback(response)
         self.assertIs(self.successResultOf(d), response)
 
+    def test_getIgnoringRange(self) -> None:
+        """A server that ignores Range and answers the whole object: not read, an error."""
+        d = self.start(self.client.get("p/x", 0, 10, None))
+        delivered: list[Any] = []
+
+        class Whole:
+            code = 200
+            length = 5 << 30
+            headers = Headers()
+
+            def deliverBody(self, protocol: Any) -> None:
+                delivered.append(protocol)
+
+        self.http.sent[0].answer.callback(Whole())
+        self.assertEqual(self.failureResultOf(d, S3Error).value.status, 200)
+        transport = StringTransport()
+        delivered[0].makeConnection(transport)
+        self.assertEqual(transport.producerState, "stopped")
+        self.assertEqual(len(self.http.sent), 1)
+
 
 class ChunksProducerTests(SynchronousTestCase):
     def test_writesUntilPaused(self) -> None:
@@ -778,6 +798,18 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(self.s3.answer("delete").args, ("p/.streamrelay/partial/done",))
         self.assertEqual(self.successResultOf(d), 2)
         self.assertEqual(self.s3.pending(), [])
+
+    def test_settled(self) -> None:
+        """C{settled} waits for background work, at most C{timeout} seconds."""
+        self.store.removeLater("p/.streamrelay/partial/x")
+        d = self.store.settled(5)
+        self.assertNoResult(d)
+        self.s3.answer("delete")
+        self.successResultOf(d)
+        self.store.removeLater("p/.streamrelay/partial/y")
+        d = self.store.settled(5)
+        self.s3.clock.advance(5)
+        self.successResultOf(d)
 
     def test_readiness(self) -> None:
         """C{writable} follows HEAD of the bucket, asked at most every few seconds."""

@@ -23,8 +23,10 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
@@ -45,6 +47,8 @@ from streamrelay.store.s3.messages import (
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+#: The largest error answer read from a request meant to stream.
+MAX_ERROR_BODY = 1 << 20
 #: The object metadata that holds a stored file's SHA-256.
 SHA256_META = "x-amz-meta-sha256"
 
@@ -218,14 +222,21 @@ def headOf(answer: Answer) -> ObjectHead:
     )
 
 
+class _Discard(Protocol):
+    """Closes an answer's connection instead of reading its body."""
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+
 def _retriable(error: BaseException) -> bool:
     if isinstance(error, S3Error):
         return error.status in _RETRY_STATUSES or error.code in _RETRY_CODES
     return isinstance(
-        error, ConnectError | ConnectionLost | DNSLookupError | RequestTimedOut
-    ) or type(error).__name__ in {
-        "ResponseNeverReceived", "RequestTransmissionFailed", "ResponseFailed",
-    }
+        error,
+        ConnectError | ConnectionLost | DNSLookupError | RequestTimedOut
+        | ResponseFailed | RequestTransmissionFailed,
+    )
 
 
 class S3Client:
@@ -336,6 +347,11 @@ class S3Client:
             response: Any = await d
             if stream and response.code in ok:
                 return response, None
+            if stream and not 0 <= response.length <= MAX_ERROR_BODY:
+                # Not an S3 error document (a server ignoring Range answers
+                # 200 with the whole object): do not read it.
+                response.deliverBody(_Discard())
+                raise S3Error(response.code, str(response.code), "unexpected answer")
             content = await response.content()
         except CancelledError:
             if timedOut:

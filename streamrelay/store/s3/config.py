@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 SCHEME = "s3://"
 MIN_PART_SIZE = 5 << 20
 MAX_PART_SIZE = 5 << 30
+#: Seconds a stopping backend waits for its background S3 requests.
+SETTLE_ON_SHUTDOWN = 10.0
 
 #: C{optParameters} of the backend for S3 (each also read from
 #: C{STREAMRELAY_<OPTION>}, like every option).
@@ -130,7 +132,11 @@ def makeS3Store(settings: Mapping[str, Any], reactor: Any) -> S3Store:
         http, reactor, settings["endpoint"], settings["bucket"],
         Signer(credentials, settings["region"]), hashChunks=threadedSHA256(reactor),
     )
-    return S3Store(
+    store = S3Store(
         client, settings["prefix"], partSize=settings["partSize"],
         partsInFlight=settings["partsInFlight"],
     )
+    # Give aborts already under way a moment to reach S3 before the
+    # process ends (what they miss is swept later).
+    reactor.addSystemEventTrigger("before", "shutdown", store.settled, SETTLE_ON_SHUTDOWN)
+    return store

@@ -537,6 +537,25 @@ class S3Store:
             self._background.add(d)
             d.addBoth(lambda _: self._background.discard(d))
 
-    def settled(self) -> Deferred[None]:
-        """Fires once the background work running now (aborts, removals) is done."""
-        return gatherResults(list(self._background)).addCallback(lambda _: None)
+    def settled(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Fires once the background work running now (aborts, removals) is
+        done, or after C{timeout} seconds.
+        """
+        done: Deferred[None] = Deferred()
+
+        def fire(_: object = None) -> None:
+            if not done.called:
+                done.callback(None)
+
+        gatherResults(list(self._background)).addBoth(fire)
+        if timeout is not None and not done.called:
+            call = self.clock.callLater(timeout, fire)
+
+            def stopTimer(result: object) -> object:
+                if call.active():
+                    call.cancel()
+                return result
+
+            done.addBoth(stopTimer)
+        return done
