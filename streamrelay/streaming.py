@@ -142,6 +142,13 @@ class RequestBody:
             raise RuntimeError("a request body can only be consumed once")
         self._consumer = consumer
         self._done = Deferred(self._cancel)
+        # Sent on by Twisted's HTTP client (the proxy's upstream request):
+        # let its connection send up to 1 MiB per system call.
+        # (Only the send size: its write high-water mark stays small, so
+        # many uploads at once hold little memory.)
+        inner = getattr(consumer, "_consumer", None) or getattr(consumer, "transport", None)
+        if inner is not None and hasattr(inner, "SEND_LIMIT"):
+            inner.SEND_LIMIT = STREAM_BUFFER_SIZE
         if self._failure is not None:
             failure, self._failure = self._failure, None
             self._discarding = True
