@@ -605,6 +605,25 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(self.s3.answer("complete").args[2], parts)
         self.assertNoResult(d)
 
+    def test_partsWaitingForTheUploadId(self) -> None:
+        """Parts cut before S3 named the multipart upload all go once it has."""
+        self.store.partsInFlight = 3
+        self.writeMiB(15)
+        self.assertEqual(self.s3.pending(), ["createUpload"])
+        self.s3.answer("createUpload", "up1")
+        parts = [c for c in self.s3.calls if c.name == "uploadPart"]
+        self.assertEqual([(c.args[1], c.args[2]) for c in parts],
+                         [("up1", 1), ("up1", 2), ("up1", 3)])
+
+    def test_creationFails(self) -> None:
+        self.store.partsInFlight = 2
+        self.writeMiB(10)
+        self.s3.answer("createUpload", S3Error(403, "AccessDenied"))
+        self.assertRaises(UploadFailed, self.upload.write, b"x")
+        self.upload.abort()
+        self.assertEqual(self.s3.pending(), [])
+        self.assertNotIn("uploadPart", [c.name for c in self.s3.calls])
+
     def test_memoryBounded(self) -> None:
         """However long S3 takes, the body is paused with about two parts held."""
         self.writeMiB(5)

@@ -75,7 +75,8 @@ class S3Upload:
         self._filled = 0
         self._producer: IPushProducer | None = None
         self._paused = False
-        self._creation: Deferred[str] | None = None
+        self._creation: Deferred[None] | None = None
+        self._idWaiters: list[Deferred[str]] = []
         self._uploadId: str | None = None
         self._cut = 0
         self._sending: list[Deferred[None]] = []
@@ -149,17 +150,27 @@ class S3Upload:
         if self._uploadId is not None:
             waiter.callback(self._uploadId)
             return waiter
+        if self._creation is not None and self._creation.called:
+            # It failed (else the id would be known).
+            waiter.errback(UploadFailed("the multipart upload could not be created"))
+            return waiter
+        self._idWaiters.append(waiter)
         if self._creation is None:
             self._store.started(self._staging)
-            self._creation = ensureDeferred(self._client.createUpload(self._staging))
-            self._creation.addCallback(self._created)
-        # Parts go one at a time, so there is one waiter at most.
-        self._creation.chainDeferred(waiter)
+            creation: Deferred[str] = ensureDeferred(self._client.createUpload(self._staging))
+            self._creation = creation.addCallbacks(self._created, self._notCreated)
         return waiter
 
-    def _created(self, uploadId: str) -> str:
+    def _created(self, uploadId: str) -> None:
         self._uploadId = uploadId
-        return uploadId
+        waiters, self._idWaiters = self._idWaiters, []
+        for waiter in waiters:
+            waiter.callback(uploadId)  # ignored by a cancelled one
+
+    def _notCreated(self, failure: Failure) -> None:
+        waiters, self._idWaiters = self._idWaiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
 
     def _canSend(self) -> bool:
         return len(self._sending) < self._store.partsInFlight
