@@ -240,7 +240,9 @@ class SlowlorisTests(TestCase):
         attacked = time.monotonic() - started
         self.assertTrue(output.endswith(b"\n201"), output)
         self.assertEqual(sha256File(storage / "attacked.bin"), sha)
-        self.assertLess(attacked, max(alone * 2, alone + 1.0),
+        # Generous: other work on the machine moves both figures; an upload
+        # starved by the 200 connections would take many times longer.
+        self.assertLess(attacked, alone * 3 + 2.0,
                         f"alone {alone:.2f} s, under attack {attacked:.2f} s")
         await attackers.protocol.ended
         report = json.loads(attackers.output.decode().strip().splitlines()[-1])
