@@ -27,7 +27,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.tap import Options as BackendOptions
-from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore
+from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore, StorageFull
 from streamrelay.store.s3.client import (
     EMPTY_SHA256,
     ChunksProducer,
@@ -654,6 +654,19 @@ class UploadTests(SynchronousTestCase):
         self.s3.answer("lastPartTime", S3Error(404, "NoSuchUpload"))
         self.assertEqual(self.s3.pending(), [])
         self.successResultOf(self.store.settled())
+
+    def test_quotaIsStorageFull(self) -> None:
+        """A quota S3 enforces is the store being full (the route answers 507)."""
+        self.writeMiB(5)
+        self.s3.answer("createUpload", "up1")
+        self.s3.answer("uploadPart", S3Error(403, "QuotaExceeded"))
+        self.assertRaises(StorageFull, self.upload.write, b"x")
+        small = self.store.begin("small.txt")
+        small.write(b"x")
+        d = small.commit(sha(b"x"))
+        self.s3.answer("head")
+        self.s3.answer("put", S3Error(403, "QuotaExceeded"))
+        self.failureResultOf(d, StorageFull)
 
     def test_abortWhileCreating(self) -> None:
         """An abort before S3 named the upload aborts it once it is named."""

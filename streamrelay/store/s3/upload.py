@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from streamrelay.store.interfaces import FileInfo, IUpload
+from streamrelay.store.interfaces import FileInfo, IUpload, StorageFull
 from streamrelay.store.s3.client import SHA256_META
 from streamrelay.store.s3.messages import S3Error
 
@@ -44,6 +44,17 @@ PARTS_PER_SIZE = 2000
 
 class UploadFailed(Exception):
     """The upload broke earlier (an S3 request failed); nothing was stored."""
+
+
+#: S3 error codes that mean the store is full (Ceph RGW quotas, for one).
+FULL_CODES = {"QuotaExceeded", "InsufficientCapacity", "InsufficientStorage"}
+
+
+def _failure(error: BaseException | None) -> Exception:
+    """What a write or commit raises for an S3 failure: L{StorageFull} when full."""
+    if isinstance(error, S3Error) and (error.code in FULL_CODES or error.status == 507):
+        return StorageFull(str(error))
+    return UploadFailed(str(error))
 
 
 def partTarget(partSize: int, number: int) -> int:
@@ -100,7 +111,7 @@ class S3Upload:
         if self._closed:
             raise RuntimeError(f"upload of {self.name!r} is closed")
         if self._failure is not None:
-            raise UploadFailed(str(self._failure.value)) from self._failure.value
+            raise _failure(self._failure.value) from self._failure.value
         if not isinstance(data, bytes):
             data = bytes(data)
         self._chunks.append(data)
@@ -268,6 +279,12 @@ class S3Upload:
                 self._checkAlive()
                 await store.publish(self._staging, staged, self._key, {SHA256_META: sha256})
                 store.removeLater(self._staging)
+        except S3Error as e:
+            self._cleanUp()
+            full = _failure(e)
+            if isinstance(full, StorageFull):
+                raise full from e
+            raise
         except BaseException:
             self._cleanUp()
             raise
@@ -278,7 +295,7 @@ class S3Upload:
 
     def _checkAlive(self) -> None:
         if self._failure is not None:
-            raise UploadFailed(str(self._failure.value)) from self._failure.value
+            raise _failure(self._failure.value) from self._failure.value
         if self._aborted:
             raise CancelledError()
 
