@@ -123,7 +123,7 @@ class BackendRoutes:
         return writeJSON(
             request,
             503,
-            {"error": "not_ready", "message": "The storage folder is not writable."},
+            {"error": "not_ready", "message": "The storage is not writable or not reachable."},
         )
 
     # Uploads
