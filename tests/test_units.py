@@ -216,3 +216,22 @@ class BacklogTests(SynchronousTestCase):
         self.assertEqual(withBacklog("ssl:443:privateKey=k"), "ssl:443:privateKey=k:backlog=1024")
         self.assertEqual(withBacklog("tcp:80:backlog=5"), "tcp:80:backlog=5")
         self.assertEqual(withBacklog("unix:/tmp/s"), "unix:/tmp/s")
+
+
+class PackagingTests(SynchronousTestCase):
+    def test_everyPackageListed(self) -> None:
+        """
+        setup.cfg lists every package (a non-editable install, as in the
+        container image, leaves out any that is missing).
+        """
+        import configparser
+
+        top = Path(__file__).parent.parent
+        config = configparser.ConfigParser()
+        config.read(top / "setup.cfg")
+        listed = set(config["options"]["packages"].split())
+        found = {
+            ".".join(init.parent.relative_to(top).parts)
+            for init in (top / "streamrelay").rglob("__init__.py")
+        }
+        self.assertEqual(found - listed, set())
