@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.processes import eventually, partials, startStack
+from tests.processes import eventually, partials, sha256File, startStack
 from tests.test_upload_path import MiB, sharedFile
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -189,3 +189,57 @@ class BrowserResumeTests(TestCase):
         self.assertEqual(sum(received for _, received, _, _ in logged), 64 * MiB, logged)
         self.assertTrue(any(offset > 0 for offset, _, _, _ in logged), logged)
         print(f"\nPATCHes (offset, received, kept, outcome): {logged}")
+
+
+def tokenScenario(url: str, token: str, small: Path) -> dict[str, Any]:
+    """Runs in a thread: the page asks for the token, then works with it."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(bypass_csp=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_selector("#auth:not([hidden])", timeout=10000)
+            seen["message"] = page.inner_text("#message")
+            page.fill("#token", token)
+            page.click("#token-form button")
+            page.wait_for_selector("#empty:not([hidden])", timeout=10000)
+            seen["authHidden"] = page.is_hidden("#auth")
+            page.set_input_files("#picker", str(small))
+            page.wait_for_selector(f'li.upload[data-name="{small.name}"].done', timeout=60000)
+            page.wait_for_selector(f'#files tr[data-name="{small.name}"]', timeout=10000)
+            seen["stored"] = True
+            seen["errors"] = errors
+        finally:
+            browser.close()
+    return seen
+
+
+class BrowserTokenTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        BrowserTests.setUp(self)  # type: ignore[arg-type]
+
+    async def test_pageAsksForToken(self) -> None:
+        """
+        With --tokens-file the page shows its token prompt, and once given
+        the token it lists and uploads.
+        """
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        tokens = folder / "tokens"
+        tokens.write_text("page-token-31337\n")
+        small, sha = sharedFile(4 * MiB)
+        backend, proxy = await startStack(
+            self, folder / "uploads", proxyArgs=["--tokens-file", str(tokens)])
+        seen = await deferToThread(tokenScenario, proxy.url + "/", "page-token-31337", small)
+        self.assertEqual(seen["errors"], [])
+        self.assertIn("token", seen["message"].lower())
+        self.assertTrue(seen["authHidden"])
+        self.assertTrue(seen["stored"])
+        self.assertEqual(sha256File(folder / "uploads" / small.name), sha)
