@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import Any
 
 from twisted.internet.interfaces import IConsumer, IProducer
 from zope.interface import implementer
@@ -38,6 +39,9 @@ class HashingConsumer:
     """
     Passes bytes on to C{consumer}, hashing and counting them; raises
     C{tooLarge()} from C{write} once more than C{limit} bytes went by.
+
+    @param sha256: a SHA-256 to go on with (bytes hashed earlier, such as
+        the part of a file a server already holds); a new one by default.
     """
 
     def __init__(
@@ -45,11 +49,12 @@ class HashingConsumer:
         consumer: IConsumer,
         limit: int | None = None,
         tooLarge: type[Exception] | None = None,
+        sha256: Any = None,
     ) -> None:
         self._consumer = consumer
         self._limit = limit
         self._tooLarge = tooLarge or ValueError
-        self._sha256 = hashlib.sha256()
+        self._sha256 = sha256 if sha256 is not None else hashlib.sha256()
         self.size = 0
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:

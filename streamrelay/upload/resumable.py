@@ -10,19 +10,16 @@ import base64
 import hashlib
 import os
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urljoin
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IProducer
 from twisted.internet.threads import deferToThread
-from twisted.web.client import FileBodyProducer
-from zope.interface import implementer
 
 from streamrelay.upload.sender import (
     READ_SIZE,
     RETRYABLE_STATUS,
+    FileSender,
     Stored,
     UploadFailed,
     _describe,
@@ -33,41 +30,6 @@ from streamrelay.upload.sender import (
 TUS: dict[bytes | str, list[bytes | str]] = {b"tus-resumable": [b"1.0.0"]}
 #: Answers after which asking for the offset again and resuming may succeed.
 RESUMABLE_STATUS = RETRYABLE_STATUS | {409, 423}
-
-
-@implementer(IConsumer)
-class _Hashing:
-    """Hashes what goes by into C{digest} and reports its size."""
-
-    def __init__(self, consumer: IConsumer, digest: Any, progress: Callable[[int], object]):
-        self._consumer = consumer
-        self._digest = digest
-        self._progress = progress
-        self.size = 0
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._consumer.unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        self._digest.update(data)
-        self.size += len(data)
-        self._consumer.write(data)
-        self._progress(len(data))
-
-
-class _RestOfFile(FileBodyProducer):
-    """The file from where it is positioned to its end, hashed as it goes."""
-
-    def __init__(self, f: BinaryIO, digest: Any, progress: Callable[[int], object]) -> None:
-        super().__init__(f, readSize=READ_SIZE)
-        self._digest = digest
-        self._progress = progress
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        return super().startProducing(_Hashing(consumer, self._digest, self._progress))
 
 
 def _hashPrefix(path: str, size: int) -> Any:
@@ -186,7 +148,7 @@ class ResumableSender:
             f.seek(offset)
             response, text = await self._request(
                 "PATCH", self.url, "sending",
-                data=_RestOfFile(f, digest, progress),
+                data=FileSender(f, progress, sha256=digest),
                 headers=self._headers(
                     upload_offset=b"%d" % (offset,),
                     content_type=b"application/offset+octet-stream",

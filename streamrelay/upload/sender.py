@@ -79,8 +79,9 @@ class _Counting:
 
 class FileSender(FileBodyProducer):
     """
-    A file as a request body, read C{READ_SIZE} bytes at a time, hashed as
-    it is sent.
+    A file, from where it is positioned to its end, as a request body: read
+    C{READ_SIZE} bytes at a time, hashed as it is sent (into C{sha256} when
+    given, going on from bytes hashed before).
     """
 
     def __init__(
@@ -88,16 +89,20 @@ class FileSender(FileBodyProducer):
         inputFile: BinaryIO,
         progress: Callable[[int], object],
         cooperator: Cooperator | None = None,
+        sha256: Any = None,
     ) -> None:
         kwargs: dict[str, Any] = {"readSize": READ_SIZE}
         if cooperator is not None:
             kwargs["cooperator"] = cooperator
         super().__init__(inputFile, **kwargs)
         self._progress = progress
+        self._sha256 = sha256
         self._hashing: HashingConsumer | None = None
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._hashing = HashingConsumer(_Counting(consumer, self._progress))
+        self._hashing = HashingConsumer(
+            _Counting(consumer, self._progress), sha256=self._sha256
+        )
         return super().startProducing(self._hashing)
 
     def sent(self) -> tuple[int, str]:
