@@ -202,19 +202,24 @@ class LimitTests(BackendTestCase):
         self.assertEqual(self.request(put(b"/files/ok", b"x" * 10)).status, 201)
 
 
+def fillDiskAfterFirstWrite(test: SynchronousTestCase) -> None:
+    """Make every file write after the first fail as on a full disk."""
+    original = os.writev
+    written: list[object] = []
+
+    def full(fd: int, buffers: list[bytes]) -> int:
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(buffers)
+        return original(fd, buffers)
+
+    test.patch(os, "writev", full)
+
+
 class DiskFullTests(BackendTestCase):
     def test_enospc(self) -> None:
         """A full disk answers 507 and leaves nothing behind."""
-        original = os.writev
-        written: list[object] = []
-
-        def full(fd: int, buffers: list[bytes]) -> int:
-            if written:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            written.append(buffers)
-            return original(fd, buffers)
-
-        self.patch(os, "writev", full)
+        fillDiskAfterFirstWrite(self)
         conn = self.connect()
         conn.send(put(b"/files/f", b"x" * 30)[:-20])
         conn.turn()

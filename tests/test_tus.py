@@ -23,6 +23,7 @@ from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
 from streamrelay.tus.protocol import TusService, TusUploads, parseMetadata
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
+from tests.test_backend_routes import fillDiskAfterFirstWrite
 
 TUS = b"Tus-Resumable: 1.0.0"
 OCTETS = b"Content-Type: application/offset+octet-stream"
@@ -556,20 +557,10 @@ class DurabilityTests(TusTestCase):
 
     def test_diskFullDiscardsChunk(self) -> None:
         """A full disk mid-PATCH answers 507; the offset stays where it was."""
-        import errno
 
         location = self.create("nospace", 30)
         self.request(patch(location, 0, b"abc"))
-        original = os.writev
-        written: list[object] = []
-
-        def full(fd: int, buffers: list[bytes]) -> int:
-            if written:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            written.append(buffers)
-            return original(fd, buffers)
-
-        self.patch(os, "writev", full)
+        fillDiskAfterFirstWrite(self)
         conn = self.connect()
         conn.send(patch(location, 3, b"x" * 27)[:-20])
         conn.turn()
