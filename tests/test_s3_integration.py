@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from tests.test_upload_path import GiB, MiB, curl, sharedFile
 #: Allowed growth of the backend's peak RSS over its idle RSS (issue 9).
 S3_MEMORY_BOUND = 64 * MiB
 PREFIX = "shared/"
+TUS: dict[bytes | str, bytes | str] = {"tus-resumable": "1.0.0"}
 
 
 @skipUnlessServer
@@ -249,6 +252,150 @@ class S3IntegrationTests(TestCase):
         assert head is not None
         self.assertEqual((head.size, head.sha256), (16 * MiB, sha))
         await self.settled(client, bucket, [PREFIX + "tus.bin"])
+
+    async def tusCreate(self, program: Program, name: str, length: int) -> str:
+        """A new resumable upload through C{program}: its path."""
+        code, headers, body = await call("POST", program.url + "/uploads", None, {
+            **TUS, "upload-length": str(length),
+            "upload-metadata": "filename " + base64.b64encode(name.encode()).decode(),
+        })
+        self.assertEqual(code, 201, body)
+        return headers["location"]
+
+    async def tusOffset(self, program: Program, path: str) -> int:
+        code, headers, body = await call("HEAD", program.url + path, None, TUS)
+        self.assertEqual(code, 200, body)
+        return int(headers["upload-offset"])
+
+    async def tusPatch(self, program: Program, path: str, offset: int, data: bytes) -> int:
+        code, headers, body = await call("PATCH", program.url + path, data, {
+            **TUS, "upload-offset": str(offset),
+            "content-type": "application/offset+octet-stream",
+        })
+        self.assertEqual(code, 204, body)
+        return int(headers["upload-offset"])
+
+    async def test_resumableAcrossBackends(self) -> None:
+        """
+        Without --resumable-dir, a resumable upload is kept in the bucket:
+        started through one backend, continued through another (which
+        learns the offset and hashes the bytes the first stored), cut off
+        mid-request (what arrived is kept), and finished through the
+        first.  The file is one object with the right SHA-256, no
+        multipart upload is left, and of the upload only its record
+        remains until it expires.
+        """
+        data = secrets.token_bytes(23 * MiB + 12345)
+        sha = hashlib.sha256(data).hexdigest()
+        bucket, client = await newBucket(self)
+        one = await self.backend(bucket, "--s3-part-size", "5M")
+        two = await self.backend(bucket, "--s3-part-size", "5M")
+
+        path = await self.tusCreate(one, "shared.bin", len(data))
+        uploadId = path.rsplit("/", 1)[1]
+        # Two segments: 5 MiB, and a short one the next request sends again.
+        offset = await self.tusPatch(one, path, 0, data[:7 * MiB + 5])
+        self.assertEqual(await self.tusOffset(two, path), offset)
+        offset = await self.tusPatch(two, path, offset, data[offset:16 * MiB + 77])
+        self.assertEqual(offset, 16 * MiB + 77)
+
+        # Cut off: curl sends at 2 MB/s and gives up after 2 s.
+        rest = Path(self.mktemp())
+        rest.write_bytes(data[offset:])
+        code, output = await run(self, "curl", [
+            "curl", "-sS", "-X", "PATCH", "--data-binary", f"@{rest}", "--limit-rate", "2M",
+            "--max-time", "2", "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
+            "-H", "Content-Type: application/offset+octet-stream", one.url + path,
+        ])
+        self.assertEqual(code, 28, output)  # timed out
+        kept = 0
+        for _ in range(50):
+            kept = await self.tusOffset(two, path)
+            if kept > offset:
+                break
+            await deferLater(0.2)
+        self.assertGreater(kept, offset)
+        self.assertLess(kept, len(data))
+
+        self.assertEqual(await self.tusPatch(one, path, kept, data[kept:]), len(data))
+        head = await client.head(PREFIX + "shared.bin")
+        assert head is not None
+        self.assertEqual((head.size, head.sha256), (len(data), sha))
+        code, _, body = await call("GET", two.url + "/files/shared.bin")
+        self.assertEqual((code, hashlib.sha256(body).hexdigest()), (200, sha))
+        # Either backend answers the finished upload.
+        self.assertEqual(await self.tusOffset(two, path), len(data))
+        await self.settled(
+            client, bucket, [PREFIX + "shared.bin", f"{PREFIX}.streamrelay/tus/{uploadId}.json"]
+        )
+
+    async def test_resumableBackendKilled(self) -> None:
+        """
+        A backend killed (SIGKILL) while receiving a resumable upload kept
+        in the bucket: another backend answers the offset the record
+        counts and takes the upload from there; once the file is stored,
+        the segments the killed backend left are removed too.
+        """
+        data = secrets.token_bytes(20 * MiB)
+        sha = hashlib.sha256(data).hexdigest()
+        bucket, client = await newBucket(self)
+        one = await self.backend(bucket, "--s3-part-size", "5M")
+        two = await self.backend(bucket, "--s3-part-size", "5M")
+        path = await self.tusCreate(one, "survivor.bin", len(data))
+        offset = await self.tusPatch(one, path, 0, data[:1000])
+        source = Path(self.mktemp())
+        source.write_bytes(data[offset:])
+        sending = spawn(self, "curl", [
+            "curl", "-sS", "-X", "PATCH", "--data-binary", f"@{source}", "--limit-rate", "4M",
+            "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
+            "-H", "Content-Type: application/offset+octet-stream", one.url + path,
+        ])
+        folder = PREFIX + ".streamrelay/tus/"
+
+        # The record, the 1000 bytes, and a first segment of the new request.
+        for _ in range(200):
+            if len(await allKeys(client, folder)) >= 3:
+                break
+            await deferLater(0.1)
+        self.assertEqual(len(await allKeys(client, folder)), 3)
+        one.signal(signal.SIGKILL)
+        await sending.protocol.ended
+        # The record was not moved by the killed request.
+        self.assertEqual(await self.tusOffset(two, path), offset)
+        self.assertEqual(await self.tusPatch(two, path, offset, data[offset:]), len(data))
+        head = await client.head(PREFIX + "survivor.bin")
+        assert head is not None
+        self.assertEqual((head.size, head.sha256), (len(data), sha))
+        uploadId = path.rsplit("/", 1)[1]
+        await self.settled(
+            client, bucket, [PREFIX + "survivor.bin", f"{folder}{uploadId}.json"]
+        )
+
+    async def test_resumableTerminatedAndExpired(self) -> None:
+        """
+        An upload kept in the bucket and terminated through another
+        backend than the one that received its bytes leaves nothing; one
+        left alone is removed once it expires.
+        """
+        data = secrets.token_bytes(6 * MiB)
+        bucket, client = await newBucket(self)
+        one = await self.backend(bucket, "--s3-part-size", "5M")
+        two = await self.backend(bucket, "--s3-part-size", "5M")
+        path = await self.tusCreate(one, "gone.bin", 3 * len(data))
+        await self.tusPatch(one, path, 0, data)
+        self.assertEqual(len(await allKeys(client, PREFIX + ".streamrelay/tus/")), 3)
+        code, _, body = await call("DELETE", two.url + path, None, TUS)
+        self.assertEqual(code, 204, body)
+        self.assertEqual((await call("HEAD", one.url + path, None, TUS))[0], 404)
+        await self.settled(client, bucket, [])
+
+        expiring = await self.backend(
+            bucket, "--s3-part-size", "5M", "--resumable-expiry", "1"
+        )
+        path = await self.tusCreate(expiring, "expired.bin", 3 * len(data))
+        await self.tusPatch(expiring, path, 0, data)
+        await self.settled(client, bucket, [])
+        self.assertEqual((await call("HEAD", two.url + path, None, TUS))[0], 404)
 
     async def test_readiness(self) -> None:
         """/readyz is 200 with a reachable bucket, 503 without one."""

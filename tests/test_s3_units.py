@@ -451,7 +451,7 @@ class FakeS3:
     def __getattr__(self, name: str) -> Any:
         if name in {"createUpload", "uploadPart", "complete", "abortUpload", "head", "put",
                     "copy", "delete", "listObjects", "listUploads", "lastPartTime",
-                    "bucketReachable", "get", "copyPart"}:
+                    "bucketReachable", "get", "copyPart", "read"}:
             return lambda *args, **kwargs: self._call(name, *args, *kwargs.values())
         raise AttributeError(name)
 

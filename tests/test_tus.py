@@ -260,7 +260,7 @@ class CreationTests(TusTestCase):
         response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Length: 3", meta("x"),
                                     b"Content-Type: text/plain", body=b"abc"))
         self.assertError(response, 415)
-        self.assertEqual(self.resumable.ids(), [])
+        self.assertEqual(self.successResultOf(self.resumable.ids()), [])
 
     def test_deferLength(self) -> None:
         """creation-defer-length: the length comes with a later PATCH."""
@@ -286,7 +286,7 @@ class CreationTests(TusTestCase):
                         [b"Upload-Length: -1"], [b"Upload-Length: x"]):
             response = self.request(req(b"POST", b"/uploads", TUS, meta("a"), *headers))
             self.assertError(response, 400, "bad_request")
-        self.assertEqual(self.resumable.ids(), [])
+        self.assertEqual(self.successResultOf(self.resumable.ids()), [])
 
     def test_overMaxSize(self) -> None:
         response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Length: 101", meta("a")))
@@ -306,7 +306,7 @@ class CreationTests(TusTestCase):
         response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Length: 1",
                                     b"Upload-Metadata: filename %%%"))
         self.assertError(response, 400, "bad_request")
-        self.assertEqual(self.resumable.ids(), [])
+        self.assertEqual(self.successResultOf(self.resumable.ids()), [])
 
     def test_parseMetadata(self) -> None:
         self.assertEqual(parseMetadata("a YQ==,b,c  "), {"a": b"a", "b": b"", "c": b""})
@@ -387,9 +387,9 @@ class ExpirationTests(TusTestCase):
         self.create("e", 10)
         service = TusService(self.tus, self.clock, interval=60)
         service.startService()
-        self.assertEqual(len(self.resumable.ids()), 1)
+        self.assertEqual(len(self.successResultOf(self.resumable.ids())), 1)
         self.clock.advance(3601)
-        self.assertEqual(self.resumable.ids(), [])
+        self.assertEqual(self.successResultOf(self.resumable.ids()), [])
         service.stopService()
 
 

@@ -10,17 +10,21 @@ from typing import Any
 from twisted.python import usage
 
 from streamrelay.store import IUploadStore
+from streamrelay.store.s3.store import S3Store
 from streamrelay.store.writer import Runner
 from streamrelay.tus.disk import DiskResumableStore
+from streamrelay.tus.interfaces import IResumableStore
 from streamrelay.tus.protocol import DEFAULT_EXPIRY, TusService, TusUploads
+from streamrelay.tus.s3 import S3ResumableStore
 
 #: Where resumable uploads are kept under a folder storage.
 TUS_FOLDER = ".tus"
 
 RESUMABLE_OPTIONS = [
     ["resumable-dir", None, None,
-     "Folder for unfinished resumable (tus) uploads; default STORAGE/.tus, or "
-     "./.streamrelay-tus with s3:// storage. [env STREAMRELAY_RESUMABLE_DIR]"],
+     "Folder for unfinished resumable (tus) uploads; default STORAGE/.tus. With "
+     "s3:// storage they are kept in the bucket, so every backend sharing it can "
+     "continue them, unless this names a folder. [env STREAMRELAY_RESUMABLE_DIR]"],
     ["resumable-expiry", None, str(int(DEFAULT_EXPIRY)),
      "Seconds an unfinished resumable upload is kept after its last write. "
      "[env STREAMRELAY_RESUMABLE_EXPIRY]"],
@@ -41,14 +45,15 @@ def makeResumable(
 ) -> tuple[TusUploads, TusService]:
     """The tus protocol over C{store}, and the service sweeping it."""
     folder = options["resumable-dir"]
+    resumable: IResumableStore
     if folder:
-        where = Path(folder)
-    elif "://" in options["storage"]:
-        where = Path(".streamrelay-tus")
+        resumable = DiskResumableStore(Path(folder), run=run)
+    elif isinstance(store, S3Store):
+        resumable = S3ResumableStore(store)
     else:
-        where = Path(options["storage"]) / TUS_FOLDER
+        resumable = DiskResumableStore(Path(options["storage"]) / TUS_FOLDER, run=run)
     uploads = TusUploads(
-        DiskResumableStore(where, run=run),
+        resumable,
         store,
         reactor,
         maxSize=options["max-size"],

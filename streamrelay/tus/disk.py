@@ -236,7 +236,10 @@ class DiskResumableStore:
     def _part(self, uploadId: str) -> Path:
         return self.folder / f"{uploadId}.part"
 
-    def ids(self) -> list[str]:
+    def ids(self) -> Deferred[list[str]]:
+        return succeed(self._ids())
+
+    def _ids(self) -> list[str]:
         return sorted(
             name.removesuffix(".json")
             for name in os.listdir(self.folder)

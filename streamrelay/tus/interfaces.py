@@ -108,7 +108,7 @@ class IResumableStore(Interface):
     def save(upload: ResumableUpload) -> Deferred[None]:
         """Replace an upload's state record, durably and atomically."""
 
-    def ids() -> list[str]:
+    def ids() -> Deferred[list[str]]:
         """Every upload kept (for sweeping)."""
 
     def openWriter(upload: ResumableUpload) -> Deferred[IPartialWriter]:

@@ -616,7 +616,7 @@ class TusUploads:
     async def _sweep(self) -> int:
         now = self.clock.seconds()
         removed = 0
-        for uploadId in self.resumable.ids():
+        for uploadId in await self.resumable.ids():
             upload = await self.resumable.load(uploadId)
             if uploadId in self._holders:
                 continue

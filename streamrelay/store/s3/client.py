@@ -436,6 +436,11 @@ class S3Client:
         answer = await self.call("HEAD", key, ok=(200, 404))
         return headOf(answer) if answer.status == 200 else None
 
+    async def read(self, key: str) -> bytes | None:
+        """A small object's bytes, read whole; L{None} when there is none."""
+        answer = await self.call("GET", key, ok=(200, 404))
+        return answer.body if answer.status == 200 else None
+
     async def get(self, key: str, start: int, end: int, etag: str | None) -> IResponse:
         """
         Bytes C{start} to C{end} (exclusive) of C{key}, unread; 412 (as an

@@ -368,7 +368,7 @@ class S3Store:
         hour; the count is logged once S3 answered, so 0 is returned.
         """
         self.writable()  # a first probe, so that /readyz soon knows
-        self._track("sweeping stale uploads", self.sweepStale)
+        self.background("sweeping stale uploads", self.sweepStale)
         self.clock.callLater(SWEEP_EVERY, self.sweep)
         return 0
 
@@ -520,12 +520,12 @@ class S3Store:
             finally:
                 self.finished(key)
 
-        self._track(f"aborting the multipart upload of {key!r}", abort)
+        self.background(f"aborting the multipart upload of {key!r}", abort)
 
     def removeLater(self, key: str) -> None:
-        self._track(f"removing {key!r}", lambda: self.client.delete(key))
+        self.background(f"removing {key!r}", lambda: self.client.delete(key))
 
-    def _track(self, what: str, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    def background(self, what: str, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         async def run() -> None:
             try:
                 await work()

@@ -50,7 +50,7 @@ class UploadFailed(Exception):
 FULL_CODES = {"QuotaExceeded", "InsufficientCapacity", "InsufficientStorage"}
 
 
-def _failure(error: BaseException | None) -> Exception:
+def storeError(error: BaseException | None) -> Exception:
     """What a write or commit raises for an S3 failure: L{StorageFull} when full."""
     if isinstance(error, S3Error) and (error.code in FULL_CODES or error.status == 507):
         return StorageFull(str(error))
@@ -111,7 +111,7 @@ class S3Upload:
         if self._closed:
             raise RuntimeError(f"upload of {self.name!r} is closed")
         if self._failure is not None:
-            raise _failure(self._failure.value) from self._failure.value
+            raise storeError(self._failure.value) from self._failure.value
         if not isinstance(data, bytes):
             data = bytes(data)
         self._chunks.append(data)
@@ -281,7 +281,7 @@ class S3Upload:
                 store.removeLater(self._staging)
         except S3Error as e:
             self._cleanUp()
-            full = _failure(e)
+            full = storeError(e)
             if isinstance(full, StorageFull):
                 raise full from e
             raise
@@ -295,7 +295,7 @@ class S3Upload:
 
     def _checkAlive(self) -> None:
         if self._failure is not None:
-            raise _failure(self._failure.value) from self._failure.value
+            raise storeError(self._failure.value) from self._failure.value
         if self._aborted:
             raise CancelledError()
 
