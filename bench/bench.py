@@ -4,7 +4,10 @@ limits, from one run.
 
 Starts its own backend and proxy on 127.0.0.1 (fresh ones for each measured
 path, storage in a temporary folder under the system temp dir, removed at the
-end), measures each path C{--runs} times and prints the medians, the peak RSS
+end), measures each path C{--runs} times, the paths of a workload interleaved
+(run 1 of each, then run 2 of each, ...) and each run started on a settled
+disk (previous files removed, C{os.sync()}, Dirty+Writeback small, the disk
+idle), and prints the medians, the peak RSS
 of each service, the machine's limits (one loopback TCP stream, disk write
 with fsync, SHA-256) and the ratios between them.  Every upload's answered
 SHA-256 is checked against the source, and so is one download's bytes per
@@ -29,7 +32,7 @@ from types import FrameType
 
 from clients import uploaderStartup
 from machine import describe, loadAverage, measureLimits
-from report import asJSON, machineLines, ratios, resultsTable
+from report import asJSON, machineLines, ratios, resultsTable, settleLine
 from s3 import workload as s3Workload
 from workloads import PLANNED, WORKLOADS, Context, Measurement, progress, sizeLabel
 
@@ -94,7 +97,7 @@ def run(options: argparse.Namespace) -> int:
         ctx = Context(workDir, options.runs, options.size)
         info = describe(workDir)
         source, _ = ctx.source(options.size)
-        limits = measureLimits(source, ctx.storage, options.runs)
+        limits = measureLimits(source, ctx.storage, options.runs, ctx.settle)
         measurements: list[Measurement] = []
         titles = []
         for key in options.workloads:
@@ -114,7 +117,8 @@ def run(options: argparse.Namespace) -> int:
           f"wall clock from client start to exit; limits measured on {sizeLabel(options.size)}")
     print("; ".join(titles))
     print("peak RSS = VmHWM of a service started fresh for that path, growth = over its idle "
-          "RSS; CPU = its CPU time / the runs' wall time (100% = one core)")
+          "RSS; CPU = its CPU time during the timed runs / their wall time (100% = one core)")
+    print(settleLine(ctx.settles))
     print()
     print(resultsTable(measurements, limits))
     print()
@@ -135,6 +139,11 @@ def run(options: argparse.Namespace) -> int:
             "size": options.size, "runs": options.runs, "workloads": options.workloads,
             "uploader_startup_s": startup,
         }, measurements, limits, errors)
+        record["settle"] = [
+            {"dirty_before_bytes": s.before, "dirty_after_bytes": s.dirty,
+             "seconds": s.seconds, "settled": s.settled}
+            for s in ctx.settles
+        ]
         options.json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"\nresults saved to {options.json}")
     return 1 if errors else 0

@@ -203,8 +203,17 @@ STREAM_LIMITS = ("loopback", "disk", "sha256")
 SMALL_FILES = 200
 
 
-def measureLimits(source: Path, folder: Path, runs: int) -> list[Limit]:
-    """Each limit C{runs} times, for as many bytes as C{source} holds."""
+#: The limits that write to the disk: each of their runs starts on a settled disk.
+DISK_LIMITS = ("disk", "files")
+
+
+def measureLimits(
+    source: Path, folder: Path, runs: int, settle: Callable[[str], object] | None = None
+) -> list[Limit]:
+    """
+    Each limit C{runs} times, for as many bytes as C{source} holds;
+    C{settle(what)} is called before each run of a disk limit.
+    """
     size = source.stat().st_size
     folder.mkdir(parents=True, exist_ok=True)
     sink = LoopbackSink()
@@ -221,7 +230,9 @@ def measureLimits(source: Path, folder: Path, runs: int) -> list[Limit]:
              lambda: smallFilesSeconds(folder, SMALL_FILES)),
         ]
         for limit, probe in probes:
-            for _ in range(runs):
+            for run in range(1, runs + 1):
+                if settle is not None and limit.key in DISK_LIMITS:
+                    settle(f"limit {limit.label} run {run}")
                 limit.seconds.append(probe())
             print(f"limit {limit.label}: {limit.median():.0f} MB/s", file=sys.stderr, flush=True)
     finally:

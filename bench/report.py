@@ -11,6 +11,7 @@ from typing import Any
 
 from machine import STREAM_LIMITS, Limit
 from s3 import S3_DIRECT, S3_PROXY, S3_RAW
+from settle import DIRTY_SMALL, QUIET, TIMEOUT, Settled
 from workloads import DIRECT, DOWNLOAD_DIRECT, DOWNLOAD_PROXY, PROXY, UPLOADER, Measurement
 
 MiB = 1 << 20
@@ -94,6 +95,25 @@ def machineLines(info: dict[str, Any]) -> list[str]:
         f"{info.get('load_average_end', '?')} at end "
         "(the CPU may be shared with other work running concurrently)",
     ]
+
+
+def settleLine(settles: list[Settled]) -> str:
+    """What was done before each run so that every one starts from the same disk state."""
+    if not settles:
+        return "disk not settled (no run)"
+    waits = [s.seconds for s in settles]
+    late = sum(1 for s in settles if not s.settled)
+    line = (
+        f"before each run and disk-limit probe ({len(settles)}): the previous run's files "
+        f"removed, os.sync(), then waited until Dirty+Writeback < {DIRTY_SMALL // MiB} MiB and "
+        f"the disk idle for {QUIET:g} s: waited {min(waits):.1f}-{max(waits):.1f} s "
+        f"(median {statistics.median(waits):.1f}); Dirty+Writeback before "
+        f"{_span([s.before / MiB for s in settles])} MiB, "
+        f"after {_span([s.dirty / MiB for s in settles])} MiB"
+    )
+    if late:
+        line += f"; {late} NOT settled within {TIMEOUT:.0f} s"
+    return line
 
 
 def resultsTable(measurements: list[Measurement], limits: list[Limit]) -> str:

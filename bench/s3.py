@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from clients import CURL
 from services import Stack
-from workloads import Context, Measurement, Route, UploadWorkload, progress
+from workloads import Context, Measurement, Route, Timed, UploadWorkload
 
 ENV_FILE = Path(os.environ.get("S3_ENV_FILE", "/tmp/ci-ceph-s3/env"))
 _ASSIGNMENT = re.compile(r"(S3_[A-Z_]+)=(\S*)")
@@ -101,7 +101,9 @@ class S3UploadWorkload(UploadWorkload):
                     time.sleep(0.5)
                     self.clear(ctx)
 
-    def stack(self, ctx: Context, route: Route) -> Stack:
+    def stack(self, ctx: Context, route: Route) -> Stack | None:
+        if route is S3_RAW:
+            return None  # straight to S3: no streamrelay service
         s = self.server
         return Stack(
             ctx.storage, ctx.workDir, route.viaProxy,
@@ -115,30 +117,26 @@ class S3UploadWorkload(UploadWorkload):
         for key in re.findall(rb"<Key>([^<]*)</Key>", listing):
             self.server.call("DELETE", f"/{self.bucket}/{key.decode()}")
 
-    def _measure(
-        self, ctx: Context, route: Route, source: Path, size: int, sha256: str
-    ) -> Measurement:
+    def timed(
+        self, ctx: Context, route: Route, url: str, run: int, *, source: Path, size: int,
+        sha256: str, clientDir: Path,
+    ) -> Timed:
         if route is not S3_RAW:
-            return super()._measure(ctx, route, source, size, sha256)
-        m = Measurement(self.key, route, size, 1)
-        for run in range(1, ctx.runs + 1):
-            name = f"{self.key.lower()}-raw-r{run}.bin"
-            started = time.perf_counter()
-            result = subprocess.run(
-                self.server.curl("PUT", f"/{self.bucket}/{name}", "-T", str(source),
-                                 "-o", "/dev/null", "-w", "%{http_code}"),
-                capture_output=True, timeout=3600,
+            return super().timed(
+                ctx, route, url, run, source=source, size=size, sha256=sha256, clientDir=clientDir
             )
-            seconds = time.perf_counter() - started
-            self.clear(ctx)
-            status = int(result.stdout or b"0")
-            if result.returncode != 0 or status != 200:
-                m.errors.append(f"{self.key} {route.label}: HTTP {status} {result.stderr!r}")
-                continue
-            m.seconds.append(seconds)
-            progress(f"{self.key} {route.label} run {run}/{ctx.runs}: "
-                     f"{m.rates[-1]:.0f} MB/s in {seconds:.2f} s")
-        return m
+        name = f"{self.key.lower()}-raw-r{run}.bin"
+        started = time.perf_counter()
+        result = subprocess.run(
+            self.server.curl("PUT", f"/{self.bucket}/{name}", "-T", str(source),
+                             "-o", "/dev/null", "-w", "%{http_code}"),
+            capture_output=True, timeout=3600,
+        )
+        seconds = time.perf_counter() - started
+        status = int(result.stdout or b"0")
+        if result.returncode != 0 or status != 200:
+            return Timed(seconds, [], [f"HTTP {status} {result.stderr!r}"])
+        return Timed(seconds, [seconds], [])
 
 
 def workload(key: str) -> tuple[S3UploadWorkload | None, str]:

@@ -1,8 +1,12 @@
 """
 The benchmark's workloads, and what one measured path of a workload yields.
 
-A workload runs each of its routes (client and target) on a fresh stack,
-C{runs} times, so the services' peak RSS belongs to that route.  W1-W3 are
+A workload starts a fresh stack for each of its routes (client and target),
+so the services' peak RSS belongs to that route, and runs the routes
+interleaved: run 1 of every route, then run 2 of every route, and so on, so
+that whatever drifts over the workload (the disk, other work on the
+machine) hits every route alike.  Before each run the previous run's files
+are removed and the disk is settled (L{settle.settle}).  W1-W3 are
 instances of L{UploadWorkload}, W4 of L{DownloadWorkload}; both have the
 C{key}/C{title}/C{run} shape of L{Workload} and are registered in
 L{WORKLOADS}.
@@ -18,7 +22,9 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +38,7 @@ from clients import (
     uploaderUpload,
 )
 from services import ServiceFailed, Stack, Usage
+from settle import Settled, settle
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -74,10 +81,20 @@ class Context:
     runs: int
     size: int
     _sources: dict[int, tuple[Path, str]] = field(default_factory=dict)
+    #: Every wait for the disk to settle, in order.
+    settles: list[Settled] = field(default_factory=list)
 
     @property
     def storage(self) -> Path:
         return self.workDir / "storage"
+
+    def settle(self, before: str) -> Settled:
+        """Flush and wait for the disk (see L{settle.settle}); say so on stderr."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        settled = settle(self.storage)
+        self.settles.append(settled)
+        progress(f"{before}: {settled.line()}")
+        return settled
 
     def source(self, size: int) -> tuple[Path, str]:
         """A random file of C{size} bytes (made once per run) and its SHA-256."""
@@ -118,6 +135,8 @@ class Measurement:
     latencies: list[float] = field(default_factory=list)
     idle: dict[str, Usage] = field(default_factory=dict)
     end: dict[str, Usage] = field(default_factory=dict)
+    #: CPU seconds each service used during the timed runs only.
+    cpu: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -144,10 +163,16 @@ class Measurement:
         return self.end[label].peak - self.idle[label].rss
 
     def cpuShare(self, label: str) -> float | None:
-        """CPU time the service used while measured, over the runs' wall time."""
-        if label not in self.end or label not in self.idle or not self.seconds:
+        """CPU time the service used during the timed runs, over their wall time."""
+        if label not in self.cpu or not self.seconds:
             return None
-        return (self.end[label].cpuSeconds - self.idle[label].cpuSeconds) / sum(self.seconds)
+        return self.cpu[label] / sum(self.seconds)
+
+    def addCPU(self, before: dict[str, Usage], after: dict[str, Usage]) -> None:
+        for label, usage in after.items():
+            if label in before:
+                spent = usage.cpuSeconds - before[label].cpuSeconds
+                self.cpu[label] = self.cpu.get(label, 0.0) + spent
 
     def latency(self, quantile: float) -> float | None:
         """A quantile of the per-upload times, as the client timed them."""
@@ -174,6 +199,105 @@ def _clearStorage(storage: Path) -> None:
     for entry in storage.iterdir():
         if not entry.name.startswith("."):
             entry.unlink()
+
+
+#: What a failed route or run records instead of a figure.
+_FAILURES = (ServiceFailed, OSError, subprocess.SubprocessError)
+
+
+@dataclass
+class Timed:
+    """One timed run of a route: wall time, each transfer's time, what went wrong."""
+
+    seconds: float
+    latencies: list[float]
+    errors: list[str]
+
+
+class RouteRuns:
+    """
+    One route of a workload: its services, started once and kept for all
+    its runs, and how one timed run goes (C{timed}) and is prepared for,
+    untimed (C{prepare}); both are given the services' URL and the run's
+    number, and return what went wrong.
+    """
+
+    def __init__(
+        self,
+        measurement: Measurement,
+        stack: Stack | None,
+        timed: Callable[[str, int], Timed],
+        prepare: Callable[[str, int], list[str]],
+    ) -> None:
+        self.m = measurement
+        self._stack = stack
+        self._started: Stack | None = None
+        self._timed = timed
+        self._prepare = prepare
+
+    def start(self, exits: ExitStack) -> None:
+        if self._stack is not None:
+            self._started = exits.enter_context(self._stack)
+            self.m.idle = self._started.usage()
+
+    def usage(self) -> dict[str, Usage]:
+        return self._started.usage() if self._started is not None else {}
+
+    @property
+    def url(self) -> str:
+        return self._started.url if self._started is not None else ""
+
+    def once(self, ctx: Context, run: int) -> None:
+        """Prepare, settle the disk, and time run C{run}; record it."""
+        m = self.m
+        m.errors += [f"{m.workload} {m.route.label}: {e}" for e in self._prepare(self.url, run)]
+        ctx.settle(f"{m.workload} {m.route.label} run {run}")
+        before = self.usage()
+        result = self._timed(self.url, run)
+        m.addCPU(before, self.usage())
+        m.errors += [f"{m.workload} {m.route.label}: {e}" for e in result.errors]
+        if result.errors:
+            progress(f"{m.workload} {m.route.label} run {run}: {len(result.errors)} error(s)")
+            return
+        m.seconds.append(result.seconds)
+        m.latencies += result.latencies
+        progress(
+            f"{m.workload} {m.route.label} run {run}/{ctx.runs}: "
+            f"{m.rates[-1]:.0f} MB/s in {result.seconds:.2f} s"
+        )
+
+    def finish(self) -> None:
+        if self._started is not None:
+            self.m.end = self._started.usage()
+
+
+def interleave(ctx: Context, routes: list[RouteRuns]) -> list[Measurement]:
+    """
+    Start every route's services, then run 1 of each route in turn, run 2
+    of each, and so on; a route whose services fail is dropped (its error
+    recorded), the others go on.
+    """
+    with ExitStack() as exits:
+        live = []
+        for route in routes:
+            try:
+                route.start(exits)
+                live.append(route)
+            except _FAILURES as e:
+                route.m.errors.append(f"{route.m.workload} {route.m.route.label}: {e}")
+        for run in range(1, ctx.runs + 1):
+            for route in list(live):
+                try:
+                    route.once(ctx, run)
+                except _FAILURES as e:
+                    route.m.errors.append(f"{route.m.workload} {route.m.route.label}: {e}")
+                    live.remove(route)
+        for route in live:
+            try:
+                route.finish()
+            except _FAILURES as e:
+                route.m.errors.append(f"{route.m.workload} {route.m.route.label}: {e}")
+    return [route.m for route in routes]
 
 
 class UploadWorkload:
@@ -205,46 +329,48 @@ class UploadWorkload:
     def run(self, ctx: Context) -> list[Measurement]:
         size = self.fileSize(ctx)
         source, sha256 = ctx.source(size)
-        return [self._measure(ctx, route, source, size, sha256) for route in self.routes]
-
-    def _measure(
-        self, ctx: Context, route: Route, source: Path, size: int, sha256: str
-    ) -> Measurement:
-        m = Measurement(self.key, route, size * self.count, self.count)
         clientDir = ctx.workDir / "client"
         clientDir.mkdir(exist_ok=True)
         try:
-            with self.stack(ctx, route) as stack:
-                m.idle = stack.usage()
-                for run in range(1, ctx.runs + 1):
-                    batch = self._upload(stack.url, route, source, run, clientDir)
-                    errors = check(batch, size, sha256)
-                    self.clear(ctx)
-                    m.errors += [f"{self.key} {route.label}: {e}" for e in errors]
-                    if errors:
-                        progress(f"{self.key} {route.label} run {run}: {len(errors)} error(s)")
-                        continue
-                    m.seconds.append(batch.seconds)
-                    m.latencies += [t.seconds for t in batch.transfers]
-                    progress(
-                        f"{self.key} {route.label} run {run}/{ctx.runs}: "
-                        f"{m.rates[-1]:.0f} MB/s in {batch.seconds:.2f} s"
-                    )
-                m.end = stack.usage()
-        except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
-            m.errors.append(f"{self.key} {route.label}: {e}")
+            return interleave(ctx, [
+                RouteRuns(
+                    Measurement(self.key, route, size * self.count, self.count),
+                    self.stack(ctx, route),
+                    partial(self.timed, ctx, route, source=source, size=size, sha256=sha256,
+                            clientDir=clientDir),
+                    partial(self.prepare, ctx),
+                )
+                for route in self.routes
+            ])
         finally:
             self.clear(ctx)
             shutil.rmtree(clientDir, ignore_errors=True)
-        return m
 
-    def stack(self, ctx: Context, route: Route) -> Stack:
-        """The services a route sends to (bench/s3.py stores in S3 instead)."""
+    def stack(self, ctx: Context, route: Route) -> Stack | None:
+        """
+        The services a route sends to (bench/s3.py stores in S3 instead);
+        L{None} for a route that needs none of streamrelay's.
+        """
         return Stack(ctx.storage, ctx.workDir, route.viaProxy)
 
     def clear(self, ctx: Context) -> None:
         """Remove what the runs stored."""
         _clearStorage(ctx.storage)
+
+    def prepare(self, ctx: Context, url: str, run: int) -> list[str]:
+        """Before each run: remove what the previous run stored."""
+        self.clear(ctx)
+        return []
+
+    def timed(
+        self, ctx: Context, route: Route, url: str, run: int, *, source: Path, size: int,
+        sha256: str, clientDir: Path,
+    ) -> Timed:
+        """One timed run of C{route} against C{url}, each answer checked."""
+        batch = self._upload(url, route, source, run, clientDir)
+        return Timed(
+            batch.seconds, [t.seconds for t in batch.transfers], check(batch, size, sha256)
+        )
 
     def _upload(self, url: str, route: Route, source: Path, run: int, workDir: Path) -> Batch:
         if route.client == "uploader":
@@ -265,7 +391,7 @@ class DownloadWorkload:
     counts in no measured service's peak RSS.  Each route's fresh stack
     first serves one untimed download whose bytes are hashed as they
     arrive and must match the source's SHA-256; then the C{runs} timed ones,
-    each checked for status and size.
+    interleaved with the other routes', each checked for status and size.
     """
 
     NAME = "w4-source.bin"
@@ -288,12 +414,21 @@ class DownloadWorkload:
         try:
             try:
                 stored = self._store(ctx, source, size, sha256, clientDir)
-            except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
+            except _FAILURES as e:
                 stored = [f"{self.key} storing the file: {e}"]
             if stored:
                 return [Measurement(self.key, route, size, 1, errors=stored)
                         for route in self.routes]
-            return [self._measure(ctx, route, size, sha256, clientDir) for route in self.routes]
+            routes = [
+                RouteRuns(
+                    Measurement(self.key, route, size, 1),
+                    Stack(ctx.storage, ctx.workDir, route.viaProxy),
+                    partial(self._timed, size=size, clientDir=clientDir),
+                    partial(self._verify, route, size=size, sha256=sha256),
+                )
+                for route in self.routes
+            ]
+            return interleave(ctx, routes)
         finally:
             _clearStorage(ctx.storage)
             shutil.rmtree(clientDir, ignore_errors=True)
@@ -306,35 +441,18 @@ class DownloadWorkload:
             batch = curlUploads(stack.url, source, [self.NAME], 1, clientDir)
         return check(batch, size, sha256)
 
-    def _measure(
-        self, ctx: Context, route: Route, size: int, sha256: str, clientDir: Path
-    ) -> Measurement:
-        m = Measurement(self.key, route, size, 1)
-        try:
-            with Stack(ctx.storage, ctx.workDir, route.viaProxy) as stack:
-                url = f"{stack.url}/files/{self.NAME}"
-                m.idle = stack.usage()
-                verified = checkDownload(curlDownloadSHA256(url), size, sha256)
-                m.errors += [f"{self.key} {route.label} (sha256 check): {e}" for e in verified]
-                progress(f"{self.key} {route.label}: downloaded bytes' sha256 "
-                         f"{'matches the source' if not verified else 'WRONG'} (not timed)")
-                for run in range(1, ctx.runs + 1):
-                    transfer = curlDownload(url, clientDir)
-                    errors = checkDownload(transfer, size)
-                    m.errors += [f"{self.key} {route.label}: {e}" for e in errors]
-                    if errors:
-                        progress(f"{self.key} {route.label} run {run}: {len(errors)} error(s)")
-                        continue
-                    m.seconds.append(transfer.seconds)
-                    m.latencies.append(transfer.seconds)
-                    progress(
-                        f"{self.key} {route.label} run {run}/{ctx.runs}: "
-                        f"{m.rates[-1]:.0f} MB/s in {transfer.seconds:.2f} s"
-                    )
-                m.end = stack.usage()
-        except (ServiceFailed, OSError, subprocess.SubprocessError) as e:
-            m.errors.append(f"{self.key} {route.label}: {e}")
-        return m
+    def _verify(self, route: Route, url: str, run: int, *, size: int, sha256: str) -> list[str]:
+        """Before the first timed run: one untimed download, its bytes hashed."""
+        if run != 1:
+            return []
+        verified = checkDownload(curlDownloadSHA256(f"{url}/files/{self.NAME}"), size, sha256)
+        progress(f"{self.key} {route.label}: downloaded bytes' sha256 "
+                 f"{'matches the source' if not verified else 'WRONG'} (not timed)")
+        return [f"(sha256 check) {e}" for e in verified]
+
+    def _timed(self, url: str, run: int, *, size: int, clientDir: Path) -> Timed:
+        transfer = curlDownload(f"{url}/files/{self.NAME}", clientDir)
+        return Timed(transfer.seconds, [transfer.seconds], checkDownload(transfer, size))
 
 
 #: Every implemented workload, by key, in the order they run.
