@@ -51,18 +51,18 @@ from twisted.internet.defer import (
     gatherResults,
     succeed,
 )
-from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from streamrelay.store import FileInfo, IUploadStore
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.messages import S3Error
-from streamrelay.store.s3.store import OWN_FOLDER, ObjectChanged, S3File, S3Store
+from streamrelay.store.s3.store import OWN_FOLDER, HashSink, ObjectChanged, S3File, S3Store
 from streamrelay.store.s3.upload import (
     MAX_COPY_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
+    ProducerHolder,
     partTarget,
     storeError,
 )
@@ -109,21 +109,6 @@ def _unwrap(error: BaseException) -> BaseException:
         assert inner is not None
         error = inner
     return error
-
-
-@implementer(IConsumer)
-class _Hasher:
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.digest.update(data)
 
 
 @implementer(IResumableStore)
@@ -274,7 +259,7 @@ class S3ResumableStore:
         return Deferred.fromCoroutine(self._openWriter(upload))
 
     async def _hashPrefix(self, upload: ResumableUpload) -> Any:
-        hasher = _Hasher()
+        hasher = HashSink()
         for segment in self.layout(upload):
             if not segment.size:
                 continue
@@ -397,7 +382,7 @@ class S3ResumableStore:
 
 
 @implementer(IPartialWriter)
-class S3PartialWriter:
+class S3PartialWriter(ProducerHolder):
     """
     Appends to an upload kept in S3: the bytes are cut into segments of a
     part's size, one sent while the next fills; the request body is paused
@@ -417,6 +402,7 @@ class S3PartialWriter:
         base: Layout,
         head: Sequence[bytes],
     ) -> None:
+        super().__init__()
         self.start = start
         self._resumable = resumable
         self._client = resumable.client
@@ -433,19 +419,11 @@ class S3PartialWriter:
         self._storedEnd = sum(s.size for s in base)
         self._sending: Deferred[Any] | None = None
         self._full: list[bytes] | None = None
-        self._producer: IPushProducer | None = None
-        self._paused = False
         self._error: BaseException | None = None
         self._closed = False
 
+
     # IConsumer
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._producer = producer if IPushProducer.providedBy(producer) else None
-
-    def unregisterProducer(self) -> None:
-        self._resume()
-        self._producer = None
 
     def write(self, data: bytes) -> None:
         if self._error is not None:
@@ -463,16 +441,6 @@ class S3PartialWriter:
             if self._full is None:
                 self._full = self._cut()
             self._pause()
-
-    def _pause(self) -> None:
-        if self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def _resume(self) -> None:
-        if self._producer is not None and self._paused:
-            self._paused = False
-            self._producer.resumeProducing()
 
     # Segments
 

@@ -153,7 +153,12 @@ class S3File:
         async def run() -> None:
             try:
                 pump.request = ensureDeferred(self._client.get(self._key, start, end, self._etag))
-                response = await pump.request
+                try:
+                    response = await pump.request
+                except BaseException:
+                    # No body will come: what stopping says there is moot.
+                    pump.done.addErrback(lambda _: None)
+                    raise
                 pump.request = None
                 ranges = response.headers.getRawHeaders(b"content-range") or [b""]
                 if not ranges[0].startswith(b"bytes %d-" % (start,)):
@@ -179,7 +184,9 @@ class S3File:
 
 
 @implementer(IConsumer)
-class _HashSink:
+class HashSink:
+    """A consumer hashing what it is written (SHA-256)."""
+
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
 
@@ -279,7 +286,7 @@ class S3Store:
         sha256 = self._digests.get((key, head.etag))
         if sha256 is None:
             # Stored by other means: read it once to learn its digest.
-            sink = _HashSink()
+            sink = HashSink()
             if head.size:
                 reader = S3File(self.client, key, FileInfo(name, head.size, "", 0), head.etag)
                 await reader.stream(0, head.size, sink)

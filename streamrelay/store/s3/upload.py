@@ -69,13 +69,42 @@ class _Part:
     sha256: Deferred[str]
 
 
+class ProducerHolder:
+    """
+    A consumer's hold on the push producer writing to it: paused while the
+    consumer cannot take more, resumed (once) when it can.
+    """
+
+    def __init__(self) -> None:
+        self._producer: IPushProducer | None = None
+        self._paused = False
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._producer = producer if IPushProducer.providedBy(producer) else None
+
+    def unregisterProducer(self) -> None:
+        self._resume()
+        self._producer = None
+
+    def _pause(self) -> None:
+        if self._producer is not None and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _resume(self) -> None:
+        if self._producer is not None and self._paused:
+            self._paused = False
+            self._producer.resumeProducing()
+
+
 @implementer(IUpload)
-class S3Upload:
+class S3Upload(ProducerHolder):
     """A file being streamed into an L{S3Store}."""
 
     _log = Logger()
 
     def __init__(self, store: S3Store, name: str) -> None:
+        super().__init__()
         self.name = name
         self.size = 0
         self._store = store
@@ -84,8 +113,6 @@ class S3Upload:
         self._staging = store.stagingKey(secrets.token_hex(16))
         self._chunks: list[bytes] = []
         self._filled = 0
-        self._producer: IPushProducer | None = None
-        self._paused = False
         self._creation: Deferred[None] | None = None
         self._idWaiters: list[Deferred[str]] = []
         self._uploadId: str | None = None
@@ -98,14 +125,6 @@ class S3Upload:
         self._closed = False
         self._aborted = False
 
-    # IConsumer
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._producer = producer if IPushProducer.providedBy(producer) else None
-
-    def unregisterProducer(self) -> None:
-        self._resume()
-        self._producer = None
 
     def write(self, data: bytes) -> None:
         if self._closed:
@@ -125,16 +144,6 @@ class S3Upload:
                     # Hashed while the parts before it are sent.
                     self._ready = self._cutPart()
                 self._pause()
-
-    def _pause(self) -> None:
-        if self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def _resume(self) -> None:
-        if self._producer is not None and self._paused:
-            self._paused = False
-            self._producer.resumeProducing()
 
     # Parts
 
