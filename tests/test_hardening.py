@@ -5,15 +5,22 @@ stops, metrics, JSON logs, slowloris.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from twisted.web.client import ResponseDone
 
 from tests.processes import (
+    deferLater,
     eventually,
     partials,
     run,
@@ -177,6 +184,74 @@ class CrashTests(TestCase):
         backend.signal(signal.SIGCONT)
         self.assertTrue(await eventually(lambda: partials(storage) == [], 5))
         self.assertFalse((storage / "stuck.bin").exists())
+
+
+    async def test_backendStalledMidDownload(self) -> None:
+        """
+        A backend that stops sending in the middle of a download while the
+        client reads: the proxy cuts the client's connection after
+        --backend-timeout, so the client sees the download is incomplete
+        instead of waiting for ever; a client that stops reading for longer
+        than that is not cut; and the proxy keeps serving.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(256 * MiB)
+        backend, proxy = await startStack(self, storage, proxyArgs=["--backend-timeout", "2"])
+        code, output = await run(
+            self, "curl", curl("-T", str(source), f"{backend.url}/files/big.bin"))
+        self.assertEqual(code, 0, output)
+
+        # A reader that stops for 3 s (over the timeout), then reads the rest.
+        self.assertEqual(await pausingDownload(f"{proxy.url}/files/big.bin", 3.0), sha)
+
+        reader = spawn(self, "curl", curl(
+            "--limit-rate", "20M", "--max-time", "30", "-o", "/dev/null",
+            f"{proxy.url}/files/big.bin",
+        ))
+        await deferLater(1.0)
+        backend.signal(signal.SIGSTOP)
+        self.addCleanup(backend.signal, signal.SIGCONT)
+        stopped = time.monotonic()
+        await reader.protocol.ended
+        self.assertLess(time.monotonic() - stopped, 10)
+        self.assertNotIn(b"(28)", reader.output)  # not curl's own --max-time
+        # Cut short: reset (56), or closed before Content-Length (18).
+        self.assertRegex(reader.output, rb"curl: \((18|56)\)")
+        await proxy.protocol.waitFor(b"outcome=backend_timeout")
+        backend.signal(signal.SIGCONT)
+        self.assertEqual(await pausingDownload(f"{proxy.url}/files/big.bin", 0.0), sha)
+
+
+async def pausingDownload(url: str, pause: float) -> str:
+    """GET C{url}, pausing the connection for C{pause} s after the first bytes; the SHA-256."""
+    from twisted.internet import reactor
+
+    from tests.test_file_api_integration import client
+
+    response = await client().request("GET", url, unbuffered=True)
+    done: Deferred[None] = Deferred()
+    digest = hashlib.sha256()
+
+    class Reader(Protocol):
+        paused = False
+
+        def dataReceived(self, data: bytes) -> None:
+            digest.update(data)
+            if pause and not Reader.paused:
+                Reader.paused = True
+                transport: Any = self.transport
+                transport.pauseProducing()
+                reactor.callLater(pause, transport.resumeProducing)  # type: ignore[attr-defined]
+
+        def connectionLost(self, reason: Failure | None = None) -> None:
+            if reason is None or reason.check(ResponseDone):
+                done.callback(None)
+            else:
+                done.errback(reason)
+
+    response.deliverBody(Reader())
+    await done
+    return digest.hexdigest()
 
 
 class ObservabilityTests(TestCase):

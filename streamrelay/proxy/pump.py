@@ -10,18 +10,20 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from streamrelay.streaming import tuneForStreaming
 
 
+@implementer(IPushProducer)
 class ResponsePump(Protocol):
     """
-    Writes a response body it is delivered to C{request}, registering the
-    backend connection as the request's producer: a client that reads
-    slowly pauses the backend.
+    Writes a response body it is delivered to C{request}, as the request's
+    producer: a client that reads slowly pauses the backend connection.
 
     L{done} fires when the body ended, fails when the backend connection
-    broke, and stops the backend connection when cancelled.
+    broke, and stops the backend connection when cancelled.  L{paused}
+    says whether the client is holding the backend back.
     """
 
     transport: IPushProducer  # type: ignore[assignment]
@@ -30,6 +32,7 @@ class ResponsePump(Protocol):
         self._request = request
         self._registered = False
         self.sent = 0
+        self.paused = False
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def connectionMade(self) -> None:
@@ -38,8 +41,23 @@ class ResponsePump(Protocol):
         # through the proxy spends its time on.
         connection = getattr(self.transport, "_producer", None)
         tuneForStreaming(connection)
-        self._request.registerProducer(self.transport, True)
+        self._request.registerProducer(self, True)
         self._registered = True
+
+    # IPushProducer, for the request
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
+    # Protocol
 
     def dataReceived(self, data: bytes) -> None:
         self.sent += len(data)

@@ -236,7 +236,7 @@ class ProxyRoutes:
         waiting = self.client.request(
             method, url, headers=headers, data=body, unbuffered=True, allow_redirects=False
         )
-        watchdog = BackendWatchdog(self.clock, self.backendTimeout, body, waiting)
+        watchdog = BackendWatchdog.forRequest(self.clock, self.backendTimeout, body, waiting)
         try:
             response = await waiting
         except CancelledError:
@@ -271,18 +271,24 @@ class ProxyRoutes:
         request.setHeader(b"x-request-id", rid.encode("ascii"))
         pump = ResponsePump(request)  # type: ignore[arg-type]
         response.deliverBody(pump)
+        watchdog = BackendWatchdog.forResponse(self.clock, self.backendTimeout, pump)
         try:
             await pump.done
-        except CancelledError:
-            self._logOutcome(rid, request, response.code, started, "client_gone")
-            raise
         except Exception as e:
+            if isinstance(e, CancelledError) and not watchdog.fired:
+                self._logOutcome(rid, request, response.code, started, "client_gone")
+                raise
             # The status line is out: all that is left is to cut the
             # response short so the client sees it is incomplete.
-            self._logOutcome(rid, request, response.code, started, "backend_failed")
-            self._log.info("backend failed mid-response: {why}", why=_describe(e))
+            outcome = "backend_timeout" if watchdog.fired else "backend_failed"
+            self._logOutcome(rid, request, response.code, started, outcome)
+            why = (f"no byte in {self.backendTimeout:g} s while the client waited"
+                   if watchdog.fired else _describe(e))
+            self._log.info("backend failed mid-response: {why}", why=why)
             request.transport.abortConnection()  # type: ignore[attr-defined]
             await Deferred()  # Klein cancels this once the connection is gone.
+        finally:
+            watchdog.stop()
         if request.method == b"GET":
             self.metrics.bytesSent.inc(pump.sent)
         self._logOutcome(rid, request, response.code, started, "ok")

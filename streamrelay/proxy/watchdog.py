@@ -4,44 +4,68 @@ Noticing a backend that stopped making progress while the proxy waits on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from streamrelay.proxy.pump import ResponsePump
 from streamrelay.streaming import RequestBody
 
 
 class BackendWatchdog:
     """
-    Cancels C{waiting} (the upstream request) when, for C{timeout} seconds,
-    the backend neither took body bytes nor answered, while it was the one
-    holding things up: the client was held back by backpressure, or had
-    sent everything.  A client that stalls by itself is the body idle
-    timer's business (408), not the backend's.
+    Cancels C{waiting} when, for C{timeout} seconds, C{progress()} did not
+    move while C{backendsTurn()} said the backend was the one holding
+    things up.  The constructors say what progress and the backend's turn
+    are for the two halves of an exchange.
     """
 
     def __init__(
         self,
         clock: IReactorTime,
         timeout: float,
-        body: RequestBody | None,
         waiting: Deferred[Any],
+        progress: Callable[[], int],
+        backendsTurn: Callable[[], bool],
     ) -> None:
         self.fired = False
         self._clock = clock
         self._timeout = timeout
-        self._body = body
         self._waiting = waiting
-        self._seen = self._progress()
+        self._progress = progress
+        self._backendsTurn = backendsTurn
+        self._seen = progress()
         self._call: IDelayedCall | None = clock.callLater(timeout, self._check)
 
-    def _progress(self) -> int:
-        return self._body.received if self._body is not None else 0
+    @classmethod
+    def forRequest(
+        cls, clock: IReactorTime, timeout: float, body: RequestBody | None, waiting: Deferred[Any]
+    ) -> BackendWatchdog:
+        """
+        Until the backend answers: it neither took body bytes nor answered
+        while the client was held back by backpressure, or had sent
+        everything.  A client that stalls by itself is the body idle
+        timer's business (408), not the backend's.
+        """
+        if body is None:
+            return cls(clock, timeout, waiting, lambda: 0, lambda: True)
+        return cls(
+            clock, timeout, waiting,
+            lambda: body.received, lambda: body.ended or body.heldBack,
+        )
 
-    def _backendsTurn(self) -> bool:
-        body = self._body
-        return body is None or body.ended or body.heldBack
+    @classmethod
+    def forResponse(
+        cls, clock: IReactorTime, timeout: float, pump: ResponsePump
+    ) -> BackendWatchdog:
+        """
+        While the answer's body streams: the backend sent no byte while
+        the client was ready for more.  A client that reads slowly holds
+        the backend back, which is not the backend stalling.
+        """
+        return cls(clock, timeout, pump.done, lambda: pump.sent, lambda: not pump.paused)
 
     def _check(self) -> None:
         self._call = None
