@@ -13,8 +13,18 @@
 # that objects deleted and multipart uploads aborted by the tests free the
 # in-memory OSD at once (the default waits two hours, and 1 GiB tests fill it);
 # the memstore size is S3_MEMSTORE_BYTES (default 4 GiB).
+# Ports: S3_PORT (RGW, default 7480) and the monitor's S3_MON_PORT and
+# S3_MON_V1_PORT (default 3300 and 6789); a default another program holds
+# is replaced by a free port, so a second run on one machine does not collide.
 set -euo pipefail
-D=${S3_DIR:-/tmp/ci-ceph-s3}; PORT=${S3_PORT:-7480}; C=$D/ceph.conf; K=$D/keyring
+
+pick() {  # the port $1, or a free one when something listens there
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  else echo "$1"; fi
+}
+
+D=${S3_DIR:-/tmp/ci-ceph-s3}; C=$D/ceph.conf; K=$D/keyring
 AK=${S3_ACCESS_KEY:-ciaccesskey}; SK=${S3_SECRET_KEY:-cisecretkey0123456789}
 MEMSTORE=${S3_MEMSTORE_BYTES:-4294967296}
 
@@ -28,6 +38,7 @@ stop() {
 }
 
 ready() {  # a SigV4-signed ListBuckets answers 200
+  PORT=${PORT:-$(cat "$D/port" 2>/dev/null || echo 7480)}
   [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' --aws-sigv4 aws:amz:us-east-1:s3 -u "$AK:$SK" \
     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "http://127.0.0.1:$PORT/" || true)" = 200 ]
 }
@@ -38,11 +49,13 @@ start() {
       radosgw ceph-mon ceph-osd >/tmp/ceph-apt.log 2>&1 || { cat /tmp/ceph-apt.log; exit 1; }; }
   command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
   stop; mkdir -p "$D"/{mon.a,osd.0,run,log,rgw}
+  PORT=${S3_PORT:-$(pick 7480)}; MON2=${S3_MON_PORT:-$(pick 3300)}; MON1=${S3_MON_V1_PORT:-$(pick 6789)}
+  echo "$PORT" > "$D/port"
   FSID=$(cat /proc/sys/kernel/random/uuid); OSDU=$(cat /proc/sys/kernel/random/uuid)
   cat > "$C" <<EOF
 [global]
 fsid = $FSID
-mon host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]
+mon host = [v2:127.0.0.1:$MON2,v1:127.0.0.1:$MON1]
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 keyring = $K
@@ -79,7 +92,7 @@ EOF
   ceph-authtool "$K" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
   ceph-authtool "$K" --gen-key -n osd.0 --cap mon 'allow profile osd' --cap osd 'allow *' --cap mgr 'allow profile osd' >/dev/null
   ceph-authtool "$K" --gen-key -n client.rgw.a --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
-  monmaptool --create --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' --fsid "$FSID" "$D/monmap" >/dev/null
+  monmaptool --create --addv a "[v2:127.0.0.1:$MON2,v1:127.0.0.1:$MON1]" --fsid "$FSID" "$D/monmap" >/dev/null
   ceph-mon -c "$C" --mkfs -i a --monmap "$D/monmap" --keyring "$K"
   ceph-mon -c "$C" -i a
   ceph -c "$C" osd new "$OSDU" >/dev/null              # uuid must match the OSD's mkfs uuid
