@@ -12,6 +12,13 @@ from twisted.web.iweb import IRequest
 JSON_TYPE = b"application/json"
 
 
+class StorageUnavailable(Exception):
+    """
+    The storage did not answer, or failed inside, even after retries (an
+    S3 service down): answered C{503 storage_unavailable}, to try again.
+    """
+
+
 class ApiError(Exception):
     """
     An error answered as C{{"error": code, "message": message}}.
@@ -69,3 +76,11 @@ def tooLarge(limit: int) -> ApiError:
 
 def bodyTimeout(error: Exception) -> ApiError:
     return ApiError(408, "timeout", f"The upload stalled: {error}; nothing was stored.")
+
+
+def storageUnavailable(error: Exception) -> ApiError:
+    return ApiError(
+        503, "storage_unavailable",
+        f"The storage is not answering: {error}. Nothing was stored; try again.",
+        {b"retry-after": b"5"},
+    )

@@ -17,7 +17,14 @@ from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
-from streamrelay.errors import ApiError, badName, notFound, writeError
+from streamrelay.errors import (
+    ApiError,
+    StorageUnavailable,
+    badName,
+    notFound,
+    storageUnavailable,
+    writeError,
+)
 from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 
 _log = Logger()
@@ -53,6 +60,14 @@ def _methodNotAllowed(self: Any, request: IRequest, failure: Failure) -> bytes:
             {b"allow": ", ".join(allowed).encode("ascii")},
         ),
     )
+
+
+def _storageUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, StorageUnavailable)
+    _log.warn("storage unavailable for {method} {uri}: {error}",
+              method=request.method, uri=request.uri, error=str(error))
+    return writeError(request, storageUnavailable(error))
 
 
 def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
@@ -117,4 +132,5 @@ def installJSONErrors(app: Klein) -> None:
     app.handle_errors(ApiError)(_apiError)
     app.handle_errors(NotFound, RequestRedirect)(_notFound)
     app.handle_errors(MethodNotAllowed)(_methodNotAllowed)
+    app.handle_errors(StorageUnavailable)(_storageUnavailable)
     app.handle_errors(Exception)(_internal)

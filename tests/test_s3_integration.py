@@ -531,3 +531,47 @@ async def _read(stored: object, start: int, end: int) -> bytes:
     sink = Collect()
     await stored.stream(start, end, sink)  # type: ignore[attr-defined]
     return b"".join(sink.data)
+
+
+class S3UnavailableTests(TestCase):
+    """
+    A backend whose S3 service does not answer (no server needed): every
+    request that needs the bucket gets 503 storage_unavailable, to try
+    again, nothing is half-stored, and the backend keeps serving.
+    """
+
+    timeout = 120
+
+    async def test_deadEndpoint(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        backend = await startService(
+            self, "backend", "--storage", "s3://nowhere/p", "--s3-endpoint",
+            f"http://127.0.0.1:{port}", env={
+                "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1",
+            },
+        )
+        big = secrets.token_bytes(12 * MiB)
+        for method, path, body, headers in [
+            ("PUT", "/files/small.txt", b"small", {}),
+            ("PUT", "/files/big.bin", big, {}),
+            ("GET", "/files", None, {}),
+            ("GET", "/files/small.txt", None, {}),
+            ("DELETE", "/files/small.txt", None, {}),
+            ("POST", "/uploads", None,
+             {**TUS, "upload-length": "5", "upload-metadata": "filename YQ=="}),
+        ]:
+            code, answer, text = await call(method, backend.url + path, body, headers)
+            self.assertEqual(code, 503, (method, path, text))
+            self.assertEqual(json.loads(text)["error"], "storage_unavailable", text)
+            self.assertEqual(answer["retry-after"], "5")
+        # tus clients take any error but 423 on HEAD as "start over".
+        code, answer, text = await call(
+            "HEAD", backend.url + "/uploads/0123456789abcdef0123456789abcdef", None, TUS)
+        self.assertEqual((code, answer["retry-after"]), (423, "5"))
+        self.assertEqual((await call("GET", backend.url + "/healthz"))[0], 200)
+        self.assertEqual((await call("GET", backend.url + "/readyz"))[0], 503)
+        self.assertIn(b"storage unavailable for", backend.output)

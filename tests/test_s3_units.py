@@ -27,6 +27,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.tap import Options as BackendOptions
+from streamrelay.errors import StorageUnavailable
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore, StorageFull
 from streamrelay.store.s3.client import (
     EMPTY_SHA256,
@@ -44,6 +45,7 @@ from streamrelay.store.s3.messages import (
     ObjectPage,
     PendingUpload,
     S3Error,
+    S3Unavailable,
     UploadPage,
     completeBody,
     errorFrom,
@@ -263,7 +265,10 @@ class ClientTests(SynchronousTestCase):
             self.http.sent[attempt].answer.errback(ConnectionRefusedError())
             self.clock.advance(delay)
         self.http.sent[2].answer.errback(ConnectionRefusedError())
-        self.failureResultOf(d, ConnectionRefusedError)
+        error = self.failureResultOf(d, S3Unavailable).value
+        self.assertIsInstance(error, StorageUnavailable)
+        self.assertIsInstance(error.__cause__, ConnectionRefusedError)
+        self.assertEqual((error.status, error.code), (503, "Unreachable"))
         self.assertEqual(len(self.http.sent), 3)
 
     def test_timeout(self) -> None:
@@ -272,7 +277,8 @@ class ClientTests(SynchronousTestCase):
         d = self.start(self.client.head("p/x"))
         self.http.sent[0].answer.addErrback(lambda f: f.trap(CancelledError) and None)
         self.clock.advance(self.client.timeout)
-        self.failureResultOf(d, RequestTimedOut)
+        error = self.failureResultOf(d, S3Unavailable).value
+        self.assertIsInstance(error.__cause__, RequestTimedOut)
 
     def test_completeErrorIn200(self) -> None:
         """CompleteMultipartUpload can fail after answering 200: that is an error."""

@@ -37,7 +37,13 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from streamrelay.errors import ApiError, tooLarge, writeJSON
+from streamrelay.errors import (
+    ApiError,
+    StorageUnavailable,
+    storageUnavailable,
+    tooLarge,
+    writeJSON,
+)
 from streamrelay.names import BadName, validateName
 from streamrelay.store import IUploadStore, StorageFull
 from streamrelay.store.interfaces import rfc3339
@@ -334,9 +340,17 @@ class TusUploads:
 
     async def head(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
-        upload = await self._live(uploadId)
-        if upload.complete and upload.stored is None:
-            upload = await shielded(Deferred.fromCoroutine(self._finishLocked(request, uploadId)))
+        try:
+            upload = await self._live(uploadId)
+            if upload.complete and upload.stored is None:
+                upload = await shielded(
+                    Deferred.fromCoroutine(self._finishLocked(request, uploadId))
+                )
+        except StorageUnavailable as e:
+            # tus clients take any error but 423 on HEAD for "upload gone"
+            # and start over; 423 makes them retry until the storage is back.
+            unavailable = storageUnavailable(e)
+            raise ApiError(423, unavailable.code, unavailable.message, unavailable.headers) from e
         self._uploadHeaders(request, upload)
         if upload.length is None:
             request.setHeader(b"upload-defer-length", b"1")

@@ -34,6 +34,7 @@ from zope.interface import implementer
 from streamrelay.store.s3.messages import (
     ObjectPage,
     S3Error,
+    S3Unavailable,
     UploadPage,
     completeBody,
     errorFrom,
@@ -229,6 +230,13 @@ class _Discard(Protocol):
         self.transport.stopProducing()  # type: ignore[union-attr]
 
 
+def _why(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(_why(r.value) for r in reasons)
+    return str(error) or type(error).__name__
+
+
 def _retriable(error: BaseException) -> bool:
     if isinstance(error, S3Error):
         return error.status in _RETRY_STATUSES or error.code in _RETRY_CODES
@@ -393,8 +401,14 @@ class S3Client:
                     timeout or self.timeout, stream, errorIn200,
                 )
             except Exception as e:
-                if attempt >= (attempts or self.attempts) or not _retriable(e):
+                if not _retriable(e):
                     raise
+                if attempt >= (attempts or self.attempts):
+                    status = e.status if isinstance(e, S3Error) else 503
+                    code = e.code if isinstance(e, S3Error) else "Unreachable"
+                    raise S3Unavailable(
+                        status, code, f"{method} failed {attempt} time(s): {_why(e)}", key or ""
+                    ) from e
                 delay = 0.25 * 4 ** (attempt - 1)
                 self._log.info(
                     "S3 {method} {key!r} failed ({error}); try {next} in {delay} s",

@@ -13,6 +13,8 @@ from datetime import datetime
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
 
+from streamrelay.errors import StorageUnavailable
+
 
 class S3Error(Exception):
     """
@@ -34,6 +36,10 @@ class S3Error(Exception):
         where = f" ({self.key})" if self.key else ""
         text = f": {self.message}" if self.message else ""
         return f"S3 {self.status} {self.code}{where}{text}"
+
+
+class S3Unavailable(S3Error, StorageUnavailable):
+    """S3 could not be reached, or failed inside, on every try."""
 
 
 class MalformedAnswer(Exception):

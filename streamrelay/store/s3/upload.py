@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from streamrelay.errors import StorageUnavailable
 from streamrelay.store.interfaces import FileInfo, IUpload, StorageFull
 from streamrelay.store.s3.client import SHA256_META
 from streamrelay.store.s3.messages import S3Error
@@ -51,9 +52,14 @@ FULL_CODES = {"QuotaExceeded", "InsufficientCapacity", "InsufficientStorage"}
 
 
 def storeError(error: BaseException | None) -> Exception:
-    """What a write or commit raises for an S3 failure: L{StorageFull} when full."""
+    """
+    What a write or commit raises for an S3 failure: L{StorageFull} when
+    full, the failure itself when S3 is unavailable.
+    """
     if isinstance(error, S3Error) and (error.code in FULL_CODES or error.status == 507):
         return StorageFull(str(error))
+    if isinstance(error, StorageUnavailable):
+        return error
     return UploadFailed(str(error))
 
 
