@@ -120,6 +120,22 @@ class QueuedWriterTests(SynchronousTestCase):
         self.assertEqual(closed, [True])
         self.assertEqual(self.runner.calls, [])  # the queued rest was dropped
 
+    def test_abandonGivesBudgetBackOnce(self) -> None:
+        """
+        Abandoning while a batch is written gives the store's budget back
+        what was queued once: it was given back twice, and every upload
+        aborted mid-write loosened the budget of all the others.
+        """
+        budget = WriteBudget(100)
+        writer = QueuedWriter(self.fd, self.runner, budget=budget)
+        writer.write(b"x" * 10)  # being written
+        writer.write(b"y" * 5)  # queued
+        self.assertEqual(budget.queued, 15)
+        writer.abandon(lambda: None)
+        self.assertEqual(budget.queued, 0)
+        self.runner.step()
+        self.assertEqual(budget.queued, 0)
+
     def test_sharedBudget(self) -> None:
         """
         Writers of one store pause once all of them together hold more than

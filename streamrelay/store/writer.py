@@ -193,8 +193,9 @@ class QueuedWriter:
         self.written += size
         self._queued -= size
         if self._abandoned:
+            # abandon() gave the budget back all that was queued, this batch
+            # included.
             self._busy = False
-            self._budget.remove(size)
             self._idle()
             return
         # Start the next batch before anything can resume a producer: a
