@@ -17,6 +17,7 @@ from twisted.python import usage
 from streamrelay.auth import readSecret
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.limits import UploadSlots
+from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
 from streamrelay.store.disk import DiskStore
@@ -86,6 +87,8 @@ def threadRunner(reactor: Any) -> Runner:
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
+
+    tuneMalloc()
 
     store: DiskStore | S3Store
     if options["s3"] is not None:

@@ -17,6 +17,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from streamrelay.auth import TokenFile, readSecret
 from streamrelay.limits import UploadSlots
+from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.cors import parseOrigins, withCORS
 from streamrelay.proxy.routes import ProxyRoutes
@@ -103,6 +104,8 @@ def backendClient(reactor: object, caFile: str | None = None) -> HTTPClient:
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
+
+    tuneMalloc()
 
     tokens = None
     if options["tokens-file"]:

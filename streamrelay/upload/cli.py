@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, 
 from twisted.internet.task import deferLater, react
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from streamrelay.memory import tuneMalloc
 from streamrelay.upload.progress import Reporter
 from streamrelay.upload.resumable import ResumableSender
 from streamrelay.upload.sender import Stored, UploadFailed, sendFile
@@ -263,6 +264,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser()
     options = p.parse_args(argv)
+    tuneMalloc()
     if not options.files and not options.watch:
         p.error("give FILE arguments or --watch DIR")
     if options.files and options.watch:
