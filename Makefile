@@ -41,7 +41,7 @@ test: lint
 	else echo "test files and program logs kept in $$dir (logs/)"; exit 1; fi
 
 bench: install
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 chaos: install
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
