@@ -57,7 +57,14 @@ from zope.interface import implementer
 from streamrelay.store import FileInfo, IUploadStore
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.messages import S3Error
-from streamrelay.store.s3.store import OWN_FOLDER, HashSink, ObjectChanged, S3File, S3Store
+from streamrelay.store.s3.store import (
+    OWN_FOLDER,
+    CopySource,
+    HashSink,
+    ObjectChanged,
+    S3File,
+    S3Store,
+)
 from streamrelay.store.s3.upload import (
     MAX_COPY_SIZE,
     MAX_PARTS,
@@ -77,7 +84,7 @@ from streamrelay.tus.interfaces import (
 TUS_FOLDER = OWN_FOLDER + "tus/"
 RECORD_SUFFIX = ".json"
 TOKEN_PATTERN = re.compile(r"[0-9a-f]{16}")
-#: Requests sent at once when publishing or removing an upload.
+#: Deletions sent at once when removing an upload.
 CONCURRENCY = 4
 
 
@@ -293,7 +300,10 @@ class S3ResumableStore:
                     self.segmentKey(upload.id, only.token), staged, key, {SHA256_META: sha256}
                 )
             else:
-                await self._copyParts(upload.id, layout, key, {SHA256_META: sha256})
+                await self.store.copyParts(key, {SHA256_META: sha256}, [
+                    CopySource(self.segmentKey(upload.id, s.token), s.etag, 0, s.size)
+                    for s in layout
+                ])
         except BaseException as e:
             error = _unwrap(e)
             if isinstance(error, S3Error) and error.status in (404, 412):
@@ -313,38 +323,6 @@ class S3ResumableStore:
             lambda: self._removeSegments(upload.id),
         )
         return self.store.remember(upload.name, head), before is not None
-
-    async def _copyParts(
-        self, uploadId: str, layout: Layout, key: str, metadata: dict[str, str]
-    ) -> None:
-        """The segments, copied inside S3 as the parts of C{key}."""
-        self.store.started(key)
-        multipart = await self.client.createUpload(key, metadata)
-        try:
-            semaphore = DeferredSemaphore(CONCURRENCY)
-
-            def copy(number: int, segment: Segment) -> Deferred[tuple[int, str]]:
-                async def run() -> tuple[int, str]:
-                    etag = await self.client.copyPart(
-                        self.segmentKey(uploadId, segment.token), segment.etag, key,
-                        multipart, number, 0, segment.size,
-                    )
-                    return number, etag
-
-                return Deferred.fromCoroutine(run())
-
-            parts = await gatherResults(
-                [semaphore.run(copy, n, s) for n, s in enumerate(layout, 1)],
-                consumeErrors=True,
-            )
-            await self.client.complete(key, multipart, sorted(parts))
-        except BaseException:
-            known: Deferred[str | None] = Deferred()
-            known.callback(multipart)
-            self.store.abortLater(key, known)
-            raise
-        finally:
-            self.store.finished(key)
 
     def publish(
         self, upload: ResumableUpload, store: IUploadStore, sha256: str

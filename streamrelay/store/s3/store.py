@@ -15,7 +15,8 @@ from __future__ import annotations
 import builtins
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import (
@@ -54,6 +55,16 @@ REMEMBERED = 20000
 LIST_CONCURRENCY = 16
 COPY_PART_SIZE = 1 << 30
 COPY_CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class CopySource:
+    """Bytes C{start} to C{end} (exclusive) of the object C{key}, if still C{etag}."""
+
+    key: str
+    etag: str
+    start: int
+    end: int
 
 
 class ObjectChanged(Exception):
@@ -471,26 +482,35 @@ class S3Store:
             await self.client.copy(source, key, staged.etag, metadata)
             return
         partSize = max(self.copyPartSize, -(-staged.size // MAX_PARTS))
+        await self.copyParts(key, metadata, [
+            CopySource(source, staged.etag, start, min(start + partSize, staged.size))
+            for start in range(0, staged.size, partSize)
+        ])
+
+    async def copyParts(
+        self, key: str, metadata: dict[str, str], sources: Sequence[CopySource]
+    ) -> None:
+        """
+        Make C{key}, with C{metadata}, of C{sources} in order, copied inside
+        S3 as the parts of one multipart upload, a few at a time.  On any
+        failure the multipart upload is aborted.
+        """
         self._live.add(key)
         uploadId = await self.client.createUpload(key, metadata)
         try:
             semaphore = DeferredSemaphore(COPY_CONCURRENCY)
 
-            def copyPart(number: int, start: int) -> Deferred[tuple[int, str]]:
+            def copyPart(number: int, piece: CopySource) -> Deferred[tuple[int, str]]:
                 async def copy() -> tuple[int, str]:
-                    end = min(start + partSize, staged.size)
                     etag = await self.client.copyPart(
-                        source, staged.etag, key, uploadId, number, start, end
+                        piece.key, piece.etag, key, uploadId, number, piece.start, piece.end
                     )
                     return number, etag
 
                 return Deferred.fromCoroutine(copy())
 
             parts = await gatherResults(
-                [
-                    semaphore.run(copyPart, number, start)
-                    for number, start in enumerate(range(0, staged.size, partSize), 1)
-                ],
+                [semaphore.run(copyPart, n, piece) for n, piece in enumerate(sources, 1)],
                 consumeErrors=True,
             )
             await self.client.complete(key, uploadId, sorted(parts))
