@@ -5,7 +5,9 @@ SHA-256 digests as HTTP carries them (RFC 9530) and as a consumer computes them.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import os
 import re
 from typing import Any
 
@@ -32,6 +34,28 @@ def parseSHA256Digest(value: str) -> str | None:
     if len(raw) != 32:
         raise ValueError("a sha-256 digest has 32 bytes")
     return raw.hex()
+
+
+#: Bytes read at a time by L{hashFilePrefix}.
+HASH_READ_SIZE = 1 << 20
+
+
+def hashFilePrefix(path: str | os.PathLike[str], size: int) -> Any:
+    """
+    (Blocking: for a thread.)  The SHA-256 state of the first C{size}
+    bytes of the file at C{path}, to go on hashing what follows;
+    C{OSError(EIO)} when the file holds fewer.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            data = f.read(min(HASH_READ_SIZE, left))
+            if not data:
+                raise OSError(errno.EIO, f"{os.fspath(path)} holds fewer than {size} bytes")
+            digest.update(data)
+            left -= len(data)
+    return digest
 
 
 @implementer(IConsumer)

@@ -4,6 +4,8 @@ Unit tests of the small shared pieces: names, headers, digests, options, disk st
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -14,13 +16,14 @@ from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.tap import Options as BackendOptions
-from streamrelay.digests import parseSHA256Digest, reprDigest
+from streamrelay.digests import hashFilePrefix, parseSHA256Digest, reprDigest
 from streamrelay.names import BadName, nameFromPath, validateName
 from streamrelay.options import parseSize
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.tap import Options as ProxyOptions
 from streamrelay.store import FileInfo, IUpload, IUploadStore
 from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.upload.sender import answerFailed
 
 
 class NameTests(SynchronousTestCase):
@@ -75,6 +78,51 @@ class DigestTests(SynchronousTestCase):
         self.assertEqual(parseSHA256Digest("md5=:AAAA:, " + value), sha)
         self.assertIsNone(parseSHA256Digest("sha-512=:AAAA:"))
         self.assertRaises(ValueError, parseSHA256Digest, "sha-256=:AAAA:")
+
+
+class FilePrefixTests(SynchronousTestCase):
+    def test_prefixDigest(self) -> None:
+        """The digest of the first bytes, one that goes on with the rest."""
+        path = Path(self.mktemp())
+        data = os.urandom(3 * (1 << 20) + 5)
+        path.write_bytes(data)
+        digest = hashFilePrefix(path, 2 * (1 << 20) + 1)
+        digest.update(data[2 * (1 << 20) + 1:])
+        self.assertEqual(digest.hexdigest(), hashlib.sha256(data).hexdigest())
+        self.assertEqual(hashFilePrefix(path, 0).hexdigest(), hashlib.sha256().hexdigest())
+
+    def test_shorterFile(self) -> None:
+        path = Path(self.mktemp())
+        path.write_bytes(b"12345")
+        error = self.assertRaises(OSError, hashFilePrefix, path, 6)
+        self.assertEqual(error.errno, errno.EIO)
+
+
+class AnswerFailedTests(SynchronousTestCase):
+    class Response:
+        def __init__(self, code: int, retryAfter: bytes | None = None) -> None:
+            self.code = code
+            self.phrase = b"Phrase"
+            self.headers = Headers({b"retry-after": [retryAfter]} if retryAfter else {})
+
+    def test_jsonError(self) -> None:
+        """The status, code and message of the answer, and whether to retry, and when."""
+        failed = answerFailed(
+            self.Response(503, b"5"), '{"error": "busy", "message": "Try later."}', "sending"
+        )
+        self.assertEqual(str(failed), "sending: HTTP 503 busy: Try later.")
+        self.assertTrue(failed.retryable)
+        self.assertEqual(failed.retryAfter, 5.0)
+
+    def test_notJSON(self) -> None:
+        failed = answerFailed(self.Response(400), "  not json  ")
+        self.assertEqual(str(failed), "HTTP 400 : not json")
+        self.assertFalse(failed.retryable)
+
+    def test_retryOn(self) -> None:
+        """Which statuses are worth another try is the caller's."""
+        self.assertFalse(answerFailed(self.Response(409), "{}").retryable)
+        self.assertTrue(answerFailed(self.Response(409), "{}", retryOn=frozenset({409})).retryable)
 
 
 class OptionTests(SynchronousTestCase):

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IProducer, IPushProducer
 from zope.interface import implementer
 
+from streamrelay.digests import hashFilePrefix
 from streamrelay.store import FileInfo, IUploadStore
 from streamrelay.store.disk import SHA256_XATTR, DiskStore
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError
@@ -121,19 +122,6 @@ def _openForAppend(path: Path, offset: int) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def _hashPrefix(path: Path, size: int) -> hashlib._Hash:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left:
-            data = f.read(min(READ_SIZE, left))
-            if not data:
-                raise OSError(errno.EIO, f"{path.name} holds fewer bytes than its state counts")
-            digest.update(data)
-            left -= len(data)
-    return digest
 
 
 def _syncFolder(folder: Path) -> None:
@@ -294,7 +282,7 @@ class DiskResumableStore:
         return Deferred.fromCoroutine(self._openWriter(upload))
 
     def hashPrefix(self, upload: ResumableUpload) -> Deferred[hashlib._Hash]:
-        return self.run(_hashPrefix, self._part(upload.id), upload.offset)
+        return self.run(hashFilePrefix, self._part(upload.id), upload.offset)
 
     def _canRename(self, store: IUploadStore) -> bool:
         if not self.rename or not isinstance(store, DiskStore):

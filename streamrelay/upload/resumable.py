@@ -7,7 +7,6 @@ server how much it kept (C{HEAD}) and sends only the rest.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -16,15 +15,15 @@ from urllib.parse import urljoin
 from treq.client import HTTPClient
 from twisted.internet.threads import deferToThread
 
+from streamrelay.digests import hashFilePrefix
 from streamrelay.upload.sender import (
-    READ_SIZE,
     RETRYABLE_STATUS,
     FileSender,
     Stored,
     UploadFailed,
     _describe,
     _json,
-    _retryAfter,
+    answerFailed,
 )
 
 TUS: dict[bytes | str, list[bytes | str]] = {b"tus-resumable": [b"1.0.0"]}
@@ -32,28 +31,8 @@ TUS: dict[bytes | str, list[bytes | str]] = {b"tus-resumable": [b"1.0.0"]}
 RESUMABLE_STATUS = RETRYABLE_STATUS | {409, 423}
 
 
-def _hashPrefix(path: str, size: int) -> Any:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left:
-            data = f.read(min(READ_SIZE, left))
-            if not data:
-                break
-            digest.update(data)
-            left -= len(data)
-    return digest
-
-
 def _failed(response: Any, text: str, what: str) -> UploadFailed:
-    answer = _json(text)
-    message = answer.get("message") or text.strip()[:200] or response.phrase
-    code = answer.get("error", "")
-    return UploadFailed(
-        f"{what}: HTTP {response.code} {code}: {message}".replace("  ", " "),
-        retryable=response.code in RESUMABLE_STATUS,
-        retryAfter=_retryAfter(response.headers.getRawHeaders(b"retry-after")),
-    )
+    return answerFailed(response, text, what, RESUMABLE_STATUS)
 
 
 class ResumableSender:
@@ -130,12 +109,12 @@ class ResumableSender:
         elif offset:
             self.say(f"resuming {self.name} at byte {offset} of {size}")
         assert self.url is not None
-        digest = await deferToThread(_hashPrefix, self.path, offset)
+        if offset > size:
+            raise UploadFailed(f"the server holds {offset} bytes of a {size}-byte file")
+        digest = await deferToThread(hashFilePrefix, self.path, offset)
         progress(offset)
         if offset < size:
             await self._patch(offset, digest, progress)
-        elif offset > size:
-            raise UploadFailed(f"the server holds {offset} bytes of a {size}-byte file")
         return await self._check(size, digest.hexdigest())
 
     async def _patch(self, offset: int, digest: Any, progress: Callable[[int], object]) -> None:

@@ -143,15 +143,9 @@ async def sendFile(
             raise UploadFailed(f"connection failed: {_describe(e)}", retryable=True) from None
     finally:
         f.close()
-    answer = _json(text)
     if response.code not in (200, 201):
-        message = answer.get("message") or text.strip()[:200] or response.phrase
-        code = answer.get("error", "")
-        raise UploadFailed(
-            f"HTTP {response.code} {code}: {message}".replace("  ", " "),
-            retryable=response.code in RETRYABLE_STATUS,
-            retryAfter=_retryAfter(response.headers.getRawHeaders(b"retry-after")),
-        )
+        raise answerFailed(response, text)
+    answer = _json(text)
     sentSize, sentSHA = producer.sent()
     if sentSize != size:
         raise UploadFailed(f"the file changed while it was sent ({sentSize} of {size} bytes)")
@@ -161,6 +155,25 @@ async def sendFile(
             f"sent {sentSHA})"
         )
     return Stored(name, sentSize, sentSHA, response.code, answer)
+
+
+def answerFailed(
+    response: Any, text: str, what: str = "", retryOn: frozenset[int] = RETRYABLE_STATUS
+) -> UploadFailed:
+    """
+    The failure an error answer means: its status, JSON error code and
+    message, after C{what} was being done; retryable for C{retryOn}, after
+    its C{Retry-After}.
+    """
+    answer = _json(text)
+    message = answer.get("message") or text.strip()[:200] or response.phrase
+    code = answer.get("error", "")
+    prefix = f"{what}: " if what else ""
+    return UploadFailed(
+        f"{prefix}HTTP {response.code} {code}: {message}".replace("  ", " "),
+        retryable=response.code in retryOn,
+        retryAfter=_retryAfter(response.headers.getRawHeaders(b"retry-after")),
+    )
 
 
 def _retryAfter(values: list[bytes] | None) -> float | None:
