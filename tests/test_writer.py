@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.store.interfaces import StorageFull
-from streamrelay.store.writer import QueuedWriter, WriteBudget
+from streamrelay.store.writer import QueuedWriter, WriteBudget, WritePool
 
 
 class HandRunner:
@@ -188,3 +188,108 @@ class QueuedWriterTests(SynchronousTestCase):
         self.assertIn("resume", producer.events)
         self.assertEqual(self.contents(), b"".join(sent))
         self.assertEqual(budget.queued, 0)
+
+
+class WritePoolTests(SynchronousTestCase):
+    """
+    The writes of a store's files go through one L{WritePool}: those asked
+    for while its jobs run go together in the next job.
+    """
+
+    def setUp(self) -> None:
+        self.runner = HandRunner()
+        self.pool = WritePool(self.runner, jobs=2)
+        self.paths: list[str] = []
+        self.fds: list[int] = []
+        for _ in range(4):
+            path = self.mktemp()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+            self.addCleanup(os.close, fd)
+            self.paths.append(path)
+            self.fds.append(fd)
+
+    def contents(self, i: int) -> bytes:
+        with open(self.paths[i], "rb") as f:
+            return f.read()
+
+    def test_writesWaitForARunningJobAndGoTogether(self) -> None:
+        """
+        At most C{jobs} jobs run at once; the writes asked for meanwhile
+        go together in one job once a job ends.
+        """
+        done: list[int] = []
+        for i in range(4):
+            d = self.pool.write(self.fds[i], [b"file%d" % i], 0)
+            d.addCallback(lambda _, n: done.append(n), i)
+        self.assertEqual(len(self.runner.calls), 2)
+        self.runner.step()
+        self.assertEqual(done, [0])
+        # Files 2 and 3 waited, and now go in one job beside file 1's.
+        self.assertEqual(len(self.runner.calls), 2)
+        self.assertEqual(len(self.runner.calls[1][1][0]), 2)
+        self.runner.step()
+        self.runner.step()
+        self.assertEqual(sorted(done), [0, 1, 2, 3])
+        self.assertEqual([self.contents(i) for i in range(4)], [b"file%d" % i for i in range(4)])
+
+    def test_writesAskedForByAnswersGoTogether(self) -> None:
+        """
+        Writes asked for while the answers of an ended job run (each
+        writer's next batch) wait to go in one job, not one job each.
+        """
+        pool = WritePool(self.runner, jobs=1)
+        ends: list[Deferred[None]] = []
+
+
+        def writeAgain(_: object, i: int) -> None:
+            ends.append(pool.write(self.fds[i], [b"second"], 5))
+
+        pool.write(self.fds[0], [b"busy"], 0)  # keeps the one job busy
+        for i in (1, 2, 3):
+            pool.write(self.fds[i], [b"first"], 0).addCallback(writeAgain, i)
+        self.runner.step()  # file 0's job ends: files 1-3's writes, in one job
+        self.assertEqual(len(self.runner.calls), 1)
+        self.assertEqual(len(self.runner.calls[0][1][0]), 3)
+        self.runner.step()  # their answers each ask for another write...
+        self.assertEqual(len(ends), 3)
+        self.assertEqual(len(self.runner.calls), 1)  # ...all in one job
+        self.assertEqual(len(self.runner.calls[0][1][0]), 3)
+        self.runner.step()
+        self.assertEqual([self.successResultOf(d) for d in ends], [None] * 3)
+        self.assertEqual([self.contents(i) for i in (1, 2, 3)], [b"firstsecond"] * 3)
+
+    def test_oneFileFailsAlone(self) -> None:
+        """
+        A write that fails fails only its own file's Deferred; the other
+        writes of the job succeed.
+        """
+        pool = WritePool(self.runner, jobs=1)
+        os.close(self.fds[3])
+        bad = os.open(self.paths[3], os.O_RDONLY)
+        self.fds[3] = bad
+        pool.write(self.fds[0], [b"x"], 0)
+        good = pool.write(self.fds[1], [b"good"], 0)
+        failed = pool.write(bad, [b"bad"], 0)
+        self.runner.step()
+        self.runner.step()
+        self.assertIsNone(self.successResultOf(good))
+        self.failureResultOf(failed, OSError)
+        self.assertEqual(self.contents(1), b"good")
+
+    def test_sharedByWriters(self) -> None:
+        """
+        Writers sharing a pool each write their own file in order, one
+        batch of each file at a time.
+        """
+        writers = [QueuedWriter(fd, self.pool) for fd in self.fds]
+        for round in range(3):
+            for i, writer in enumerate(writers):
+                writer.write(b"%d-%d;" % (i, round))
+        while self.runner.calls:
+            self.assertLessEqual(len(self.runner.calls), 2)
+            for jobs in [call[1][0] for call in self.runner.calls]:
+                fds = [fd for fd, _, _ in jobs]
+                self.assertEqual(len(fds), len(set(fds)))
+            self.runner.step()
+        for i in range(4):
+            self.assertEqual(self.contents(i), b"%d-0;%d-1;%d-2;" % (i, i, i))

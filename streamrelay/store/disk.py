@@ -33,7 +33,14 @@ from streamrelay.store.interfaces import (
     IUpload,
     IUploadStore,
 )
-from streamrelay.store.writer import QueuedWriter, Runner, WriteBudget, inline, storageError
+from streamrelay.store.writer import (
+    QueuedWriter,
+    Runner,
+    WriteBudget,
+    WritePool,
+    inline,
+    storageError,
+)
 
 PARTIAL_DIR = ".partial"
 SHA256_XATTR = "user.streamrelay.sha256"
@@ -57,7 +64,7 @@ class DiskUpload:
         self._store = store
         self._path = store.partialDir / secrets.token_hex(16)
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._writer = QueuedWriter(fd, store.run, budget=store.budget)
+        self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
         self._closed = False
         self._throttle = (
             _Throttle(store.clock, store.writeRate)
@@ -306,6 +313,7 @@ class DiskStore:
     ) -> None:
         self.root = root
         self.run = run
+        self.writes = WritePool(run)
         self.budget = WriteBudget(WRITE_BUDGET)
         self.partialDir = root / PARTIAL_DIR
         self.clock = clock

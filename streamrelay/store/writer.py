@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -58,6 +58,72 @@ def _writeAll(fd: int, chunks: list[bytes], offset: int) -> None:
                 pass
 
 
+def _writeEach(jobs: list[tuple[int, list[bytes], int]]) -> list[BaseException | None]:
+    """Run L{_writeAll} for each job (in a thread); each job's error or None."""
+    results: list[BaseException | None] = []
+    for fd, chunks, offset in jobs:
+        try:
+            _writeAll(fd, chunks, offset)
+        except Exception as e:
+            results.append(e)
+        else:
+            results.append(None)
+    return results
+
+
+class WritePool:
+    """
+    Runs the writes of many files through C{run} as few jobs: at most
+    C{jobs} run at once, and the writes asked for meanwhile wait and go
+    together in the next job.  Many uploads at once then cost one thread
+    hand-off per batch of writes instead of one per write.
+
+    A file must have at most one write running at a time (L{QueuedWriter}
+    sees to that).
+    """
+
+    def __init__(self, run: Runner, jobs: int = 2) -> None:
+        self._run = run
+        self._jobs = jobs
+        self._running = 0
+        self._waiting: list[tuple[int, list[bytes], int, Deferred[None]]] = []
+        self._answering = False
+
+    def write(self, fd: int, chunks: list[bytes], offset: int) -> Deferred[None]:
+        """Write C{chunks} at C{offset} of C{fd}; fires once written."""
+        d: Deferred[None] = Deferred()
+        self._waiting.append((fd, chunks, offset, d))
+        if not self._answering and self._running < self._jobs:
+            self._start()
+        return d
+
+    def _start(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._running += 1
+        jobs = [(fd, chunks, offset) for fd, chunks, offset, _ in batch]
+        self._run(_writeEach, jobs).addBoth(self._ended, [d for *_, d in batch])
+
+    def _ended(self, results: object, waiters: list[Deferred[None]]) -> None:
+        self._running -= 1
+        # Writes asked for while the answers run (the next batch of each
+        # writer) wait, to go in one job together.
+        self._answering = True
+        try:
+            for i, d in enumerate(waiters):
+                if isinstance(results, Failure):
+                    d.errback(results)
+                else:
+                    error = cast(list[BaseException | None], results)[i]
+                    if error is None:
+                        d.callback(None)
+                    else:
+                        d.errback(Failure(error))
+        finally:
+            self._answering = False
+        while self._waiting and self._running < self._jobs:
+            self._start()
+
+
 class WriteBudget:
     """
     Bytes all the writers of a store may hold queued together: above
@@ -93,7 +159,8 @@ class WriteBudget:
 
 class QueuedWriter:
     """
-    Writes to C{fd} through C{run}, one batch at a time, holding at most
+    Writes to C{fd} through C{run} (a L{WritePool} shared with other files,
+    or a runner of its own), one batch at a time, holding at most
     about C{high} bytes in memory: above it the producer is paused, and it
     is resumed once the queue is below C{low}.  A write error fails
     L{drained} and the next L{write}, and resumes the producer so that the
@@ -103,7 +170,7 @@ class QueuedWriter:
     def __init__(
         self,
         fd: int,
-        run: Runner,
+        run: Runner | WritePool,
         high: int = 8 << 20,
         low: int = 2 << 20,
         budget: WriteBudget | None = None,
@@ -112,7 +179,7 @@ class QueuedWriter:
         self._budget = budget or WriteBudget(1 << 62)
         self.producer: IPushProducer | None = None
         self.written = 0
-        self._run = run
+        self._pool = run if isinstance(run, WritePool) else WritePool(run, jobs=1)
         self._high = high
         self._low = low
         self._queue: list[bytes] = []
@@ -185,7 +252,7 @@ class QueuedWriter:
         size = sum(len(c) for c in batch)
         self._busy = True
         offset = self.written
-        self._run(_writeAll, self.fd, batch, offset).addCallbacks(
+        self._pool.write(self.fd, batch, offset).addCallbacks(
             self._flushed, self._failed, callbackArgs=(size,)
         )
 
