@@ -12,6 +12,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from clients import CURL
 
-from streamrelay.store.writer import WRITEBACK_EVERY
+from streamrelay.store.writer import SYNC_EVERY
 
 MiB = 1 << 20
 _SINK = Path(__file__).with_name("sink.py")
@@ -127,8 +128,8 @@ def loopbackSeconds(sink: LoopbackSink, source: Path) -> float:
 def diskWriteSeconds(folder: Path, size: int) -> float:
     """
     Seconds to write C{size} bytes in 1 MiB writes into C{folder}, fsync
-    included, starting writeback every C{WRITEBACK_EVERY} bytes as the
-    backend's writer does (else the probe measures a final fsync of the
+    included, syncing in the background every C{SYNC_EVERY} bytes as the
+    backend's writers do (else the probe measures a final fsync of the
     whole file, slower than the disk's sustained rate the backend gets).
     """
     block = os.urandom(MiB)
@@ -136,19 +137,32 @@ def diskWriteSeconds(folder: Path, size: int) -> float:
     try:
         started = time.perf_counter()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        syncer: threading.Thread | None = None
         try:
-            left = size
+            left, unsynced = size, 0
             while left:
-                written = size - left
-                left -= os.write(fd, memoryview(block)[: min(MiB, left)])
-                if written // WRITEBACK_EVERY != (size - left) // WRITEBACK_EVERY:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                count = os.write(fd, memoryview(block)[: min(MiB, left)])
+                left -= count
+                unsynced += count
+                if unsynced >= SYNC_EVERY and (syncer is None or not syncer.is_alive()):
+                    unsynced = 0
+                    syncer = threading.Thread(target=_syncAndDrop, args=(fd,))
+                    syncer.start()
+            if syncer is not None:
+                syncer.join()
             os.fsync(fd)
         finally:
+            if syncer is not None:
+                syncer.join()
             os.close(fd)
         return time.perf_counter() - started
     finally:
         path.unlink(missing_ok=True)
+
+
+def _syncAndDrop(fd: int) -> None:
+    os.fdatasync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def smallFilesSeconds(folder: Path, count: int, size: int = MiB) -> float:
@@ -231,7 +245,7 @@ def measureLimits(
         probes: list[tuple[Limit, Callable[[], float]]] = [
             (Limit("loopback", "loopback TCP, curl -T -> sink", size),
              lambda: loopbackSeconds(sink, source)),
-            (Limit("disk", "disk write + fsync (writeback every 16 MiB)", size),
+            (Limit("disk", f"disk write + fsync (synced every {SYNC_EVERY >> 20} MiB)", size),
              lambda: diskWriteSeconds(folder, size)),
             (Limit("sha256", "SHA-256, 1 MiB chunks", size),
              lambda: sha256Seconds(size)),

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.store.interfaces import StorageFull
-from streamrelay.store.writer import QueuedWriter, WriteBudget, WritePool
+from streamrelay.store.writer import QueuedWriter, WriteBudget, WritePool, _syncEach, _writeEach
 
 
 class HandRunner:
@@ -293,3 +293,128 @@ class WritePoolTests(SynchronousTestCase):
             self.runner.step()
         for i in range(4):
             self.assertEqual(self.contents(i), b"%d-0;%d-1;%d-2;" % (i, i, i))
+
+
+class BackgroundSyncTests(SynchronousTestCase):
+    """
+    A L{WritePool} with C{syncEvery} syncs the files written since the last
+    time in one background job, while writes go on.
+    """
+
+    def setUp(self) -> None:
+        self.runner = HandRunner()
+        self.pool = WritePool(self.runner, jobs=2, syncEvery=10)
+        self.fds: list[int] = []
+        for _ in range(3):
+            fd = os.open(self.mktemp(), os.O_WRONLY | os.O_CREAT)
+            self.addCleanup(os.close, fd)
+            self.fds.append(fd)
+        self.writers = [QueuedWriter(fd, self.pool) for fd in self.fds]
+
+    def jobs(self, f: Callable[..., Any]) -> list[tuple[Any, ...]]:
+        return [args for g, args, _ in self.runner.calls if g is f]
+
+    def runAll(self) -> None:
+        while self.runner.calls:
+            self.runner.step()
+
+    def test_syncsFilesWrittenSinceLastTime(self) -> None:
+        """
+        Once C{syncEvery} bytes were written, one job syncs every file
+        written since the last sync; writes asked for meanwhile run beside
+        it.
+        """
+        synced: list[int] = []
+        self.patch(os, "fdatasync", synced.append)
+        self.writers[0].write(b"a" * 6)
+        self.writers[1].write(b"b" * 6)
+        self.runner.step()
+        self.assertEqual(self.jobs(_syncEach), [])  # 6 bytes: not due yet
+        self.runner.step()
+        self.assertEqual(self.jobs(_syncEach), [([self.fds[0], self.fds[1]],)])
+        self.writers[2].write(b"c")
+        self.assertEqual(len(self.jobs(_writeEach)), 1)  # not held up by the sync
+        self.runAll()
+        self.assertEqual(synced, [self.fds[0], self.fds[1]])
+
+    def test_writesWaitWhenTooMuchIsUnsynced(self) -> None:
+        """
+        While a sync runs and twice C{syncEvery} bytes wait for the next,
+        write jobs wait for the sync to end.
+        """
+        self.patch(os, "fdatasync", lambda fd: None)
+        self.writers[0].write(b"a" * 10)
+        self.runner.step()  # written: the sync starts
+        [syncCall] = [c for c in self.runner.calls if c[0] is _syncEach]
+        for i in range(2):
+            self.writers[i + 1].write(b"x" * 10)
+        while [c for c in self.runner.calls if c[0] is _writeEach]:
+            self.runner.calls.remove(syncCall)
+            self.runner.step()
+            self.runner.calls.insert(0, syncCall)
+        self.writers[1].write(b"more")
+        self.assertEqual(self.jobs(_writeEach), [])  # 20 unsynced: held
+        self.runner.step()  # the sync ends...
+        self.assertEqual(len(self.jobs(_writeEach)), 1)  # ...writes go on
+        self.runAll()
+
+    def test_syncErrorFailsTheUpload(self) -> None:
+        """
+        A failed background sync fails the upload: L{drained} fails, the
+        next write raises, and a paused producer is resumed to learn it.
+        (The file's error would not be reported again by its last fsync.)
+        """
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "fdatasync", full)
+        writer = QueuedWriter(self.fds[0], self.pool, high=12, low=4)
+        producer = Producer()
+        writer.producer = producer  # type: ignore[assignment]
+        writer.write(b"a" * 10)
+        self.runner.step()  # written; the sync starts
+        writer.write(b"b" * 13)  # being written; paused
+        self.assertEqual(producer.events, ["pause"])
+        drained = writer.drained()
+        self.runner.calls.sort(key=lambda c: c[0] is not _syncEach)
+        self.runner.step()  # the sync fails
+        self.failureResultOf(drained, StorageFull)
+        self.assertEqual(producer.events, ["pause", "resume"])
+        self.assertRaises(StorageFull, writer.write, b"c")
+        self.runAll()
+
+    def test_abandonWaitsForSync(self) -> None:
+        """An abandoned file is closed only once its sync ended."""
+        self.patch(os, "fdatasync", lambda fd: None)
+        self.writers[0].write(b"a" * 10)
+        self.runner.step()
+        closed: list[bool] = []
+        self.writers[0].abandon(lambda: closed.append(True))
+        self.assertEqual(closed, [])
+        self.runner.step()
+        self.assertEqual(closed, [True])
+
+    def test_finishedFileIsSyncedNoMore(self) -> None:
+        """
+        L{QueuedWriter.finish} fires once no sync runs, and the file is in
+        no later sync (its descriptor is closed after).
+        """
+        synced: list[int] = []
+        self.patch(os, "fdatasync", synced.append)
+        self.writers[0].write(b"a" * 4)
+        self.runner.step()
+        finished = self.writers[0].finish()
+        self.successResultOf(finished)
+        self.writers[1].write(b"b" * 10)
+        self.runAll()
+        self.assertEqual(synced, [self.fds[1]])
+
+    def test_finishWaitsForRunningSync(self) -> None:
+        self.patch(os, "fdatasync", lambda fd: None)
+        self.writers[0].write(b"a" * 10)
+        self.runner.step()
+        finished = self.writers[0].finish()
+        self.assertNoResult(finished)
+        self.runner.step()
+        self.successResultOf(finished)

@@ -34,10 +34,12 @@ from streamrelay.store.interfaces import (
     IUploadStore,
 )
 from streamrelay.store.writer import (
+    SYNC_EVERY,
     QueuedWriter,
     Runner,
     WriteBudget,
     WritePool,
+    dropCached,
     inline,
     storageError,
 )
@@ -48,7 +50,7 @@ SHA256_XATTR = "user.streamrelay.sha256"
 
 #: Bytes all uploads together may hold queued for the disk (one upload
 #: holds at most 8 MiB).
-WRITE_BUDGET = 32 << 20
+WRITE_BUDGET = 24 << 20
 
 
 @implementer(IUpload)
@@ -98,7 +100,7 @@ class DiskUpload:
 
     async def _commit(self, sha256: str) -> tuple[FileInfo, bool]:
         try:
-            await self._writer.drained()
+            await self._writer.finish()
             modified, replaced = await self._store.run(
                 _publish, self._writer.fd, self._path, self._store.root / self.name, sha256
             )
@@ -131,6 +133,7 @@ def _publish(fd: int, partial: Path, target: Path, sha256: str) -> tuple[float, 
     over its name; fsync the folder so the rename survives a crash.
     """
     os.fsync(fd)
+    dropCached(fd)
     _setSHA256(fd, sha256)
     modified = os.fstat(fd).st_mtime
     os.close(fd)
@@ -313,7 +316,7 @@ class DiskStore:
     ) -> None:
         self.root = root
         self.run = run
-        self.writes = WritePool(run)
+        self.writes = WritePool(run, syncEvery=SYNC_EVERY)
         self.budget = WriteBudget(WRITE_BUDGET)
         self.partialDir = root / PARTIAL_DIR
         self.clock = clock

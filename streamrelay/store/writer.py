@@ -1,6 +1,7 @@
 """
-Writing a stream to a file without blocking the reactor: bytes are queued
-and written by a thread, and the producer is paused while too much waits.
+Writing streams to files without blocking the reactor: bytes are queued
+and written by threads, the producer is paused while too much waits, and
+the files being written are synced in the background as they grow.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from streamrelay.store.interfaces import StorageFull
 #: Runs a function, in a thread or inline, and gives its result.
 Runner = Callable[..., "Deferred[Any]"]
 
-#: Every this many bytes, the kernel is asked to start writing the file back
-#: to disk and to drop what it already wrote from the page cache, so an
-#: fsync at the end has little left to do.
-WRITEBACK_EVERY = 16 << 20
+#: Every this many bytes written to a store (all its files together), the
+#: files written since the last time are synced in the background and
+#: dropped from the page cache: the disk (and its write cache) works while
+#: uploads stream, and the fsync at the end of each has little left to do.
+SYNC_EVERY = 128 << 20
 
 #: Most buffers passed to one writev.
 _IOV_MAX = 512
@@ -40,22 +42,37 @@ def storageError(error: BaseException) -> BaseException:
 
 
 def _writeAll(fd: int, chunks: list[bytes], offset: int) -> None:
-    """Write every chunk to C{fd} (in a thread); hint writeback as it goes."""
+    """Write every chunk to C{fd} (in a thread)."""
     views = [memoryview(c) for c in chunks]
     while views:
         written = os.writev(fd, views[:_IOV_MAX])
-        total = written
         while views and written >= len(views[0]):
             written -= len(views[0])
             views.pop(0)
         if views and written:
             views[0] = views[0][written:]
-        before, offset = offset, offset + total
-        if before // WRITEBACK_EVERY != offset // WRITEBACK_EVERY:
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            except OSError:
-                pass
+
+
+def dropCached(fd: int) -> None:
+    """Drop a synced file's pages from the page cache (a hint)."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+
+
+def _syncEach(fds: list[int]) -> list[BaseException | None]:
+    """Sync each file and drop it from the page cache (in a thread)."""
+    results: list[BaseException | None] = []
+    for fd in fds:
+        try:
+            os.fdatasync(fd)
+        except OSError as e:
+            results.append(e)
+        else:
+            dropCached(fd)
+            results.append(None)
+    return results
 
 
 def _writeEach(jobs: list[tuple[int, list[bytes], int]]) -> list[BaseException | None]:
@@ -80,11 +97,23 @@ class WritePool:
 
     A file must have at most one write running at a time (L{QueuedWriter}
     sees to that).
+
+    With C{syncEvery}: once that many bytes were written since the last
+    time, the files written meanwhile are synced by one job in the
+    background, while writes go on.  The disk then works while uploads
+    stream, instead of at their end while every upload waits for its fsync.
+    While a sync runs and twice C{syncEvery} bytes wait for the next,
+    writes wait too: the page cache holds a bounded amount of unsynced
+    bytes even when the disk is slower than the network.
     """
 
-    def __init__(self, run: Runner, jobs: int = 2) -> None:
-        self._run = run
+    def __init__(self, run: Runner, jobs: int = 2, syncEvery: int | None = None) -> None:
+        self.run = run
         self._jobs = jobs
+        self._syncEvery = syncEvery
+        self._unsynced: dict[QueuedWriter, None] = {}
+        self._unsyncedBytes = 0
+        self._syncing = False
         self._running = 0
         self._waiting: list[tuple[int, list[bytes], int, Deferred[None]]] = []
         self._answering = False
@@ -93,15 +122,26 @@ class WritePool:
         """Write C{chunks} at C{offset} of C{fd}; fires once written."""
         d: Deferred[None] = Deferred()
         self._waiting.append((fd, chunks, offset, d))
-        if not self._answering and self._running < self._jobs:
-            self._start()
+        if not self._answering:
+            self._startJobs()
         return d
+
+    def _startJobs(self) -> None:
+        while self._waiting and self._running < self._jobs and not self._holding():
+            self._start()
+
+    def _holding(self) -> bool:
+        return (
+            self._syncing
+            and self._syncEvery is not None
+            and self._unsyncedBytes >= 2 * self._syncEvery
+        )
 
     def _start(self) -> None:
         batch, self._waiting = self._waiting, []
         self._running += 1
         jobs = [(fd, chunks, offset) for fd, chunks, offset, _ in batch]
-        self._run(_writeEach, jobs).addBoth(self._ended, [d for *_, d in batch])
+        self.run(_writeEach, jobs).addBoth(self._ended, [d for *_, d in batch])
 
     def _ended(self, results: object, waiters: list[Deferred[None]]) -> None:
         self._running -= 1
@@ -120,8 +160,45 @@ class WritePool:
                         d.errback(Failure(error))
         finally:
             self._answering = False
-        while self._waiting and self._running < self._jobs:
-            self._start()
+        self._startJobs()
+
+    def wrote(self, writer: QueuedWriter, count: int) -> None:
+        """C{writer} wrote C{count} bytes to its file; sync when due."""
+        if self._syncEvery is None:
+            return
+        self._unsynced[writer] = None
+        self._unsyncedBytes += count
+        self._maybeSync()
+
+    def forget(self, writer: QueuedWriter) -> None:
+        """C{writer}'s file is about to be closed: it is synced no more."""
+        self._unsynced.pop(writer, None)
+
+    def _maybeSync(self) -> None:
+        if (
+            self._syncing
+            or self._syncEvery is None
+            or self._unsyncedBytes < self._syncEvery
+            or not self._unsynced
+        ):
+            return
+        writers = list(self._unsynced)
+        self._unsynced.clear()
+        self._unsyncedBytes = 0
+        self._syncing = True
+        for writer in writers:
+            writer._syncStarted()
+        self.run(_syncEach, [w.fd for w in writers]).addBoth(self._synced, writers)
+
+    def _synced(self, results: object, writers: list[QueuedWriter]) -> None:
+        self._syncing = False
+        for i, writer in enumerate(writers):
+            if isinstance(results, Failure):
+                writer._syncEnded(results.value)
+            else:
+                writer._syncEnded(cast(list[BaseException | None], results)[i])
+        self._startJobs()
+        self._maybeSync()
 
 
 class WriteBudget:
@@ -162,9 +239,10 @@ class QueuedWriter:
     Writes to C{fd} through C{run} (a L{WritePool} shared with other files,
     or a runner of its own), one batch at a time, holding at most
     about C{high} bytes in memory: above it the producer is paused, and it
-    is resumed once the queue is below C{low}.  A write error fails
-    L{drained} and the next L{write}, and resumes the producer so that the
-    next write comes and raises.
+    is resumed once the queue is below C{low}.  A write error (or an error
+    of a background sync by the pool) fails L{drained} and the next
+    L{write}, and resumes the producer so that the next write comes and
+    raises.  Call L{finish} (or L{abandon}) before closing C{fd}.
     """
 
     def __init__(
@@ -185,6 +263,7 @@ class QueuedWriter:
         self._queue: list[bytes] = []
         self._queued = 0
         self._busy = False
+        self._syncing = False
         self._paused = False
         self._error: BaseException | None = None
         self._waiters: list[Deferred[None]] = []
@@ -225,25 +304,46 @@ class QueuedWriter:
             self._budget.wait(self)
 
     def drained(self) -> Deferred[None]:
-        """Fires once everything written so far is in the file."""
+        """
+        Fires once everything written so far is in the file, and no
+        background sync of it runs.
+        """
         if self._error is not None:
             return fail(self._error)
-        if not self._busy and not self._queue:
+        if self._settled():
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._waiters.append(d)
         return d
 
+    def finish(self) -> Deferred[None]:
+        """
+        Like L{drained}, once the last byte was written: then the file is
+        no longer synced in the background, and may be closed.
+        """
+        d = self.drained()
+        d.addBoth(self._forget)
+        return d
+
+    def _forget(self, result: object) -> object:
+        self._pool.forget(self)
+        return result
+
     def abandon(self, then: Callable[[], object]) -> None:
-        """Drop what is queued; call C{then} once no write is running."""
+        """
+        Drop what is queued; call C{then} once no write or sync of the
+        file is running.
+        """
+        self._pool.forget(self)
         self._abandoned = True
         self._queue.clear()
         self._budget.remove(self._queued)
         self._queued = 0
-        if self._busy:
-            self._whenIdle = then
-        else:
-            then()
+        self._whenIdle = then
+        self._idle()
+
+    def _settled(self) -> bool:
+        return not self._busy and not self._queue and not self._syncing
 
     def _flush(self) -> None:
         if self._busy:
@@ -271,12 +371,51 @@ class QueuedWriter:
         self._busy = False
         if self._queue:
             self._flush()
-        else:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(None)
+        # (Told before the waiters: one may be finish(), after which the
+        # pool must not know the file.)
+        self._pool.wrote(self, size)
+        if self._settled():
+            self._answer()
         self._budget.remove(size)
         self._maybeResume()
+
+    def _answer(self) -> None:
+        """Tell those waiting for L{drained}."""
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if self._error is None:
+                d.callback(None)
+            else:
+                d.errback(Failure(self._error))
+
+    def _syncStarted(self) -> None:
+        """The pool started syncing the file."""
+        self._syncing = True
+
+    def _syncEnded(self, error: BaseException | None) -> None:
+        """The pool's sync of the file ended, with C{error} or not."""
+        self._syncing = False
+        if self._idle():
+            return
+        if error is not None and self._error is None:
+            # An error of the file is reported to one sync only: this upload
+            # fails now, or the fsync at its end would not learn of it.
+            self._error = storageError(error)
+            # Drop what waits; a running batch ends (and counts) by itself.
+            dropped = sum(len(c) for c in self._queue)
+            self._queue.clear()
+            self._queued -= dropped
+            self._budget.remove(dropped)
+            self._answer()
+            self._resumeToFail()
+        elif self._settled():
+            self._answer()
+
+    def _resumeToFail(self) -> None:
+        """Resume a paused producer, so that its next write raises."""
+        if self._paused and self.producer is not None:
+            self._paused = False
+            self.producer.resumeProducing()
 
     def _failed(self, failure: Failure) -> None:
         self._busy = False
@@ -287,19 +426,20 @@ class QueuedWriter:
         if self._idle():
             self._budget.remove(queued)
             return
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.errback(Failure(self._error))
+        if not self._syncing:
+            self._answer()
         self._budget.remove(queued)
-        if self._paused and self.producer is not None:
-            self._paused = False
-            self.producer.resumeProducing()
+        self._resumeToFail()
 
     def _idle(self) -> bool:
-        """Run what waited for the running write to end; whether abandoned."""
-        if self._abandoned:
+        """
+        Once abandoned, run what waited for the file's running write and
+        sync to end; whether abandoned.
+        """
+        if not self._abandoned:
+            return False
+        if not self._busy and not self._syncing:
             then, self._whenIdle = self._whenIdle, None
             if then is not None:
                 then()
-            return True
-        return False
+        return True
