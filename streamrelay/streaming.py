@@ -48,7 +48,7 @@ LINGER_SECONDS = 30.0
 #: read at most about BODY_READ_BUDGET at once.
 STREAM_BUFFER_SIZE = 1 << 20
 MIN_STREAM_BUFFER_SIZE = 32 << 10
-BODY_READ_BUDGET = 8 << 20
+BODY_READ_BUDGET = 16 << 20
 
 
 def tuneForStreaming(transport: object, readSize: int = STREAM_BUFFER_SIZE) -> None:
@@ -338,6 +338,13 @@ class StreamingRequest(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.body is not None:
             self._armBodyTimer()
+            # The next read takes this body's share of the read budget as it
+            # is now: bodies that began while few streamed read less once
+            # many do.
+            site: Any = getattr(self.channel, "site", None)
+            transport: Any = self.transport
+            if site is not None and hasattr(transport, "bufferSize"):
+                transport.bufferSize = readSize(getattr(site, "streamingBodies", 1))
             self.body.dataReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:

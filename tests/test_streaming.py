@@ -546,10 +546,34 @@ class ReadSizeTests(SynchronousTestCase):
         from streamrelay.streaming import readSize
 
         self.assertEqual(readSize(1), 1 << 20)
-        self.assertEqual(readSize(8), 1 << 20)
-        self.assertEqual(readSize(16), 512 << 10)
-        self.assertEqual(readSize(64), 128 << 10)
+        self.assertEqual(readSize(16), 1 << 20)
+        self.assertEqual(readSize(32), 512 << 10)
+        self.assertEqual(readSize(256), 64 << 10)
         self.assertEqual(readSize(1000), 32 << 10)
+
+    def test_earlierBodiesShrinkWhenMoreStream(self) -> None:
+        """
+        A body that began alone reads 1 MiB at a time; once many more
+        stream, its next read takes its share of the budget as it is then
+        (the reads of all bodies together stay about BODY_READ_BUDGET).
+        """
+        from streamrelay.streaming import readSize
+
+        resource = Hold()
+        first = Connection(resource)
+        first.transport.bufferSize = 0  # type: ignore[attr-defined]
+        first.send(chunkedHead(b"/a"))
+        self.assertEqual(first.transport.bufferSize, 1 << 20)  # type: ignore[attr-defined]
+        others = []
+        for i in range(63):
+            other = Connection(resource)
+            other.site = first.site
+            other.channel.site = first.site  # type: ignore[attr-defined]
+            other.send(chunkedHead(b"/b%d" % i))
+            others.append(other)
+        first.send(b"5\r\nhello\r\n")
+        self.assertEqual(first.transport.bufferSize, readSize(64))  # type: ignore[attr-defined]
+        self.assertEqual(readSize(64), 256 << 10)
 
     def test_counted(self) -> None:
         """Streaming bodies are counted per site while they stream."""
