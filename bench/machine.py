@@ -22,7 +22,7 @@ from typing import Any
 
 from clients import CURL
 
-from streamrelay.store.writer import SYNC_EVERY
+from streamrelay.store.writer import SYNC_EVERY, syncAndDrop
 
 MiB = 1 << 20
 _SINK = Path(__file__).with_name("sink.py")
@@ -146,10 +146,8 @@ def diskWriteSeconds(folder: Path, size: int) -> float:
                 unsynced += count
                 if unsynced >= SYNC_EVERY and (syncer is None or not syncer.is_alive()):
                     unsynced = 0
-                    syncer = threading.Thread(target=_syncAndDrop, args=(fd,))
+                    syncer = threading.Thread(target=syncAndDrop, args=(fd,))
                     syncer.start()
-            if syncer is not None:
-                syncer.join()
             os.fsync(fd)
         finally:
             if syncer is not None:
@@ -158,11 +156,6 @@ def diskWriteSeconds(folder: Path, size: int) -> float:
         return time.perf_counter() - started
     finally:
         path.unlink(missing_ok=True)
-
-
-def _syncAndDrop(fd: int) -> None:
-    os.fdatasync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def smallFilesSeconds(folder: Path, count: int, size: int = MiB) -> float:

@@ -342,9 +342,8 @@ class StreamingRequest(server.Request):
             # is now: bodies that began while few streamed read less once
             # many do.
             site: Any = getattr(self.channel, "site", None)
-            transport: Any = self.transport
-            if site is not None and hasattr(transport, "bufferSize"):
-                transport.bufferSize = readSize(getattr(site, "streamingBodies", 1))
+            if site is not None:
+                tuneForStreaming(self.transport, readSize(getattr(site, "streamingBodies", 1)))
             self.body.dataReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -61,31 +61,43 @@ def dropCached(fd: int) -> None:
         pass
 
 
-def _syncEach(fds: list[int]) -> list[BaseException | None]:
-    """Sync each file and drop it from the page cache (in a thread)."""
+def syncAndDrop(fd: int) -> None:
+    """(In a thread.) Sync a file's data and drop it from the page cache."""
+    os.fdatasync(fd)
+    dropCached(fd)
+
+
+def _each(f: Callable[..., object], jobs: Sequence[tuple[Any, ...]]) -> list[BaseException | None]:
+    """Run C{f(*job)} for each job (in a thread); each job's error or None."""
     results: list[BaseException | None] = []
-    for fd in fds:
+    for job in jobs:
         try:
-            os.fdatasync(fd)
-        except OSError as e:
+            f(*job)
+        except Exception as e:
             results.append(e)
         else:
-            dropCached(fd)
             results.append(None)
     return results
 
 
 def _writeEach(jobs: list[tuple[int, list[bytes], int]]) -> list[BaseException | None]:
     """Run L{_writeAll} for each job (in a thread); each job's error or None."""
-    results: list[BaseException | None] = []
-    for fd, chunks, offset in jobs:
-        try:
-            _writeAll(fd, chunks, offset)
-        except Exception as e:
-            results.append(e)
-        else:
-            results.append(None)
-    return results
+    return _each(_writeAll, jobs)
+
+
+def _syncEach(fds: list[int]) -> list[BaseException | None]:
+    """Run L{syncAndDrop} for each file (in a thread); each one's error or None."""
+    return _each(syncAndDrop, [(fd,) for fd in fds])
+
+
+def _errors(results: object, count: int) -> list[BaseException | None]:
+    """
+    Each job's error from the result of a job of L{_each}: its list, or
+    the failure of the whole job, for all of them.
+    """
+    if isinstance(results, Failure):
+        return [results.value] * count
+    return cast(list[BaseException | None], results)
 
 
 class WritePool:
@@ -149,15 +161,11 @@ class WritePool:
         # writer) wait, to go in one job together.
         self._answering = True
         try:
-            for i, d in enumerate(waiters):
-                if isinstance(results, Failure):
-                    d.errback(results)
+            for d, error in zip(waiters, _errors(results, len(waiters)), strict=True):
+                if error is None:
+                    d.callback(None)
                 else:
-                    error = cast(list[BaseException | None], results)[i]
-                    if error is None:
-                        d.callback(None)
-                    else:
-                        d.errback(Failure(error))
+                    d.errback(Failure(error))
         finally:
             self._answering = False
         self._startJobs()
@@ -192,11 +200,8 @@ class WritePool:
 
     def _synced(self, results: object, writers: list[QueuedWriter]) -> None:
         self._syncing = False
-        for i, writer in enumerate(writers):
-            if isinstance(results, Failure):
-                writer._syncEnded(results.value)
-            else:
-                writer._syncEnded(cast(list[BaseException | None], results)[i])
+        for writer, error in zip(writers, _errors(results, len(writers)), strict=True):
+            writer._syncEnded(error)
         self._startJobs()
         self._maybeSync()
 
