@@ -20,6 +20,7 @@ import json
 from typing import Any, cast
 from urllib.parse import parse_qs
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
@@ -37,6 +38,7 @@ __all__ = [
     "StreamingChannel",
     "StreamingRequest",
     "makeSite",
+    "sendEagerly",
     "LINGER_SECONDS",
 ]
 
@@ -60,6 +62,43 @@ def tuneForStreaming(transport: object, readSize: int = STREAM_BUFFER_SIZE) -> N
     if transport is not None and hasattr(transport, "bufferSize"):
         transport.bufferSize = readSize
         transport.SEND_LIMIT = STREAM_BUFFER_SIZE  # type: ignore[attr-defined]
+
+
+def sendEagerly(transport: object) -> None:
+    """
+    Let a TCP transport send each write at once while nothing waits in its
+    buffer, instead of at the reactor's next pass.
+
+    A proxied body chunk then leaves while it is still in the CPU's cache,
+    and the transport neither registers for writability nor pauses and
+    resumes its producer around every chunk.  What the socket does not take
+    is buffered and sent as before, and pauses the producer as before; a
+    socket error is left to that path, which reports it as a lost
+    connection.  Other transports (TLS, say) are left alone.
+    """
+    if not isinstance(transport, tcp.Connection) or "write" in vars(transport):
+        return
+    conn = transport
+    buffered = type(conn).write
+
+    def write(data: bytes) -> None:
+        if (
+            conn.connected
+            and not conn.disconnecting
+            and not conn._writeDisconnected
+            and not conn._tempDataBuffer
+            and conn.offset == len(conn.dataBuffer)
+        ):
+            try:
+                sent = conn.socket.send(data)
+            except OSError:
+                sent = 0  # full (EAGAIN), or an error the buffered path reports
+            if sent == len(data):
+                return
+            data = data[sent:]
+        buffered(conn, data)
+
+    conn.write = write  # type: ignore[method-assign]
 
 
 def readSize(streaming: int) -> int:
@@ -143,12 +182,13 @@ class RequestBody:
         self._consumer = consumer
         self._done = Deferred(self._cancel)
         # Sent on by Twisted's HTTP client (the proxy's upstream request):
-        # let its connection send up to 1 MiB per system call.
-        # (Only the send size: its write high-water mark stays small, so
-        # many uploads at once hold little memory.)
+        # let its connection send up to 1 MiB per system call, and send each
+        # chunk as it comes.  (Its write high-water mark stays small, so many
+        # uploads at once hold little memory.)
         inner = getattr(consumer, "_consumer", None) or getattr(consumer, "transport", None)
         if inner is not None and hasattr(inner, "SEND_LIMIT"):
             inner.SEND_LIMIT = STREAM_BUFFER_SIZE
+            sendEagerly(inner)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             self._discarding = True

@@ -4,6 +4,8 @@ Unit tests of the streaming request layer, with Twisted's fakes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
@@ -588,3 +590,170 @@ class ReadSizeTests(SynchronousTestCase):
         self.assertEqual(one.site.streamingBodies, 1)  # type: ignore[attr-defined]
         two.lose()
         self.assertEqual(one.site.streamingBodies, 0)  # type: ignore[attr-defined]
+
+
+@implementer(IPushProducer)
+class CountingProducer:
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class EagerSendTests(SynchronousTestCase):
+    """
+    L{sendEagerly}: a write goes to the socket at once while nothing waits
+    in the transport's buffer; what the socket does not take is buffered,
+    in order, with backpressure, as Twisted does.  (A socketpair stands in
+    for the proxy's connection to the backend; no port is opened.)
+    """
+
+    def setUp(self) -> None:
+        from streamrelay.streaming import sendEagerly
+
+        self.conn = self.connection()
+        self.producer = CountingProducer()
+        self.conn.registerProducer(self.producer, True)
+        sendEagerly(self.conn)
+
+    def connection(self) -> Any:
+        """A TCP transport on one end of a socketpair with small buffers."""
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.testing import MemoryReactor
+
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(self.peer.close)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        self.peer.setblocking(False)
+        self.reactor = MemoryReactor()
+        conn = tcp.Connection(ours, Protocol(), self.reactor)
+        conn.connected = True
+        return conn
+
+    def received(self) -> bytes:
+        """What the peer can read now."""
+        chunks = []
+        while True:
+            try:
+                chunk = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def drain(self) -> bytes:
+        """Read on the peer and let the transport write, until it is idle."""
+        got = []
+        for _ in range(10_000):
+            got.append(self.received())
+            if self.conn not in self.reactor.getWriters():
+                break
+            self.assertIsNone(self.conn.doWrite())
+        got.append(self.received())
+        return b"".join(got)
+
+    def test_sentAtOnce(self) -> None:
+        """
+        A write the socket takes whole is on the wire when write() returns:
+        the transport is not registered for writing and its producer is not
+        paused (stock Twisted would do both for any write over 64 KiB).
+        """
+        data = b"a" * 60_000
+        self.conn.write(data)
+        self.assertEqual(self.received(), data)
+        self.assertEqual(self.reactor.getWriters(), [])
+        self.assertEqual(self.producer.pauses, 0)
+
+    def test_restBufferedWithBackpressure(self) -> None:
+        """
+        When the socket takes part of a write, the rest is buffered, the
+        transport waits for writability and the producer is paused; every
+        byte arrives, in order, and the producer is resumed once sent.
+        """
+        data = bytes(range(256)) * 8192  # 2 MiB
+        self.conn.write(data)
+        self.assertIn(self.conn, self.reactor.getWriters())
+        self.assertTrue(self.producer.paused)
+        self.assertEqual(self.drain(), data)
+        self.assertFalse(self.producer.paused)
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_writesKeepTheirOrder(self) -> None:
+        """A write made while bytes wait in the buffer queues behind them."""
+        first = b"1" * (2 << 20)
+        second = b"2" * 1000
+        self.conn.write(first)
+        self.conn.write(second)
+        self.assertEqual(self.drain(), first + second)
+
+    def test_errorLeftToTheBufferedPath(self) -> None:
+        """
+        A socket error is not raised by write(): the bytes are buffered, and
+        the transport's next write attempt reports the lost connection.
+        """
+        self.peer.close()
+        self.conn.write(b"x" * 1000)
+        self.assertIn(self.conn, self.reactor.getWriters())
+        self.assertIsInstance(self.conn.doWrite(), Exception)
+
+    def test_onlyOnce(self) -> None:
+        """Tuning a transport twice wraps its write once."""
+        from streamrelay.streaming import sendEagerly
+
+        write = self.conn.write
+        sendEagerly(self.conn)
+        self.assertIs(self.conn.write, write)
+
+    def test_otherTransportsLeftAlone(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from streamrelay.streaming import sendEagerly
+
+        transport = StringTransport()
+        sendEagerly(transport)
+        self.assertNotIn("write", vars(transport))
+
+    def test_upstreamOfARequestBody(self) -> None:
+        """
+        A request body sent on through Twisted's HTTP client (a consumer
+        whose C{_consumer} is the TCP connection) makes that connection
+        send eagerly.
+        """
+        resource = Hold()
+        client = Connection(resource)
+        client.send(put(b"/f", b"hello"))
+        client.turn()
+        [request] = resource.requests
+        assert request.body is not None
+        upstream = self.connection()
+        self.assertNotIn("write", vars(upstream))
+
+        class Enforcing:
+            """Like Twisted's LengthEnforcingConsumer: writes to C{_consumer}."""
+
+            def __init__(self, transport: Any) -> None:
+                self._consumer = transport
+
+            def write(self, data: bytes) -> None:
+                self._consumer.write(data)
+
+        request.body.startProducing(Enforcing(upstream))  # type: ignore[arg-type]
+        self.assertIn("write", vars(upstream))
+        self.assertEqual(self.received(), b"hello")
+        self.assertEqual(self.reactor.getWriters(), [])

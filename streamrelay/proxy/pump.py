@@ -12,7 +12,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from streamrelay.streaming import tuneForStreaming
+from streamrelay.streaming import sendEagerly, tuneForStreaming
 
 
 @implementer(IPushProducer)
@@ -41,6 +41,8 @@ class ResponsePump(Protocol):
         # through the proxy spends its time on.
         connection = getattr(self.transport, "_producer", None)
         tuneForStreaming(connection)
+        # And send each piece on to the client as it comes.
+        sendEagerly(getattr(self._request, "transport", None))
         self._request.registerProducer(self, True)
         self._registered = True
 
