@@ -50,6 +50,10 @@ LINGER_SECONDS = 30.0
 #: read at most about BODY_READ_BUDGET at once.
 STREAM_BUFFER_SIZE = 1 << 20
 MIN_STREAM_BUFFER_SIZE = 32 << 10
+#: Read size of a connection between bodies (Twisted's own): the read that
+#: brings the next request's headers holds at most this much of its body
+#: until a route starts consuming it.
+HEADER_READ_SIZE = 64 << 10
 BODY_READ_BUDGET = 16 << 20
 
 
@@ -320,12 +324,18 @@ class StreamingRequest(server.Request):
     _counted = False
 
     def _uncount(self) -> None:
-        """This body no longer streams (it ended, or the client left)."""
+        """
+        This body no longer streams (it ended, or the client left): it
+        leaves the count, and its connection reads headers-sized again.
+        """
         if self._counted and self.channel is not None:
             self._counted = False
             site: Any = getattr(self.channel, "site", None)
             if site is not None:
                 site.streamingBodies = max(0, getattr(site, "streamingBodies", 1) - 1)
+            transport = self.channel.transport
+            if transport is not None and hasattr(transport, "bufferSize"):
+                transport.bufferSize = HEADER_READ_SIZE
 
     def gotLength(self, length: int | None) -> None:
         self.content = io.BytesIO()

@@ -757,3 +757,24 @@ class EagerSendTests(SynchronousTestCase):
         self.assertIn("write", vars(upstream))
         self.assertEqual(self.received(), b"hello")
         self.assertEqual(self.reactor.getWriters(), [])
+
+
+class HeaderReadSizeTests(SynchronousTestCase):
+    def test_readsHeadersSizedBetweenBodies(self) -> None:
+        """
+        Once a body ended, its keep-alive connection reads 64 KiB at a time
+        again: the read that brings the next request's headers holds little
+        of its body while that request waits for a route (with 1 MiB reads,
+        each waiting request held up to 1 MiB in the channel's buffer).
+        """
+        from streamrelay.streaming import HEADER_READ_SIZE
+
+        conn = Connection(Upload())
+        conn.transport.bufferSize = 0  # type: ignore[attr-defined]
+        conn.send(put(b"/f", b"x" * 1000)[:-10])
+        conn.turn()
+        self.assertEqual(conn.transport.bufferSize, 1 << 20)  # type: ignore[attr-defined]
+        conn.send(b"x" * 10)
+        self.assertEqual([r.status for r in conn.responses()], [200])
+        self.assertEqual(conn.transport.bufferSize, HEADER_READ_SIZE)  # type: ignore[attr-defined]
+        self.assertEqual(HEADER_READ_SIZE, 64 << 10)
