@@ -7,10 +7,15 @@ its resource as soon as its headers are in, and exposes the body as
 L{RequestBody}, an L{IBodyProducer} whose pause and resume pause and resume
 reading the client's socket.
 
-This is the only module of streamrelay that touches twisted.web internals
+It also tunes the TCP transports that carry bodies: their read size, their
+send size, and (L{sendEagerly}) sending each write at once.
+
+This is the only module of streamrelay that touches Twisted internals
 (C{HTTPChannel._command}, C{_path}, C{_version}, C{_savedTimeOut},
-C{_send100Continue} and C{Request._cleanup}); it is tested against the Twisted
-range pinned in setup.cfg.
+C{_send100Continue}, C{Request._cleanup}, and a TCP transport's
+C{SEND_LIMIT}, C{dataBuffer}, C{offset}, C{_tempDataBuffer} and
+C{_writeDisconnected}); it is tested against the Twisted range pinned in
+setup.cfg.
 """
 
 from __future__ import annotations
