@@ -338,9 +338,7 @@ class StreamingRequest(server.Request):
             site: Any = getattr(self.channel, "site", None)
             if site is not None:
                 site.streamingBodies = max(0, getattr(site, "streamingBodies", 1) - 1)
-            transport = self.channel.transport
-            if transport is not None and hasattr(transport, "bufferSize"):
-                transport.bufferSize = HEADER_READ_SIZE
+            tuneForStreaming(self.channel.transport, HEADER_READ_SIZE)
 
     def gotLength(self, length: int | None) -> None:
         self.content = io.BytesIO()

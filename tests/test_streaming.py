@@ -18,11 +18,13 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from streamrelay.streaming import (
+    HEADER_READ_SIZE,
     LINGER_SECONDS,
     BodyIncomplete,
     BodyTimeout,
     RequestBody,
     StreamingRequest,
+    sendEagerly,
 )
 from tests.httpfakes import Connection
 
@@ -618,8 +620,6 @@ class EagerSendTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        from streamrelay.streaming import sendEagerly
-
         self.conn = self.connection()
         self.producer = CountingProducer()
         self.conn.registerProducer(self.producer, True)
@@ -714,16 +714,12 @@ class EagerSendTests(SynchronousTestCase):
 
     def test_onlyOnce(self) -> None:
         """Tuning a transport twice wraps its write once."""
-        from streamrelay.streaming import sendEagerly
-
         write = self.conn.write
         sendEagerly(self.conn)
         self.assertIs(self.conn.write, write)
 
     def test_otherTransportsLeftAlone(self) -> None:
         from twisted.internet.testing import StringTransport
-
-        from streamrelay.streaming import sendEagerly
 
         transport = StringTransport()
         sendEagerly(transport)
@@ -767,8 +763,6 @@ class HeaderReadSizeTests(SynchronousTestCase):
         of its body while that request waits for a route (with 1 MiB reads,
         each waiting request held up to 1 MiB in the channel's buffer).
         """
-        from streamrelay.streaming import HEADER_READ_SIZE
-
         conn = Connection(Upload())
         conn.transport.bufferSize = 0  # type: ignore[attr-defined]
         conn.send(put(b"/f", b"x" * 1000)[:-10])
