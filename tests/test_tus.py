@@ -527,6 +527,30 @@ class DurabilityTests(TusTestCase):
         self.assertEqual(self.stateOffset(location), 20)
         self.assertEqual((self.root / "long").read_bytes(), b"x" * 20)
 
+    def test_checkpointSyncsFirst(self) -> None:
+        """
+        The offset a checkpoint records is never ahead of what the part
+        file has synced to disk.
+        """
+        self.patch(protocol, "CHECKPOINT_EVERY", 4)
+        synced: list[int] = []
+        realSync = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            realSync(fd)
+            synced.append(os.fstat(fd).st_size)
+
+        self.patch(os, "fdatasync", fdatasync)
+        location = self.create("synced", 20)
+        conn = self.connect()
+        conn.send(patch(location, 0, b"x" * 20)[:-10])
+        conn.turn()
+        recorded = self.stateOffset(location)
+        self.assertGreaterEqual(recorded, 8)
+        self.assertGreaterEqual(max(synced, default=0), recorded)
+        conn.send(b"x" * 10)
+        self.assertEqual((self.stateOffset(location), max(synced)), (20, 20))
+
     def test_failedFinishRetried(self) -> None:
         """
         When publishing the complete upload fails (disk full), the PATCH

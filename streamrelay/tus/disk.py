@@ -26,7 +26,7 @@ from zope.interface import implementer
 from streamrelay.digests import hashFilePrefix
 from streamrelay.store import FileInfo, IUploadStore
 from streamrelay.store.disk import SHA256_XATTR, DiskStore
-from streamrelay.store.writer import QueuedWriter, Runner, dropCached, inline, storageError
+from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
     IPartialWriter,
     IResumableStore,
@@ -73,7 +73,7 @@ class PartialWriter:
     async def _checkpoint(self) -> int:
         covered = self._writer.written
         try:
-            await self._run(_syncAndDrop, self._fd)
+            await self._run(syncAndDrop, self._fd)
         except BaseException as e:
             raise storageError(e) from e
         return covered
@@ -104,12 +104,6 @@ class PartialWriter:
                 pass
 
         self._writer.abandon(closeFile)
-
-
-def _syncAndDrop(fd: int) -> None:
-    """(In a thread.) fsync the part file and drop it from the page cache."""
-    os.fsync(fd)
-    dropCached(fd)
 
 
 def _truncate(fd: int, size: int) -> None:
