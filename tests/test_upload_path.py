@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -253,6 +254,44 @@ class UploadPathTests(TestCase):
         self.assertIn(b'"too_large"', output)
         self.assertTrue(await eventually(lambda: partials(self.storage) == [], 2))
         self.assertFalse((self.storage / "big.bin").exists())
+
+    async def test_chunkedOverProxyLimit(self) -> None:
+        """
+        A chunked body passing the proxy's --max-size gets 413 from the
+        proxy, even when the backend allows more; the backend keeps
+        nothing.  A resumable upload's chunked PATCH gets the same.
+        """
+        source, _ = sharedFile(16 * MiB)
+        backend, proxy = await startStack(self, self.storage, proxyArgs=["--max-size", "1M"])
+        code, output = await run(self, "curl", curl(
+            "-T", str(source), "-H", "Transfer-Encoding: chunked",
+            "-w", "\n%{http_code}", f"{proxy.url}/files/big.bin",
+        ))
+        self.assertTrue(output.endswith(b"\n413"), output)
+        self.assertEqual(json.loads(output.rpartition(b"\n")[0])["error"], "too_large")
+        self.assertTrue(await eventually(lambda: partials(self.storage) == [], 5))
+        self.assertFalse((self.storage / "big.bin").exists())
+        code, output = await run(self, "curl", curl(
+            "-i", "-X", "POST", "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Defer-Length: 1",
+            "-H", "Upload-Metadata: filename YmlnMi5iaW4=", f"{proxy.url}/uploads",
+        ))
+        location = re.search(rb"(?im)^location: (\S+)", output)
+        self.assertIsNotNone(location, output)
+        assert location is not None
+        code, output = await run(self, "curl", curl(
+            "-X", "PATCH", "-T", str(source), "-H", "Transfer-Encoding: chunked",
+            "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0",
+            "-H", "Content-Type: application/offset+octet-stream",
+            "-w", "\n%{http_code}", proxy.url + location.group(1).decode(),
+        ))
+        self.assertTrue(output.endswith(b"\n413"), output)
+        code, output = await run(self, "curl", curl(
+            "-I", "-H", "Tus-Resumable: 1.0.0", proxy.url + location.group(1).decode(),
+        ))
+        offset = re.search(rb"(?im)^upload-offset: (\d+)", output)
+        self.assertIsNotNone(offset, output)
+        assert offset is not None
+        self.assertLessEqual(int(offset.group(1)), 1 * MiB)
 
     async def test_backendDown(self) -> None:
         """A proxy whose backend is unreachable answers 502 backend_unavailable."""

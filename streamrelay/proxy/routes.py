@@ -20,6 +20,7 @@ from streamrelay.errors import ApiError, bodyTimeout, notFound, tooLarge, writeJ
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
+from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.watchdog import BackendWatchdog
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
@@ -233,8 +234,10 @@ class ProxyRoutes:
             headers.setRawHeaders(b"authorization", [b"Bearer " + self.secret])
         elif self.tokens is not None:
             headers.removeHeader(b"authorization")  # the client's token is the proxy's
+        limit = self.maxSize if request.method in _UPLOADS else None
         waiting = self.client.request(
-            method, url, headers=headers, data=body, unbuffered=True, allow_redirects=False
+            method, url, headers=headers, data=upstreamBody(body, limit), unbuffered=True,
+            allow_redirects=False,
         )
         watchdog = BackendWatchdog.forRequest(self.clock, self.backendTimeout, body, waiting)
         try:
@@ -252,6 +255,9 @@ class ProxyRoutes:
             if body is not None and isinstance(body.error, BodyTimeout):
                 self._logOutcome(rid, request, None, started, "timeout")
                 raise bodyTimeout(body.error) from None
+            if body is not None and isinstance(body.error, BodyTooLarge):
+                self._logOutcome(rid, request, None, started, "too_large")
+                raise tooLarge(body.error.limit) from None
             if body is not None and isinstance(body.error, BodyIncomplete):
                 self._logOutcome(rid, request, None, started, "client_gone")
                 raise CancelledError() from None
