@@ -189,6 +189,15 @@ class UploadPathTests(TestCase):
         ))
         self.assertTrue(output.endswith(b"\n201"), output)
         self.assertEqual((self.storage / "next.txt").read_bytes(), b"still serving")
+        # The proxy tells it as the client's doing, not the backend's.
+        self.assertTrue(await eventually(lambda: b"outcome=client_gone" in proxy.output, 2),
+                        proxy.output[-2000:])
+        self.assertNotIn(b"backend_unavailable", proxy.output)
+        self.assertNotIn(b"Unhandled Error", proxy.output)
+        code, metrics = await run(self, "curl", curl(f"{proxy.url}/metrics"))
+        self.assertIn(b'streamrelay_uploads_failed_total{reason="client_gone",service="proxy"} 1.0',
+                      metrics)
+        self.assertNotIn(b"streamrelay_backend_errors_total{", metrics)
 
     async def test_backpressure(self) -> None:
         """

@@ -258,8 +258,13 @@ class ProxyRoutes:
             if body is not None and isinstance(body.error, BodyTooLarge):
                 self._logOutcome(rid, request, None, started, "too_large")
                 raise tooLarge(body.error.limit) from None
-            if body is not None and isinstance(body.error, BodyIncomplete):
-                self._logOutcome(rid, request, None, started, "client_gone")
+            if (body is not None and isinstance(body.error, BodyIncomplete)) or getattr(
+                request, "_disconnected", False
+            ):
+                # The client left (or the proxy cut it at the end of its
+                # --grace): the upstream request was cancelled with it.
+                gone = "aborted" if self.slots.stopping else "client_gone"
+                self._logOutcome(rid, request, None, started, gone)
                 raise CancelledError() from None
             self._logOutcome(rid, request, None, started, "backend_unavailable")
             raise backendUnavailable(_describe(e)) from None
