@@ -30,10 +30,20 @@ from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 _log = Logger()
 
 
+def _answer(request: IRequest, error: ApiError) -> bytes:
+    """
+    Write C{error} as API.md's JSON, echoing the request's C{X-Request-Id}
+    (or a new one) unless the response carries one already.
+    """
+    if not request.responseHeaders.hasHeader(b"x-request-id"):
+        request.setHeader(b"x-request-id", requestId(request).encode("ascii"))
+    return writeError(request, error)
+
+
 def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, ApiError)
-    return writeError(request, error)
+    return _answer(request, error)
 
 
 def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
@@ -43,15 +53,15 @@ def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
         try:
             nameFromPath(request.path, FILES_PREFIX)
         except BadName as e:
-            return writeError(request, badName(str(e)))
-    return writeError(request, notFound())
+            return _answer(request, badName(str(e)))
+    return _answer(request, notFound())
 
 
 def _methodNotAllowed(self: Any, request: IRequest, failure: Failure) -> bytes:
     exc = failure.value
     assert isinstance(exc, MethodNotAllowed)
     allowed = sorted(exc.valid_methods or [])
-    return writeError(
+    return _answer(
         request,
         ApiError(
             405,
@@ -67,7 +77,7 @@ def _storageUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes
     assert isinstance(error, StorageUnavailable)
     _log.warn("storage unavailable for {method} {uri}: {error}",
               method=request.method, uri=request.uri, error=str(error))
-    return writeError(request, storageUnavailable(error))
+    return _answer(request, storageUnavailable(error))
 
 
 def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
@@ -76,7 +86,7 @@ def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
         return None
     _log.failure("Unexpected error handling {method} {uri}", failure,
                  method=request.method, uri=request.uri)
-    return writeError(
+    return _answer(
         request, ApiError(500, "internal_error", "The server failed unexpectedly.")
     )
 
@@ -118,7 +128,7 @@ class JSONResource(Resource):
                 error = badName("The file name is not valid UTF-8.")
             else:
                 error = ApiError(400, "bad_request", "The URL is not valid UTF-8.")
-            return writeError(request, error)
+            return _answer(request, error)
         return self._inner.render(request)
 
 

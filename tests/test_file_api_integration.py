@@ -119,13 +119,30 @@ class EndpointTests(TestCase):
         self.assertIn("GET", headers["allow"])
         code, _, body = await call("GET", target.url + "/nowhere")
         self.assertEqual((code, json.loads(body)["error"]), (404, "not_found"))
+        # Its own errors echo the client's X-Request-Id too.
+        for method, url in [("GET", target.url + "/nowhere"), ("PUT", base + "/..%2Fx"),
+                            ("PATCH", base + "/greeting.txt")]:
+            code, headers, _ = await call(method, url, b"x", {"X-Request-Id": "rid-42"})
+            self.assertEqual(headers.get("x-request-id"), "rid-42", (label, method, code))
 
-        self.assertEqual((await call("DELETE", base + "/greeting.txt"))[0], 204)
+        # 304 and 204 carry no Content-Length (RFC 9110 section 8.6).
+        head = await self.rawHead("GET", base + "/greeting.txt", f'If-None-Match: "{sha}"')
+        self.assertTrue(head.startswith(b"HTTP/1.1 304"), (label, head))
+        self.assertNotIn(b"\ncontent-length:", head.lower(), label)
+        head = await self.rawHead("DELETE", base + "/greeting.txt")
+        self.assertTrue(head.startswith(b"HTTP/1.1 204"), (label, head))
+        self.assertNotIn(b"\ncontent-length:", head.lower(), label)
         code, _, body = await call("DELETE", base + "/greeting.txt")
         self.assertEqual((code, json.loads(body)["error"]), (404, "not_found"))
         code, _, body = await call("GET", base + "/greeting.txt")
         self.assertEqual((code, json.loads(body)["error"]), (404, "not_found"))
         (storage / "formed.txt").unlink()
+
+    async def rawHead(self, method: str, url: str, *headers: str) -> bytes:
+        """The status line and headers of a response, as they came."""
+        extra = [arg for header in headers for arg in ("-H", header)]
+        code, output = await run(self, "curl", curl("-si", "-X", method, *extra, url))
+        return output.partition(b"\r\n\r\n")[0]
 
     async def test_directAndThroughProxy(self) -> None:
         storage = Path(self.mktemp()) / "uploads"

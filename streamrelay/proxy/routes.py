@@ -13,6 +13,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 
 from streamrelay.auth import TokenFile
@@ -276,8 +277,13 @@ class ProxyRoutes:
         request.setResponseCode(response.code, response.phrase)
         for name, values in downstreamHeaders(response.headers).getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, values)
-        if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
-            # The client parser keeps Content-Length to itself.
+        if (
+            response.length is not UNKNOWN_LENGTH
+            and request.method != b"HEAD"
+            and response.code not in NO_BODY_CODES
+        ):
+            # The client parser keeps Content-Length to itself.  (204 and 304
+            # carry none: RFC 9110 section 8.6.)
             request.setHeader(b"content-length", b"%d" % (response.length,))
         request.setHeader(b"x-request-id", rid.encode("ascii"))
         pump = ResponsePump(request)  # type: ignore[arg-type]
