@@ -49,6 +49,19 @@ class ResponseWatchdogTests(SynchronousTestCase):
         self.assertTrue(self.watchdog.fired)
         self.failureResultOf(self.pump.done, CancelledError)
 
+    def test_stallNoticedWithinTheTimeout(self) -> None:
+        """
+        A stall that begins just after the watchdog looked is noticed about
+        one timeout later, not two.
+        """
+        for _ in range(21):  # a byte every 0.25 s up to 5 s, then nothing
+            self.pump.sent += 1
+            self.clock.advance(0.25)
+        self.assertFalse(self.watchdog.fired)
+        self.clock.pump([0.25] * 26)  # to 11.75 s: 6.75 s into the stall
+        self.assertTrue(self.watchdog.fired)
+        self.failureResultOf(self.pump.done, CancelledError)
+
     def test_steadyProgress(self) -> None:
         for _ in range(20):
             self.pump.sent += 1

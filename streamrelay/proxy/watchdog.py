@@ -20,7 +20,12 @@ class BackendWatchdog:
     move while C{backendsTurn()} said the backend was the one holding
     things up.  The constructors say what progress and the backend's turn
     are for the two halves of an exchange.
+
+    It looks C{CHECKS} times per timeout, so a stall is noticed between
+    C{timeout} and C{timeout * (1 + 1 / CHECKS)} seconds after it began.
     """
+
+    CHECKS = 4
 
     def __init__(
         self,
@@ -37,7 +42,11 @@ class BackendWatchdog:
         self._progress = progress
         self._backendsTurn = backendsTurn
         self._seen = progress()
-        self._call: IDelayedCall | None = clock.callLater(timeout, self._check)
+        self._since = clock.seconds()
+        self._call: IDelayedCall | None = clock.callLater(self._interval(), self._check)
+
+    def _interval(self) -> float:
+        return self._timeout / self.CHECKS
 
     @classmethod
     def forRequest(
@@ -70,12 +79,15 @@ class BackendWatchdog:
     def _check(self) -> None:
         self._call = None
         progress = self._progress()
-        if progress == self._seen and self._backendsTurn():
+        now = self._clock.seconds()
+        if progress != self._seen or not self._backendsTurn():
+            self._seen = progress
+            self._since = now
+        elif now - self._since >= self._timeout:
             self.fired = True
             self._waiting.cancel()
             return
-        self._seen = progress
-        self._call = self._clock.callLater(self._timeout, self._check)
+        self._call = self._clock.callLater(self._interval(), self._check)
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():
