@@ -116,6 +116,21 @@ def readSize(streaming: int) -> int:
     return max(MIN_STREAM_BUFFER_SIZE, min(STREAM_BUFFER_SIZE, share))
 
 
+def parseQuery(query: bytes) -> dict[bytes, list[bytes]]:
+    """
+    The arguments of a query string, names and values as UTF-8 bytes (as
+    twisted.web gives them); L{ValueError} (a L{UnicodeDecodeError}) when
+    the query, or what one of its percent-escapes decodes to, is not UTF-8.
+    """
+    if not query:
+        return {}
+    parsed = parse_qs(query.decode("utf-8"), keep_blank_values=True, errors="strict")
+    return {
+        name.encode("utf-8"): [value.encode("utf-8") for value in values]
+        for name, values in parsed.items()
+    }
+
+
 class BodyTimeout(Exception):
     """The client sent no body byte for the idle timeout while it could."""
 
@@ -315,6 +330,8 @@ class StreamingRequest(server.Request):
     Use as C{Site(resource, requestFactory=StreamingRequest)}.  A request
     with a body has L{body}; a request without one has C{body = None} and is
     handled as stock twisted.web does.  C{request.content} is always empty.
+    C{request.args} holds UTF-8 bytes; a query string that is not UTF-8 is
+    answered 400 C{bad_request} here, without reaching the resource.
     """
 
     body: RequestBody | None = None
@@ -327,6 +344,7 @@ class StreamingRequest(server.Request):
     _lingerCall: IDelayedCall | None = None
     _lingering = False
     _counted = False
+    _badQuery = False
 
     def _uncount(self) -> None:
         """
@@ -377,12 +395,37 @@ class StreamingRequest(server.Request):
         self.method, self.uri = command, path
         self.clientproto = version
         self.path, _, query = path.partition(b"?")
-        self.args = parse_qs(query, keep_blank_values=True) if query else {}  # type: ignore[arg-type]
+        try:
+            self.args = parseQuery(query)
+        except ValueError:
+            # Answered by process(): raising here would drop the connection
+            # without any answer.
+            self.args = {}
+            self._badQuery = True
 
     def _dispatch(self) -> None:
         self._dispatchCall = None
         if not self._gone():
             self.process()
+
+    def process(self) -> None:
+        if not self._badQuery:
+            super().process()
+            return
+        # What server.Request.process sets up before rendering; then
+        # API.md's JSON 400, with no resource involved.  An unread body is
+        # dropped (see _cleanup) and the connection stays usable otherwise.
+        self.site = cast(Any, self.channel).site
+        self.setHeader(b"server", server.version)
+        self.setHeader(b"date", http.datetimeToString())
+        body = json.dumps(
+            {"error": "bad_request", "message": "The query string is not valid UTF-8."}
+        ).encode("ascii")
+        self.setResponseCode(400)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % (len(body),))
+        self.write(body)
+        self.finish()
 
     def _gone(self) -> bool:
         """Whether the connection is lost or being closed (e.g. refused)."""

@@ -179,6 +179,18 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(request.uri, b"/f?a=1&b=")
         self.assertEqual(request.args, {b"a": [b"1"], b"b": [b""]})
 
+    def test_queryArgumentsDecodedAsUTF8(self) -> None:
+        """Percent-escaped UTF-8 reaches the resource as bytes."""
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(b"GET /f?after=%C3%A9&%E2%82%AC=&c=%2B+d HTTP/1.1\r\nHost: x\r\n\r\n")
+        [request] = resource.requests
+        self.assertEqual(
+            request.args,
+            {b"after": [b"\xc3\xa9"], b"\xe2\x82\xac": [b""], b"c": [b"+ d"]},
+        )
+        self.assertEqual(conn.responses()[0].status, 200)
+
     def test_noBody(self) -> None:
         """A request without a body is handled as twisted.web does."""
         resource = Upload()
@@ -543,6 +555,78 @@ class MalformedRequestTests(SynchronousTestCase):
             conn.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual([r.status for r in conn.responses()], [200, 200, 200])
         self.assertFalse(conn.transport.disconnecting)
+
+
+class BadQueryTests(SynchronousTestCase):
+    """
+    A query string whose percent-escapes are not UTF-8 is answered API.md's
+    JSON 400 without reaching the resource, instead of the connection
+    dropping with no answer.
+    """
+
+    def answer(self, response: Any) -> dict[str, str]:
+        import json
+
+        self.assertEqual(response.status, 400)
+        self.assertEqual(response.headers[b"content-type"], b"application/json")
+        answer: dict[str, str] = json.loads(response.body)
+        self.assertEqual(answer["error"], "bad_request")
+        self.assertIsInstance(answer["message"], str)
+        return answer
+
+    def test_withoutBody(self) -> None:
+        """
+        The connection stays open and serves the next request.
+        """
+        for query in [b"after=%FF", b"x=%C3", b"%FF=1", b"a=1&x=%ED%A0%80"]:
+            resource = Upload()
+            conn = Connection(resource)
+            conn.send(b"GET /f?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+            first, second = conn.responses()
+            self.answer(first)
+            self.assertNotIn(b"connection", first.headers)
+            self.assertEqual((second.status, second.body), (200, b"ok"), query)
+            self.assertEqual(len(resource.requests), 1)
+            self.assertFalse(conn.transport.disconnecting)
+
+    def test_head(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(b"HEAD /f?x=%FF HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = conn.output().partition(b"\r\n\r\n")
+        self.assertTrue(head[0].startswith(b"HTTP/1.1 400 "), head[0])
+        self.assertEqual(head[2], b"")
+        self.assertEqual(resource.requests, [])
+
+    def test_withBody(self) -> None:
+        """
+        A request with a body is answered as soon as its headers are in;
+        its body is read and dropped before the connection closes.
+        """
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(put(b"/f?x=%FF", b"a" * 100)[:-90])
+        conn.turn()
+        [response] = conn.responses()
+        self.answer(response)
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.assertEqual(resource.requests, [])
+        self.assertFalse(conn.transport.disconnecting)
+        conn.send(b"a" * 90)
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(len(conn.responses()), 1)
+
+    def test_chunkedBody(self) -> None:
+        resource = Upload()
+        conn = Connection(resource)
+        conn.send(chunkedHead(b"/f?x=%FF") + chunk(b"abc"))
+        conn.turn()
+        [response] = conn.responses()
+        self.answer(response)
+        conn.send(chunk(b""))
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(resource.requests, [])
 
 
 class ReadSizeTests(SynchronousTestCase):
