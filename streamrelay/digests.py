@@ -14,7 +14,10 @@ from typing import Any
 from twisted.internet.interfaces import IConsumer, IProducer
 from zope.interface import implementer
 
-_SHA256_FIELD = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?(?=,|$)")
+#: A dictionary member's key, and the C{=} before its value if it has one.
+_MEMBER_KEY = re.compile(r"\s*([^=;,\s]*)\s*(=?)\s*")
+#: A sha-256 member's value: a byte sequence, then nothing or parameters.
+_SHA256_VALUE = re.compile(r":([A-Za-z0-9+/]*={0,2}):\s*(?:;.*)?", re.DOTALL)
 
 
 def reprDigest(sha256hex: str) -> bytes:
@@ -22,18 +25,60 @@ def reprDigest(sha256hex: str) -> bytes:
     return b"sha-256=:" + base64.b64encode(bytes.fromhex(sha256hex)) + b":"
 
 
+def _members(value: str) -> list[str]:
+    """
+    The members of a structured dictionary field (RFC 8941), split at the
+    commas outside quoted strings (which a parameter may hold).
+    """
+    members: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped = char == "\\"
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            members.append(value[start:i])
+            start = i + 1
+    members.append(value[start:])
+    return members
+
+
 def parseSHA256Digest(value: str) -> str | None:
     """
     The hex SHA-256 named in a C{Content-Digest} field value, L{None} when it
     names none; L{ValueError} when the sha-256 member is malformed.
+
+    Other algorithms' members and every member's parameters are ignored
+    (RFC 9530), but a sha-256 member is never: one that is not a byte
+    sequence of 32 bytes (C{sha-256=:!!!:}, C{sha-256=<base64>}, a bare
+    C{sha-256}, C{SHA-256=...}), or two that disagree, are an error, so
+    that a check the client asked for is never skipped.
     """
-    match = _SHA256_FIELD.search(value)
-    if match is None:
-        return None
-    raw = base64.b64decode(match.group(1), validate=True)
-    if len(raw) != 32:
-        raise ValueError("a sha-256 digest has 32 bytes")
-    return raw.hex()
+    found: set[str] = set()
+    for member in _members(value):
+        key = _MEMBER_KEY.match(member)
+        assert key is not None  # it matches any text
+        if key.group(1).lower() != "sha-256":
+            continue
+        if key.group(1) != "sha-256" or not key.group(2):
+            raise ValueError(f"a malformed sha-256 member: {member.strip()!r}")
+        item = _SHA256_VALUE.fullmatch(member, key.end())
+        if item is None:
+            raise ValueError(f"a sha-256 digest is ':<base64>:', not {member.strip()!r}")
+        encoded = item.group(1)
+        # RFC 8941 byte sequences may leave out the "=" padding.
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        if len(raw) != 32:
+            raise ValueError("a sha-256 digest has 32 bytes")
+        found.add(raw.hex())
+    if len(found) > 1:
+        raise ValueError("two different sha-256 digests")
+    return found.pop() if found else None
 
 
 #: Bytes read at a time by L{hashFilePrefix}.

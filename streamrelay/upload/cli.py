@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
@@ -30,44 +32,114 @@ from streamrelay.upload.sender import Stored, UploadFailed, sendFile
 from streamrelay.upload.watch import FolderWatcher, UploadState
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_CONCURRENCY = 1
+DEFAULT_RETRIES = 5
+DEFAULT_SETTLE = 2.0
 STATE_NAME = ".streamrelay-state.json"
 
 
+def _wholeNumber(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"at least {least}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _url(text: str) -> str:
+    url = text.strip()
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        port = parts.port  # a ValueError when it is no port number
+    except ValueError:
+        valid, port = False, None
+    if not valid or port == 0:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
+    return url
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise argparse.ArgumentTypeError(
+            f"not yes or no: {text!r} (yes is {', '.join(_TRUE)}; "
+            f"no is {', '.join(_FALSE[1:])})"
+        )
+    return value in _TRUE
+
+
+#: The environment variable behind each option, how its value is read, and
+#: the option's default when neither the flag nor the variable is given.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], Any]] = {
+    "url": ("STREAMRELAY_URL", _url, DEFAULT_URL),
+    "token": ("STREAMRELAY_TOKEN", str, None),
+    "concurrency": ("STREAMRELAY_CONCURRENCY", _wholeNumber(1), DEFAULT_CONCURRENCY),
+    "retries": ("STREAMRELAY_RETRIES", _wholeNumber(0), DEFAULT_RETRIES),
+    "resumable": ("STREAMRELAY_RESUMABLE", _switch, False),
+    "watch": ("STREAMRELAY_WATCH", str, None),
+    "state": ("STREAMRELAY_STATE", str, None),
+    "settle": ("STREAMRELAY_SETTLE", _seconds, DEFAULT_SETTLE),
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+    """
+    The uploader's arguments.  Options that have an environment variable
+    default to L{None} here: L{parseArguments} fills them in.
+    """
     p = argparse.ArgumentParser(
         prog="streamrelay-upload",
         description="Stream files through a streamrelay proxy, checking each "
         "stored file's SHA-256 against what was sent. Exit status: 0 when every "
         "file was stored intact, 1 when any failed, 2 on a usage error.",
+        epilog="An option's environment variable applies when the option is not "
+        "given; an empty one counts as unset.",
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="files to upload")
     p.add_argument(
         "--url",
-        default=env("STREAMRELAY_URL", DEFAULT_URL),
-        help="the proxy's base URL (env STREAMRELAY_URL; default %(default)s)",
+        type=_url,
+        help=f"the proxy's base URL (env STREAMRELAY_URL; default {DEFAULT_URL})",
     )
     p.add_argument(
         "--token",
-        default=env("STREAMRELAY_TOKEN"),
         help="access token, sent as 'Authorization: Bearer TOKEN' (env STREAMRELAY_TOKEN)",
     )
     p.add_argument("--name", help="store the one FILE under this name")
     p.add_argument(
         "--concurrency",
-        type=int,
-        default=int(env("STREAMRELAY_CONCURRENCY", "1")),
+        type=_wholeNumber(1),
         metavar="N",
-        help="send up to N files at once (default %(default)s)",
+        help=f"send up to N files at once (env STREAMRELAY_CONCURRENCY; "
+        f"default {DEFAULT_CONCURRENCY})",
     )
     p.add_argument(
         "--retries",
-        type=int,
-        default=int(env("STREAMRELAY_RETRIES", "5")),
+        type=_wholeNumber(0),
         metavar="N",
         help="send a file again up to N times after a connection error, 502, 503 "
         "or 504, waiting 1, 2, 4… seconds (at most 30) or as the server asks "
-        "(default %(default)s)",
+        f"(env STREAMRELAY_RETRIES; default {DEFAULT_RETRIES})",
     )
     p.add_argument(
         "--json",
@@ -77,34 +149,63 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resumable",
         action="store_true",
-        default=env("STREAMRELAY_RESUMABLE", "").lower() in ("1", "true", "yes", "on"),
+        default=None,
         help="send with the tus protocol (/uploads): a retry after a dropped connection "
         "or a restarted backend sends only what the server does not have yet "
-        "(env STREAMRELAY_RESUMABLE)",
+        "(env STREAMRELAY_RESUMABLE: 1, true, yes or on; 0, false, no or off)",
     )
     p.add_argument("--quiet", action="store_true", help="print failures only")
     p.add_argument(
         "--watch",
         metavar="DIR",
-        default=env("STREAMRELAY_WATCH"),
         help="keep uploading each new file that appears in DIR, once it is "
         "complete and once only (env STREAMRELAY_WATCH)",
     )
     p.add_argument(
         "--state",
         metavar="FILE",
-        default=env("STREAMRELAY_STATE"),
         help=f"with --watch: where to remember what was sent (env STREAMRELAY_STATE; "
         f"default DIR/{STATE_NAME})",
     )
     p.add_argument(
         "--settle",
-        type=float,
-        default=float(env("STREAMRELAY_SETTLE", "2")),
+        type=_seconds,
+        metavar="SECONDS",
         help="with --watch: seconds a file's size and time must stay the same "
-        "before it is sent (default %(default)s)",
+        f"before it is sent (env STREAMRELAY_SETTLE; default {DEFAULT_SETTLE:g})",
     )
     return p
+
+
+def parseArguments(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> argparse.Namespace:
+    """
+    The uploader's options from C{argv} and, for options not given there,
+    C{environ}.  A bad value of either is a usage error: a message and exit
+    status 2.
+    """
+    environ = os.environ if environ is None else environ
+    p = parser()
+    options = p.parse_args(argv)
+    for dest, (variable, parse, default) in ENVIRONMENT.items():
+        if getattr(options, dest) is not None:
+            continue  # the flag wins
+        raw = environ.get(variable, "")
+        value = default
+        if raw.strip():
+            try:
+                value = parse(raw)
+            except argparse.ArgumentTypeError as e:
+                p.error(f"environment variable {variable}: {e}")
+        setattr(options, dest, value)
+    if not options.files and not options.watch:
+        p.error("give FILE arguments or --watch DIR")
+    if options.files and options.watch:
+        p.error("give FILE arguments or --watch DIR, not both")
+    if options.name is not None and len(options.files) != 1:
+        p.error("--name takes exactly one FILE")
+    return options
 
 
 class Uploads:
@@ -262,17 +363,8 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = parser()
-    options = p.parse_args(argv)
+    options = parseArguments(argv)
     tuneMalloc()
-    if not options.files and not options.watch:
-        p.error("give FILE arguments or --watch DIR")
-    if options.files and options.watch:
-        p.error("give FILE arguments or --watch DIR, not both")
-    if options.name is not None and len(options.files) != 1:
-        p.error("--name takes exactly one FILE")
-    if options.concurrency < 1:
-        p.error("--concurrency is at least 1")
 
     async def _main(reactor: Any) -> None:
         code = await run(reactor, options)
