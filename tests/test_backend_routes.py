@@ -127,6 +127,31 @@ class PutTests(BackendTestCase):
         # and the backend serves the next one
         self.assertEqual(self.request(put(b"/files/q", b"x")).status, 201)
 
+    def test_ontoFolder(self) -> None:
+        """
+        A name that is a folder in the storage answers 409 conflict, at once,
+        and nothing is stored; the folder stays.
+        """
+        (self.root / "dir").mkdir()
+        for headers in [(), (b"If-None-Match: *",)]:
+            response = self.request(put(b"/files/dir", b"data", *headers))
+            self.assertError(response, 409, "conflict")
+            self.assertTrue((self.root / "dir").is_dir())
+            self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+    def test_folderMadeDuringUpload(self) -> None:
+        """A folder made at the name while the body streams: 409, nothing kept."""
+        conn = self.connect()
+        conn.send(put(b"/files/late", b"x" * 100)[:-50])
+        conn.turn()
+        (self.root / "late").mkdir()
+        conn.send(b"x" * 50)
+        [response] = conn.responses()
+        self.assertError(response, 409, "conflict")
+        self.assertTrue((self.root / "late").is_dir())
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(self.request(put(b"/files/q", b"x")).status, 201)
+
     def test_requestIdEchoed(self) -> None:
         response = self.request(put(b"/files/a", b"x", b"X-Request-Id: abc-123"))
         self.assertEqual(response.headers[b"x-request-id"], b"abc-123")

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
+from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -150,6 +154,61 @@ class FormTests(BackendTestCase):
         response = self.request(post(form((b"file", b"..", b"x"))))
         self.assertError(response, 400, "bad_name")
         self.assertNothingStored()
+
+    def assertOnlyFolder(self, name: str) -> None:
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial", name])
+        self.assertTrue((self.root / name).is_dir())
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+    def test_laterPartIsAFolder(self) -> None:
+        """
+        A form whose second file's name is a folder in the storage answers
+        409 conflict and stores nothing, not even its first file.
+        """
+        (self.root / "two.bin").mkdir()
+        body = form((b"file", b"one.txt", b"first"), (b"file", b"two.bin", b"second"))
+        response = self.request(post(body))
+        self.assertError(response, 409, "conflict")
+        self.assertOnlyFolder("two.bin")
+
+    def sendWithFolderMadeMidway(self, body: bytes, folder: str) -> Response:
+        """Send a form; make C{folder} once its last part began arriving."""
+        request = post(body)
+        cut = request.rindex(b"second")
+        conn = self.connect()
+        conn.send(request[:cut])
+        conn.turn()
+        (self.root / folder).mkdir()
+        conn.send(request[cut:])
+        [response] = [r for r in conn.responses() if r.status >= 200]
+        return response
+
+    def test_publishedPartTakenBack(self) -> None:
+        """
+        When a later file of a form fails to be published (a folder took its
+        name meanwhile), the files published before it are taken back.
+        """
+        body = form((b"file", b"one.txt", b"first"), (b"file", b"two.bin", b"second"))
+        response = self.sendWithFolderMadeMidway(body, "two.bin")
+        self.assertError(response, 409, "conflict")
+        self.assertOnlyFolder("two.bin")
+
+    def test_replacedVersionPutBack(self) -> None:
+        """A file of a failed form that replaced an older version puts it back."""
+        self.assertEqual(self.request(post(form((b"file", b"one.txt", b"old")))).status, 201)
+        body = form(
+            (b"file", b"one.txt", b"new"),
+            (b"file", b"one.txt", b"newer"),
+            (b"file", b"two.bin", b"second"),
+        )
+        response = self.sendWithFolderMadeMidway(body, "two.bin")
+        self.assertError(response, 409, "conflict")
+        self.assertEqual((self.root / "one.txt").read_bytes(), b"old")
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()),
+                         [".partial", "one.txt", "two.bin"])
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        listing = json.loads(self.request(get(b"/files")).body)
+        self.assertEqual(listing["files"][0]["sha256"], hashlib.sha256(b"old").hexdigest())
 
 
 class DownloadTests(BackendTestCase):
@@ -318,6 +377,22 @@ class ListingTests(BackendTestCase):
         for query in [b"?limit=0", b"?limit=x", b"?limit=100000"]:
             self.assertError(self.request(get(b"/files" + query)), 400, "bad_request")
 
+    def test_unrepresentableNamesLeftOut(self) -> None:
+        """
+        Files put in the folder by other means under names the API cannot
+        name (not UTF-8, control characters) are left out of the listing.
+        """
+        for raw in [b"bad\xffname", b"a\nb", b"\x7f", b"tab\there"]:
+            fd = os.open(bytes(self.root) + b"/" + raw, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.close(fd)
+        names = ["Z", "a", "b", "c d", "é"]
+        self.assertEqual([f["name"] for f in self.listing()["files"]], names)  # type: ignore[attr-defined]
+        answer = self.listing(b"?limit=3")
+        self.assertEqual([f["name"] for f in answer["files"]], names[:3])  # type: ignore[attr-defined]
+        self.assertEqual(answer["next"], "b")
+        answer = self.listing(b"?after=b")
+        self.assertEqual([f["name"] for f in answer["files"]], names[3:])  # type: ignore[attr-defined]
+
 
 class ConcurrentWriterTests(BackendTestCase):
     def test_twoWritersOneWins(self) -> None:
@@ -332,4 +407,52 @@ class ConcurrentWriterTests(BackendTestCase):
         two.send(b[:500])
         self.assertIn((self.root / "same").read_bytes(), (a, b))
         self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+    def test_ifNoneMatchRace(self) -> None:
+        """
+        Two uploads of one name with C{If-None-Match: *} whose bodies end
+        together, both published before either is in place: one gets 201,
+        the other 412 exists and stores nothing.
+        """
+        runner = HeldPublishing()
+        self.store = DiskStore(self.root, run=runner)
+        self.routes = BackendRoutes(self.store)
+        one, two = self.connect(), self.connect()
+        a, b = b"a" * 1000, b"b" * 1000
+        one.send(put(b"/files/same", a, b"If-None-Match: *")[:-1])
+        two.send(put(b"/files/same", b, b"If-None-Match: *")[:-1])
+        one.turn()
+        two.turn()
+        one.send(a[-1:])
+        two.send(b[-1:])
+        self.assertEqual(len(runner.held), 2)  # both passed every check
+        runner.release()
+        [first] = one.responses()
+        [second] = two.responses()
+        self.assertEqual(first.status, 201, first.body)
+        self.assertError(second, 412, "exists")
+        self.assertEqual((self.root / "same").read_bytes(), a)
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+
+class HeldPublishing:
+    """
+    A store runner that holds each file's publishing (renamed into place,
+    in a thread in the service) until released; the rest runs inline.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        if f.__name__ != "_publish":
+            return maybeDeferred(f, *args)
+        d: Deferred[Any] = Deferred()
+        self.held.append((f, args, d))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for f, args, d in held:
+            maybeDeferred(f, *args).chainDeferred(d)
 

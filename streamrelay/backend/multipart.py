@@ -1,6 +1,8 @@
 """
 C{multipart/form-data} uploads, parsed as they stream: each file part goes
-straight into the store under its (sanitized) file name.
+straight into the store under its (sanitized) file name.  A form is stored
+whole or not at all: the files of a form are published once its body is
+complete, and if one fails to be, those published before it are taken back.
 """
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.internet.interfaces import IConsumer, IProducer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from streamrelay.digests import HashingConsumer
 from streamrelay.errors import ApiError, badName
 from streamrelay.names import MAX_NAME_BYTES, BadName, validateName
 from streamrelay.store import FileInfo, IUpload, IUploadStore
+from streamrelay.store.interfaces import IRevocableUpload
 
 #: Bounds on what a part's headers and a plain (non-file) field may hold.
 MAX_PART_HEADERS = 16
@@ -68,8 +72,13 @@ class FormUpload:
     Consumes a form body; after the body ended, L{commit} makes every file
     in it visible, or L{abort} throws all away.
 
+    With a store whose uploads are not L{IRevocableUpload}, a file that
+    fails to be published leaves those published before it in place.
+
     @param tooLarge: raised (with the limit) when the body passes C{maxSize}.
     """
+
+    _log = Logger()
 
     def __init__(
         self,
@@ -185,12 +194,40 @@ class FormUpload:
         if not self._parts:
             raise ApiError(400, "bad_request", "The form holds no file.")
         stored = []
-        for part in self._parts:
-            part.upload.unregisterProducer()
-            info, _replaced = await part.upload.commit(part.sink.hexdigest())
-            stored.append(info)
+        published: list[IUpload] = []
+        try:
+            for part in self._parts:
+                part.upload.unregisterProducer()
+                sha256 = part.sink.hexdigest()
+                if IRevocableUpload.providedBy(part.upload):
+                    info, _replaced = await part.upload.commitRevocably(sha256)
+                    published.append(part.upload)
+                else:
+                    info, _replaced = await part.upload.commit(sha256)
+                stored.append(info)
+        except BaseException:
+            # Latest first: two parts of one name are taken back in turn.
+            for upload in reversed(published):
+                await self._settle(upload, revoke=True)
+            raise
+        for upload in published:
+            await self._settle(upload, revoke=False)
         self._parts = []
         return stored
+
+    async def _settle(self, upload: IUpload, revoke: bool) -> None:
+        """Revoke or settle a published file; a failure to is only logged."""
+        assert IRevocableUpload.providedBy(upload)
+        try:
+            if revoke:
+                await upload.revoke()
+            else:
+                await upload.settle()
+        except Exception as e:
+            self._log.warn(
+                "could not {what} {name!r} of a form: {error}",
+                what="take back" if revoke else "settle", name=upload.name, error=e,
+            )
 
     def abort(self) -> None:
         for part in [*self._parts, *([self._current] if self._current else [])]:

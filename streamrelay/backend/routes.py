@@ -32,7 +32,8 @@ from streamrelay.errors import (
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
-from streamrelay.store import FileInfo, IUploadStore, StorageFull
+from streamrelay.store import FileInfo, IUpload, IUploadStore, StorageFull
+from streamrelay.store.interfaces import IExclusiveUpload, NameTaken, NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import installJSONErrors, requestId, requestName
@@ -164,6 +165,9 @@ class BackendRoutes:
         except StorageFull as e:
             self.metrics.failed("insufficient_storage")
             raise _storageFull(e) from None
+        except NotAFile as e:
+            self.metrics.failed(_reason(e))
+            raise _apiErrorFor(e) from None
         sink = HashingConsumer(upload, self.maxSize, _TooLarge)
         try:
             if body is not None:
@@ -177,9 +181,7 @@ class BackendRoutes:
                     "digest_mismatch",
                     "The body does not match its Content-Digest; nothing was stored.",
                 )
-            if onlyIfNew and await self.store.stat(name) is not None:
-                raise _exists(name)
-            info, replaced = await upload.commit(sha256)
+            info, replaced = await self._commit(upload, sha256, onlyIfNew)
         except BaseException as e:
             upload.abort()
             self._logFailure(rid, request, name, sink.size, e)
@@ -187,6 +189,20 @@ class BackendRoutes:
         self._logStored(rid, info, started)
         fileHeaders(request, info)
         return writeJSON(request, 200 if replaced else 201, info.asJSON())
+
+    async def _commit(
+        self, upload: IUpload, sha256: str, onlyIfNew: bool
+    ) -> tuple[FileInfo, bool]:
+        """Publish C{upload}; with C{onlyIfNew}, only while its name is free."""
+        if not onlyIfNew:
+            return await upload.commit(sha256)
+        if IExclusiveUpload.providedBy(upload):
+            return await upload.commitNew(sha256), False
+        # A store that cannot check and publish in one step: two uploads
+        # that both check before either publishes can both succeed.
+        if await self.store.stat(upload.name) is not None:
+            raise NameTaken(upload.name)
+        return await upload.commit(sha256)
 
     @app.route("/files", methods=["POST"])
     async def postForm(self, request: IRequest) -> bytes:
@@ -411,6 +427,13 @@ def _exists(name: str) -> ApiError:
     return ApiError(412, "exists", f"A file called {name!r} exists already.")
 
 
+def _notAFile(name: str) -> ApiError:
+    return ApiError(
+        409, "conflict",
+        f"{name!r} is a folder in the storage, not a file; nothing was stored.",
+    )
+
+
 def _storageFull(error: BaseException) -> ApiError:
     return ApiError(507, "insufficient_storage", f"The storage is full: {error}.")
 
@@ -420,6 +443,10 @@ def _reason(error: BaseException) -> str:
         return error.code
     if isinstance(error, CancelledError):
         return "client_gone"
+    if isinstance(error, NameTaken):
+        return "exists"
+    if isinstance(error, NotAFile):
+        return "conflict"
     return type(error).__name__
 
 
@@ -431,6 +458,10 @@ def _apiErrorFor(error: BaseException) -> BaseException:
         return tooLarge(error.limit)
     if isinstance(error, StorageFull):
         return _storageFull(error)
+    if isinstance(error, NameTaken):
+        return _exists(error.name)
+    if isinstance(error, NotAFile):
+        return _notAFile(error.name)
     if isinstance(error, BodyIncomplete):
         return ApiError(400, "length_mismatch", f"The body ended early: {error}.")
     if isinstance(error, BodyTimeout):

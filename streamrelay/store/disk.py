@@ -2,9 +2,11 @@
 The default store: files in a folder, byte for byte under their names.
 
 A new version is written to C{<root>/.partial/<random>}, fsynced, and
-renamed over C{<root>/<name>}, so readers see the old file or the new one,
-never a partial one.  The SHA-256 of each file is kept in an extended
-attribute set before the rename, so it travels with the file atomically.
+put in place as C{<root>/<name>}: linked there when the name is free (which
+fails when it is not, so "only if new" is one atomic step), else renamed
+over the older version.  Readers see the old file or the new one, never a
+partial one.  The SHA-256 of each file is kept in an extended attribute set
+before, so it travels with the file atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import heapq
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -27,11 +30,15 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from streamrelay.names import BadName, validateName
 from streamrelay.store.interfaces import (
     FileInfo,
+    IExclusiveUpload,
+    IRevocableUpload,
     IStoredFile,
-    IUpload,
     IUploadStore,
+    NameTaken,
+    NotAFile,
 )
 from streamrelay.store.writer import (
     SYNC_EVERY,
@@ -53,11 +60,11 @@ SHA256_XATTR = "user.streamrelay.sha256"
 WRITE_BUDGET = 24 << 20
 
 
-@implementer(IUpload)
+@implementer(IExclusiveUpload, IRevocableUpload)
 class DiskUpload:
     """
     One file being written into a L{DiskStore}: written by a thread through
-    a L{QueuedWriter}, fsynced and renamed into place by a thread.
+    a L{QueuedWriter}, fsynced and put in place by a thread.
     """
 
     def __init__(self, store: DiskStore, name: str) -> None:
@@ -66,8 +73,11 @@ class DiskUpload:
         self._store = store
         self._path = store.partialDir / secrets.token_hex(16)
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        #: Owned here until publishing takes it (and always closes it).
+        self._fd: int | None = fd
         self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
         self._closed = False
+        self._published: _Published | None = None
         self._throttle = (
             _Throttle(store.clock, store.writeRate)
             if store.clock is not None and store.writeRate
@@ -90,24 +100,53 @@ class DiskUpload:
         if self._throttle is not None and self._writer.producer is not None:
             self._throttle.wrote(len(data), self._writer.producer)
 
-    # IUpload
+    # IUpload, IExclusiveUpload, IRevocableUpload
 
     def commit(self, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        return self._startCommit(sha256, replace=True, revocable=False)
+
+    def commitNew(self, sha256: str) -> Deferred[FileInfo]:
+        d = self._startCommit(sha256, replace=False, revocable=False)
+        return d.addCallback(lambda result: result[0])
+
+    def commitRevocably(self, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        return self._startCommit(sha256, replace=True, revocable=True)
+
+    def revoke(self) -> Deferred[None]:
+        published, self._published = self._published, None
+        if published is None:
+            return succeed(None)
+        return self._store.run(_revoke, self._store.root / self.name, published)
+
+    def settle(self) -> Deferred[None]:
+        published, self._published = self._published, None
+        if published is None or published.kept is None:
+            return succeed(None)
+        return self._store.run(published.kept.unlink, True)
+
+    def _startCommit(
+        self, sha256: str, replace: bool, revocable: bool
+    ) -> Deferred[tuple[FileInfo, bool]]:
         if self._closed:
             raise RuntimeError(f"upload of {self.name!r} is closed")
         self._closed = True
-        return Deferred.fromCoroutine(self._commit(sha256))
+        return Deferred.fromCoroutine(self._commit(sha256, replace, revocable))
 
-    async def _commit(self, sha256: str) -> tuple[FileInfo, bool]:
+    async def _commit(self, sha256: str, replace: bool, revocable: bool) -> tuple[FileInfo, bool]:
+        keep = self._store.partialDir / f"{secrets.token_hex(16)}.old" if revocable else None
         try:
             await self._writer.finish()
-            modified, replaced = await self._store.run(
-                _publish, self._writer.fd, self._path, self._store.root / self.name, sha256
+            fd, self._fd = self._fd, None
+            assert fd is not None
+            published = await self._store.run(
+                _publish, fd, self._path, self._store.root / self.name, sha256, replace, keep
             )
         except BaseException as e:
             self._discard()
             raise storageError(e) from e
-        return FileInfo(self.name, self.size, sha256, modified), replaced
+        if revocable:
+            self._published = published
+        return FileInfo(self.name, self.size, sha256, published.modified), published.replaced
 
     def abort(self) -> None:
         if self._throttle is not None:
@@ -117,34 +156,179 @@ class DiskUpload:
             self._writer.abandon(self._discard)
 
     def _discard(self) -> None:
-        try:
-            os.close(self._writer.fd)
-        except OSError:
-            pass
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         try:
             os.unlink(self._path)
         except FileNotFoundError:
             pass
 
 
-def _publish(fd: int, partial: Path, target: Path, sha256: str) -> tuple[float, bool]:
+@dataclass(frozen=True)
+class _Published:
+    """A version put in place, and what it replaced."""
+
+    modified: float
+    replaced: bool
+    #: (st_dev, st_ino): whether the name still holds this version.
+    inode: tuple[int, int]
+    #: Where the version replaced is kept aside, for a revocable commit.
+    kept: Path | None
+
+
+#: Errors of link() where the file system keeps no hard links.
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def _publish(
+    fd: int, partial: Path, target: Path, sha256: str, replace: bool, keep: Path | None
+) -> _Published:
     """
-    (In a thread.) Flush the file, keep its digest with it, and rename it
-    over its name; fsync the folder so the rename survives a crash.
+    (In a thread.) Flush the file, keep its digest with it, close it, and
+    put it in place (see L{placeFile}); fsync the folder so that survives a
+    crash.
     """
-    os.fsync(fd)
-    dropCached(fd)
-    _setSHA256(fd, sha256)
-    modified = os.fstat(fd).st_mtime
-    os.close(fd)
-    replaced = target.exists()
-    os.replace(partial, target)
-    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(folder)
+        os.fsync(fd)
+        dropCached(fd)
+        _setSHA256(fd, sha256)
+        st = os.fstat(fd)
     finally:
-        os.close(folder)
-    return modified, replaced
+        os.close(fd)
+    replaced, kept = placeFile(partial, target, replace, keep)
+    _syncFolder(target.parent)
+    return _Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
+
+
+def placeFile(
+    partial: Path, target: Path, replace: bool = True, keep: Path | None = None
+) -> tuple[bool, Path | None]:
+    """
+    (In a thread.) Move C{partial} to C{target}: whether it replaced a
+    file there, and where that file is kept aside (at C{keep}, when given
+    and the file system keeps hard links).
+
+    A free name is taken by linking, which fails when the name is taken
+    meanwhile: with C{replace} false, that is L{NameTaken}, in one atomic
+    step.  A taken name is replaced by an atomic rename.  A folder at the
+    name is L{NotAFile}.  On failure, C{partial} is left for the caller.
+    """
+    name = target.name
+    try:
+        os.link(partial, target, follow_symlinks=False)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if e.errno not in _NO_LINKS:
+            raise
+        return _placeWithoutLinks(partial, target, replace), None
+    else:
+        os.unlink(partial)
+        return False, None
+    if _isFolder(target):
+        raise NotAFile(name)
+    if not replace:
+        raise NameTaken(name)
+    kept = _keepAside(target, keep) if keep is not None else None
+    try:
+        os.replace(partial, target)
+    except BaseException as e:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+        if isinstance(e, IsADirectoryError):
+            raise NotAFile(name) from e
+        raise
+    # A rename between two links of one file does nothing: so it goes when
+    # publishing again what a crash stopped between link and unlink.
+    partial.unlink(missing_ok=True)
+    return True, kept
+
+
+def _placeWithoutLinks(partial: Path, target: Path, replace: bool) -> bool:
+    """
+    Where the file system keeps no hard links, the check that the name is
+    free and the rename are two steps: the best it allows.
+    """
+    if _isFolder(target):
+        raise NotAFile(target.name)
+    existed = os.path.lexists(target)
+    if existed and not replace:
+        raise NameTaken(target.name)
+    try:
+        os.replace(partial, target)
+    except IsADirectoryError as e:
+        raise NotAFile(target.name) from e
+    return existed
+
+
+def _keepAside(target: Path, keep: Path) -> Path | None:
+    """
+    A second name for the version at C{target}, so that it can be put back;
+    L{None} if it is gone, or the file system keeps no hard links (then it
+    cannot be put back).
+    """
+    try:
+        os.link(target, keep, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno in _NO_LINKS:
+            return None
+        raise
+    return keep
+
+
+def _revoke(target: Path, published: _Published) -> None:
+    """
+    (In a thread.) Take back a published version, if the name still holds
+    it: put back the version it replaced, or free the name.
+    """
+    try:
+        st = os.lstat(target)
+        ours = (st.st_dev, st.st_ino) == published.inode
+    except FileNotFoundError:
+        ours = False
+    if ours:
+        if published.kept is not None:
+            os.replace(published.kept, target)
+        elif not published.replaced:
+            os.unlink(target)
+        # else the version replaced could not be kept: the new one stays.
+    if published.kept is not None:
+        published.kept.unlink(missing_ok=True)
+    _syncFolder(target.parent)
+
+
+def _isFolder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _syncFolder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _listable(name: str) -> bool:
+    """
+    Whether the API can name a file called C{name}: files put in the folder
+    by other means may have names that are not UTF-8 (decoded with
+    surrogate escapes) or that break the rules of names.
+    """
+    try:
+        validateName(name)
+    except BadName:
+        return False
+    return True
 
 
 class _Throttle:
@@ -324,6 +508,8 @@ class DiskStore:
         self.partialDir.mkdir(parents=True, exist_ok=True)
 
     def begin(self, name: str) -> DiskUpload:
+        if _isFolder(self.root / name):
+            raise NotAFile(name)
         try:
             return DiskUpload(self, name)
         except OSError as e:
@@ -366,7 +552,7 @@ class DiskStore:
         names = [
             entry.name
             for entry in os.scandir(self.root)
-            if not entry.name.startswith(".")
+            if _listable(entry.name)
             and (after is None or entry.name > after)
             and entry.is_file(follow_symlinks=False)
         ]
@@ -408,11 +594,7 @@ class DiskStore:
         return count
 
     def syncFolder(self) -> None:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _syncFolder(self.root)
 
     def writable(self) -> bool:
         return os.access(self.partialDir, os.W_OK)

@@ -22,6 +22,25 @@ class StorageFull(Exception):
     """The store has no room left (disk full or quota reached)."""
 
 
+class NameTaken(Exception):
+    """A file has the name already, and the upload was to be a new file."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a file called {name!r} exists already")
+        self.name = name
+
+
+class NotAFile(Exception):
+    """
+    Something other than a file (a folder someone made in the store) has
+    the name: no upload can take it.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is not a file in the store")
+        self.name = name
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """A stored file, as listed and answered."""
@@ -69,6 +88,42 @@ class IUpload(IConsumer):
         """Throw away what was written; nothing stays behind."""
 
 
+class IExclusiveUpload(IUpload):
+    """
+    An upload that can take its name only while no file has it, in one
+    atomic step (C{If-None-Match: *}): of two such uploads, one loses.
+    """
+
+    def commitNew(sha256: str) -> Deferred[FileInfo]:
+        """
+        Like L{IUpload.commit}, but fail with L{NameTaken}, keeping nothing,
+        when a file has the name by then.
+        """
+
+
+class IRevocableUpload(IUpload):
+    """
+    An upload whose commit can be taken back: how a form whose later file
+    fails to be stored takes back the files stored before it.
+    """
+
+    def commitRevocably(sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        """
+        Like L{IUpload.commit}, but the version replaced is kept aside until
+        L{revoke} or L{settle}.
+        """
+
+    def revoke() -> Deferred[None]:
+        """
+        Take the commit back: the version it replaced is under the name
+        again, or the name is free again if there was none.  A version
+        stored meanwhile by another upload stays.
+        """
+
+    def settle() -> Deferred[None]:
+        """Keep the commit: drop the version kept aside for L{revoke}."""
+
+
 class IStoredFile(Interface):
     """
     A stored file opened for reading: its info and bytes stay those of the
@@ -92,7 +147,11 @@ class IUploadStore(Interface):
     """Named files, each written whole or not at all."""
 
     def begin(name: str) -> IUpload:
-        """Start receiving a new version of C{name}; nothing is visible yet."""
+        """
+        Start receiving a new version of C{name}; nothing is visible yet.
+        Raises L{NotAFile} if C{name} is known to be something no file
+        can replace.
+        """
 
     def stat(name: str) -> Deferred[FileInfo | None]:
         """The stored file called C{name}, or L{None}."""
@@ -103,7 +162,8 @@ class IUploadStore(Interface):
     def list(after: str | None, limit: int) -> Deferred[tuple[list[FileInfo], bool]]:
         """
         Up to C{limit} files whose names sort after C{after} (by code point),
-        in that order, and whether more follow.
+        in that order, and whether more follow.  Files whose names no upload
+        could take (put there by other means) are left out.
         """
 
     def delete(name: str) -> Deferred[bool]:

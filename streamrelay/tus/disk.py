@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from streamrelay.digests import hashFilePrefix
 from streamrelay.store import FileInfo, IUploadStore
-from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.disk import SHA256_XATTR, DiskStore, placeFile
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
     IPartialWriter,
@@ -151,8 +151,10 @@ def _removeFiles(folder: Path, uploadId: str) -> None:
 def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]:
     """
     (In a thread.) What the disk store does for a plain upload: the digest
-    goes with the file, which is renamed over its name; both folders are
-    synced so the move survives a crash.
+    goes with the file, which is put in place under its name as the store
+    does it (so whether it replaced a file is known, not guessed, and a
+    folder at the name is L{NotAFile}); both folders are synced so the move
+    survives a crash.
     """
     fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -164,8 +166,7 @@ def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool
         modified = os.fstat(fd).st_mtime
     finally:
         os.close(fd)
-    replaced = target.exists()
-    os.replace(part, target)
+    replaced, _ = placeFile(part, target)
     _syncFolder(target.parent)
     _syncFolder(part.parent)
     return modified, replaced
@@ -315,7 +316,11 @@ class DiskResumableStore:
     ) -> tuple[FileInfo, bool]:
         """Stream the partial file into a new version in C{store}."""
         fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
-        target = store.begin(upload.name)
+        try:
+            target = store.begin(upload.name)
+        except BaseException:
+            os.close(fd)
+            raise
         gate = _Gate()
         digest = hashlib.sha256()
         try:
