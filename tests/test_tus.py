@@ -579,6 +579,20 @@ class DurabilityTests(TusTestCase):
         info = json.loads(self.request(req(b"GET", b"/files")).body)["files"][0]
         self.assertEqual(info["sha256"], hashlib.sha256(b"abc").hexdigest())
 
+    def test_folderAtTheName(self) -> None:
+        """
+        A complete upload whose name is a folder in the storage answers 409
+        conflict and is kept; once the folder is gone, HEAD publishes it.
+        """
+        location = self.create("taken", 3)
+        (self.root / "taken").mkdir()
+        self.assertError(self.request(patch(location, 0, b"abc")), 409, "conflict")
+        self.assertTrue((self.root / "taken").is_dir())
+        (self.root / "taken").rmdir()
+        response = self.head(location)
+        self.assertEqual((response.status, response.headers[b"upload-offset"]), (200, b"3"))
+        self.assertEqual((self.root / "taken").read_bytes(), b"abc")
+
     def test_diskFullDiscardsChunk(self) -> None:
         """A full disk mid-PATCH answers 507; the offset stays where it was."""
 

@@ -46,7 +46,7 @@ from streamrelay.errors import (
 )
 from streamrelay.names import BadName, validateName
 from streamrelay.store import IUploadStore, StorageFull
-from streamrelay.store.interfaces import rfc3339
+from streamrelay.store.interfaces import NotAFile, rfc3339
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
 from streamrelay.webapp import requestId
@@ -604,6 +604,12 @@ class TusUploads:
                 stored, replaced = await self.resumable.publish(upload, self.store, sha256)
             except StorageFull as e:
                 raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
+            except NotAFile as e:
+                # Kept, complete: once the folder is gone, HEAD publishes it.
+                raise ApiError(
+                    409, "conflict",
+                    f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
+                ) from None
         upload.stored = {**stored.asJSON(), "replaced": replaced}
         await self.resumable.save(upload)
         self._hashes.pop(upload.id, None)
