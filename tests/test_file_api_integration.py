@@ -101,11 +101,24 @@ class EndpointTests(TestCase):
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
             f"filename=\"formed.txt\"\r\n\r\nfrom a form\r\n--{boundary}--\r\n"
         ).encode()
-        code, _, body = await call(
+        code, headers, body = await call(
             "POST", base, form, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         )
         self.assertEqual(code, 201, (label, body))
-        self.assertEqual(json.loads(body)["files"][0]["name"], "formed.txt")
+        formed = json.loads(body)["files"][0]
+        self.assertEqual(formed["name"], "formed.txt")
+        self.assertEqual(
+            (headers["location"], headers["etag"], headers["repr-digest"]),
+            ("/files/formed.txt", f'"{formed["sha256"]}"',
+             "sha-256=:" + base64.b64encode(bytes.fromhex(formed["sha256"])).decode() + ":"),
+            label,
+        )
+        # A Content-Digest sent on two lines is one list: its sha-256 is checked.
+        code, output = await run(self, "curl", curl(
+            "-X", "PUT", "--data-binary", "changed", "-H", f"Content-Digest: sha-256=:{wrong}:",
+            "-H", "Content-Digest: sha-512=:AAAA:", base + "/greeting.txt"))
+        self.assertEqual(json.loads(output)["error"], "digest_mismatch", label)
+        self.assertEqual((storage / "greeting.txt").read_bytes(), data)
         code, _, body = await call("POST", base, b"{}", {"Content-Type": "application/json"})
         self.assertEqual((code, json.loads(body)["error"]), (400, "bad_request"))
 

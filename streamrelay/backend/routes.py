@@ -227,7 +227,7 @@ class BackendRoutes:
         for info in stored:
             self._logStored(rid, info, started)
         if len(stored) == 1:
-            request.setHeader(b"location", location(stored[0].name))
+            fileHeaders(request, stored[0])
         return writeJSON(request, 201, {"files": [info.asJSON() for info in stored]})
 
     # Reading
@@ -409,11 +409,12 @@ def _strArg(request: IRequest, key: bytes) -> str | None:
 
 
 def _expectedDigest(request: IRequest) -> str | None:
-    value = request.getHeader(b"content-digest")
-    if value is None:
+    # Repeated fields are one list (RFC 9110 section 5.3).
+    values = request.requestHeaders.getRawHeaders(b"content-digest")
+    if not values:
         return None
     try:
-        return parseSHA256Digest(value.decode("ascii"))
+        return parseSHA256Digest(b", ".join(values).decode("ascii"))
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "The Content-Digest header is malformed.") from None
 
