@@ -114,7 +114,7 @@ class EndpointTests(TestCase):
             label,
         )
         # A Content-Digest sent on two lines is one list: its sha-256 is checked.
-        code, output = await run(self, "curl", curl(
+        _, output = await run(self, "curl", curl(
             "-X", "PUT", "--data-binary", "changed", "-H", f"Content-Digest: sha-256=:{wrong}:",
             "-H", "Content-Digest: sha-512=:AAAA:", base + "/greeting.txt"))
         self.assertEqual(json.loads(output)["error"], "digest_mismatch", label)
