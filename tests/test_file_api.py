@@ -211,6 +211,53 @@ class FormTests(BackendTestCase):
         self.assertEqual(listing["files"][0]["sha256"], hashlib.sha256(b"old").hexdigest())
 
 
+class ClientLeavesWhilePublishingTests(BackendTestCase):
+    """
+    A client that leaves once its body is in, while its files are being put
+    in place (in a thread, which nothing can stop): publishing ends as a
+    whole, as if the client had stayed.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.runner = HeldPublishing()
+        self.store = DiskStore(self.root, run=self.runner)
+        self.routes = BackendRoutes(self.store)
+
+    def releaseAll(self) -> None:
+        for _ in range(10):
+            if not self.runner.held:
+                return
+            self.runner.release()
+        self.fail("publishing never ended")
+
+    def test_form(self) -> None:
+        first = self.connect()
+        first.send(post(form((b"file", b"one.txt", b"old"))))
+        first.turn()
+        self.releaseAll()
+        self.assertEqual([r.status for r in first.responses()], [201])
+        conn = self.connect()
+        conn.send(post(form((b"file", b"one.txt", b"new"), (b"file", b"two.bin", b"second"))))
+        conn.turn()
+        self.assertEqual(len(self.runner.held), 1)  # one.txt being put in place
+        conn.lose()
+        self.releaseAll()
+        self.assertEqual((self.root / "one.txt").read_bytes(), b"new")
+        self.assertEqual((self.root / "two.bin").read_bytes(), b"second")
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+    def test_put(self) -> None:
+        conn = self.connect()
+        conn.send(put(b"/files/left.bin", b"x" * 1000))
+        conn.turn()
+        self.assertEqual(len(self.runner.held), 1)
+        conn.lose()
+        self.releaseAll()
+        self.assertEqual((self.root / "left.bin").read_bytes(), b"x" * 1000)
+        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+
+
 class DownloadTests(BackendTestCase):
     content = bytes(range(256)) * 40
 

@@ -9,12 +9,13 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from streamrelay.auth import bearerToken, matches, unauthorized
@@ -41,6 +42,37 @@ from streamrelay.webapp import installJSONErrors, requestId, requestName
 #: Listing pages: the default and the largest C{?limit=}.
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
+
+
+T = TypeVar("T")
+
+_log = Logger()
+
+
+def _shielded(d: Deferred[T], what: str) -> Deferred[T]:
+    """
+    C{d}'s result, in a Deferred whose cancelling leaves C{d} running.
+
+    Publishing moves files in a thread, which a cancel cannot stop: a
+    client that leaves while its files are put in place must not make the
+    upload give up half-way (a form half-published, a version kept aside
+    for taking back dropped).  The publishing ends as it would have; only
+    the answer has nobody to go to.
+    """
+    outer: Deferred[T] = Deferred()
+
+    def done(result: T | Failure) -> None:
+        if not outer.called:
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+        elif isinstance(result, Failure):
+            _log.info("{what} failed after its client left: {error}",
+                      what=what, error=result.getErrorMessage())
+
+    d.addBoth(done)
+    return outer
 
 
 class _TooLarge(Exception):
@@ -181,7 +213,9 @@ class BackendRoutes:
                     "digest_mismatch",
                     "The body does not match its Content-Digest; nothing was stored.",
                 )
-            info, replaced = await self._commit(upload, sha256, onlyIfNew)
+            info, replaced = await _shielded(
+                Deferred.fromCoroutine(self._commit(upload, sha256, onlyIfNew)), name
+            )
         except BaseException as e:
             upload.abort()
             self._logFailure(rid, request, name, sink.size, e)
@@ -219,7 +253,17 @@ class BackendRoutes:
                 if body is not None:
                     form.registerProducer(body, True)
                     await body.startProducing(form)
-                stored = await form.commit()
+                committing = Deferred.fromCoroutine(form.commit())
+            except BaseException as e:
+                form.abort()
+                self._logFailure(rid, request, "(form)", form.size, e)
+                raise _apiErrorFor(e) from None
+            try:
+                stored = await _shielded(committing, "(form)")
+            except CancelledError as e:
+                # The form goes on being published (or taken back) as a whole.
+                self._logFailure(rid, request, "(form)", form.size, e)
+                raise
             except BaseException as e:
                 form.abort()
                 self._logFailure(rid, request, "(form)", form.size, e)
