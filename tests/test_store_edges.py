@@ -189,6 +189,34 @@ class RevocableCommitTests(StoreTestCase):
         self.assertEqual(info.sha256, sha(b"old"))
         self.assertNoPartial()
 
+    def test_stepsHeldTogether(self) -> None:
+        """
+        Putting a file in place and taking it back each run under one lock,
+        so another upload's steps never fall between their check and their
+        rename.
+        """
+        from streamrelay.store import disk
+
+        held: list[tuple[str, bool]] = []
+        for name in ("link", "replace", "lstat", "unlink"):
+            real = getattr(os, name)
+
+            def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+                held.append((_name, disk._PLACING.locked()))
+                return _real(*args, **kw)
+
+            self.patch(disk.os, name, spy)
+        self.storeFile("a", b"old")
+        upload = self.begin("a", b"new")
+        self.commit(upload, b"new")
+        placing = [step for step in held if step[0] in ("link", "replace")]
+        self.assertTrue(placing)
+        self.assertEqual({locked for _, locked in placing}, {True})
+        held.clear()
+        self.successResultOf(upload.revoke())
+        self.assertIn(("lstat", True), held)
+        self.assertIn(("replace", True), held)
+
     def test_revokeLeavesLaterVersion(self) -> None:
         """A version another upload stored meanwhile is not taken back."""
         self.storeFile("a", b"old")

@@ -17,6 +17,7 @@ import heapq
 import os
 import secrets
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,8 +205,21 @@ def _publish(
     return _Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
 
 
+#: Held while a file is put in place or taken back: each of those is a few
+#: steps (check, keep aside, rename), and another upload's steps between
+#: them would be lost or undone.
+_PLACING = threading.Lock()
+
+
 def placeFile(
     partial: Path, target: Path, replace: bool = True, keep: Path | None = None
+) -> tuple[bool, Path | None]:
+    with _PLACING:
+        return _placeFile(partial, target, replace, keep)
+
+
+def _placeFile(
+    partial: Path, target: Path, replace: bool, keep: Path | None
 ) -> tuple[bool, Path | None]:
     """
     (In a thread.) Move C{partial} to C{target}: whether it replaced a
@@ -287,6 +301,12 @@ def _revoke(target: Path, published: _Published) -> None:
     (In a thread.) Take back a published version, if the name still holds
     it: put back the version it replaced, or free the name.
     """
+    with _PLACING:
+        _takeBack(target, published)
+    _syncFolder(target.parent)
+
+
+def _takeBack(target: Path, published: _Published) -> None:
     try:
         st = os.lstat(target)
         ours = (st.st_dev, st.st_ino) == published.inode
@@ -300,7 +320,6 @@ def _revoke(target: Path, published: _Published) -> None:
         # else the version replaced could not be kept: the new one stays.
     if published.kept is not None:
         published.kept.unlink(missing_ok=True)
-    _syncFolder(target.parent)
 
 
 def _isFolder(path: Path) -> bool:
