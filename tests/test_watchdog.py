@@ -62,6 +62,20 @@ class ResponseWatchdogTests(SynchronousTestCase):
         self.assertTrue(self.watchdog.fired)
         self.failureResultOf(self.pump.done, CancelledError)
 
+    def test_oddTimeouts(self) -> None:
+        """
+        Timeouts whose quarters do not add up exactly in floating point
+        still fire on the fourth look.
+        """
+        for timeout in (0.1, 0.7, 1.1, 2.2):
+            waiting: Deferred[None] = Deferred()
+            clock = Clock()
+            clock.advance(1_800_000_000.3)  # the reactor's clock: seconds since 1970
+            watchdog = BackendWatchdog(clock, timeout, waiting, lambda: 0, lambda: True)
+            clock.pump([timeout / 4] * 4)
+            self.assertTrue(watchdog.fired, timeout)
+            self.failureResultOf(waiting, CancelledError)
+
     def test_steadyProgress(self) -> None:
         for _ in range(20):
             self.pump.sent += 1

@@ -83,7 +83,10 @@ class BackendWatchdog:
         if progress != self._seen or not self._backendsTurn():
             self._seen = progress
             self._since = now
-        elif now - self._since >= self._timeout:
+        elif now - self._since >= self._timeout - self._interval() / 64:
+            # (With a little slack: CHECKS steps of timeout / CHECKS on the
+            # reactor's clock, in seconds since 1970, may add up to a hair
+            # under the timeout in floating point.)
             self.fired = True
             self._waiting.cancel()
             return
