@@ -44,6 +44,9 @@ def _members(value: str) -> list[str]:
         elif char == ",":
             members.append(value[start:i])
             start = i + 1
+    if quoted:
+        # It could hide a sha-256 member behind it.
+        raise ValueError("a quoted string is not closed")
     members.append(value[start:])
     return members
 

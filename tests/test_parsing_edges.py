@@ -67,6 +67,7 @@ class ParseSHA256DigestTests(SynchronousTestCase):
             f'sha-256="{B64}"',
             f"sha-512=:AAAA:, sha-256=:{B64[:-2]}:",
             f"sha-256=:{B64}:, sha-256=:{'A' * 43}=:",
+            'foo=:AAAA:;p="x, sha-256=:!!!:',  # an open quote hiding it
         ]:
             self.assertRaises(ValueError, parseSHA256Digest, value)
 
