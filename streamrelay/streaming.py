@@ -421,7 +421,10 @@ class StreamingRequest(server.Request):
         body = json.dumps(
             {"error": "bad_request", "message": "The query string is not valid UTF-8."}
         ).encode("ascii")
+        from streamrelay.webapp import requestId  # (the app layer, above this one)
+
         self.setResponseCode(400)
+        self.setHeader(b"x-request-id", requestId(self).encode("ascii"))
         self.setHeader(b"content-type", b"application/json")
         self.setHeader(b"content-length", b"%d" % (len(body),))
         self.write(body)

@@ -30,7 +30,7 @@ from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 _log = Logger()
 
 
-def _answer(request: IRequest, error: ApiError) -> bytes:
+def answerError(request: IRequest, error: ApiError) -> bytes:
     """
     Write C{error} as API.md's JSON, echoing the request's C{X-Request-Id}
     (or a new one) unless the response carries one already.
@@ -43,7 +43,7 @@ def _answer(request: IRequest, error: ApiError) -> bytes:
 def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, ApiError)
-    return _answer(request, error)
+    return answerError(request, error)
 
 
 def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
@@ -53,15 +53,15 @@ def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
         try:
             nameFromPath(request.path, FILES_PREFIX)
         except BadName as e:
-            return _answer(request, badName(str(e)))
-    return _answer(request, notFound())
+            return answerError(request, badName(str(e)))
+    return answerError(request, notFound())
 
 
 def _methodNotAllowed(self: Any, request: IRequest, failure: Failure) -> bytes:
     exc = failure.value
     assert isinstance(exc, MethodNotAllowed)
     allowed = sorted(exc.valid_methods or [])
-    return _answer(
+    return answerError(
         request,
         ApiError(
             405,
@@ -77,7 +77,7 @@ def _storageUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes
     assert isinstance(error, StorageUnavailable)
     _log.warn("storage unavailable for {method} {uri}: {error}",
               method=request.method, uri=request.uri, error=str(error))
-    return _answer(request, storageUnavailable(error))
+    return answerError(request, storageUnavailable(error))
 
 
 def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
@@ -86,7 +86,7 @@ def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
         return None
     _log.failure("Unexpected error handling {method} {uri}", failure,
                  method=request.method, uri=request.uri)
-    return _answer(
+    return answerError(
         request, ApiError(500, "internal_error", "The server failed unexpectedly.")
     )
 
@@ -128,7 +128,7 @@ class JSONResource(Resource):
                 error = badName("The file name is not valid UTF-8.")
             else:
                 error = ApiError(400, "bad_request", "The URL is not valid UTF-8.")
-            return _answer(request, error)
+            return answerError(request, error)
         return self._inner.render(request)
 
 

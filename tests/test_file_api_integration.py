@@ -91,6 +91,7 @@ class EndpointTests(TestCase):
         code, headers, body = await call("GET", base + "/greeting.txt", None,
                                          {"Range": "bytes=99999-"})
         self.assertEqual((code, headers["content-range"]), (416, f"bytes */{len(data)}"))
+        self.assertIn("x-request-id", headers, label)
         self.assertEqual(json.loads(body)["error"], "range_not_satisfiable")
         code, _, body = await call("GET", base + "/greeting.txt", None,
                                    {"If-None-Match": f'"{sha}"'})
@@ -134,7 +135,7 @@ class EndpointTests(TestCase):
         self.assertEqual((code, json.loads(body)["error"]), (404, "not_found"))
         # Its own errors echo the client's X-Request-Id too.
         for method, url in [("GET", target.url + "/nowhere"), ("PUT", base + "/..%2Fx"),
-                            ("PATCH", base + "/greeting.txt")]:
+                            ("PATCH", base + "/greeting.txt"), ("GET", base + "?after=%FF")]:
             code, headers, _ = await call(method, url, b"x", {"X-Request-Id": "rid-42"})
             self.assertEqual(headers.get("x-request-id"), "rid-42", (label, method, code))
 

@@ -27,7 +27,6 @@ from streamrelay.errors import (
     bodyTimeout,
     notFound,
     tooLarge,
-    writeError,
     writeJSON,
 )
 from streamrelay.limits import UploadSlots
@@ -37,7 +36,7 @@ from streamrelay.store import FileInfo, IUpload, IUploadStore, StorageFull
 from streamrelay.store.interfaces import IExclusiveUpload, NameTaken, NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.protocol import TusUploads
-from streamrelay.webapp import installJSONErrors, requestId, requestName
+from streamrelay.webapp import answerError, installJSONErrors, requestId, requestName
 
 #: Listing pages: the default and the largest C{?limit=}.
 DEFAULT_PAGE = 1000
@@ -153,6 +152,7 @@ class BackendRoutes:
         writable = getattr(self.store, "writable", lambda: True)()
         if writable:
             return writeJSON(request, 200, {"status": "ready"})
+        request.setHeader(b"x-request-id", requestId(request).encode("ascii"))
         return writeJSON(
             request,
             503,
@@ -327,7 +327,7 @@ class BackendRoutes:
             )
         except Unsatisfiable as e:
             request.setHeader(b"content-range", b"bytes */%d" % (info.size,))
-            return writeError(request, ApiError(416, "range_not_satisfiable", str(e)))
+            return answerError(request, ApiError(416, "range_not_satisfiable", str(e)))
         request.setHeader(b"content-type", _contentType(info.name))
         request.setHeader(b"content-disposition", _disposition(info.name))
         start, end = byteRange if byteRange is not None else (0, info.size)
