@@ -40,6 +40,7 @@ __all__ = [
     "BodyIncomplete",
     "BodyTimeout",
     "RequestBody",
+    "clientGone",
     "StreamingChannel",
     "StreamingRequest",
     "makeSite",
@@ -108,6 +109,11 @@ def sendEagerly(transport: object) -> None:
         buffered(conn, data)
 
     conn.write = write  # type: ignore[method-assign]
+
+
+def clientGone(request: object) -> bool:
+    """Whether the client of a twisted.web request has disconnected."""
+    return bool(getattr(request, "_disconnected", False))
 
 
 def readSize(streaming: int) -> int:

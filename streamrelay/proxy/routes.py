@@ -24,7 +24,7 @@ from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.watchdog import BackendWatchdog
-from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody, clientGone
 from streamrelay.tus.protocol import exceedsMaxSize
 from streamrelay.web import asset
 from streamrelay.webapp import installJSONErrors, requestId, requestName
@@ -259,8 +259,8 @@ class ProxyRoutes:
             if body is not None and isinstance(body.error, BodyTooLarge):
                 self._logOutcome(rid, request, None, started, "too_large")
                 raise tooLarge(body.error.limit) from None
-            if (body is not None and isinstance(body.error, BodyIncomplete)) or getattr(
-                request, "_disconnected", False
+            if (body is not None and isinstance(body.error, BodyIncomplete)) or clientGone(
+                request
             ):
                 # The client left (or the proxy cut it at the end of its
                 # --grace): the upstream request was cancelled with it.
