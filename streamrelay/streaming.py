@@ -421,19 +421,15 @@ class StreamingRequest(server.Request):
         # What server.Request.process sets up before rendering; then
         # API.md's JSON 400, with no resource involved.  An unread body is
         # dropped (see _cleanup) and the connection stays usable otherwise.
+        from streamrelay.errors import ApiError  # (the app layer, above this one)
+        from streamrelay.webapp import answerError
+
         self.site = cast(Any, self.channel).site
         self.setHeader(b"server", server.version)
         self.setHeader(b"date", http.datetimeToString())
-        body = json.dumps(
-            {"error": "bad_request", "message": "The query string is not valid UTF-8."}
-        ).encode("ascii")
-        from streamrelay.webapp import requestId  # (the app layer, above this one)
-
-        self.setResponseCode(400)
-        self.setHeader(b"x-request-id", requestId(self).encode("ascii"))
-        self.setHeader(b"content-type", b"application/json")
-        self.setHeader(b"content-length", b"%d" % (len(body),))
-        self.write(body)
+        self.write(answerError(
+            self, ApiError(400, "bad_request", "The query string is not valid UTF-8.")
+        ))
         self.finish()
 
     def _gone(self) -> bool:
