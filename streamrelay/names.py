@@ -38,6 +38,15 @@ def validateName(name: str) -> str:
     return name
 
 
+def isValidName(name: str) -> bool:
+    """Whether a file may be stored under C{name} (see L{validateName})."""
+    try:
+        validateName(name)
+    except BadName:
+        return False
+    return True
+
+
 def nameFromPath(rawPath: bytes, prefix: bytes) -> str:
     """
     Decode the file name in C{rawPath} (the request's path, still

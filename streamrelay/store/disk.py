@@ -31,7 +31,7 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from streamrelay.names import BadName, validateName
+from streamrelay.names import isValidName
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
@@ -337,19 +337,6 @@ def _syncFolder(folder: Path) -> None:
         os.close(fd)
 
 
-def _listable(name: str) -> bool:
-    """
-    Whether the API can name a file called C{name}: files put in the folder
-    by other means may have names that are not UTF-8 (decoded with
-    surrogate escapes) or that break the rules of names.
-    """
-    try:
-        validateName(name)
-    except BadName:
-        return False
-    return True
-
-
 class _Throttle:
     """
     Slows writes to about C{rate} bytes a second by pausing the producer:
@@ -571,7 +558,9 @@ class DiskStore:
         names = [
             entry.name
             for entry in os.scandir(self.root)
-            if _listable(entry.name)
+            # Files put in the folder by other means may have names the API
+            # cannot name (not UTF-8: decoded with surrogate escapes).
+            if isValidName(entry.name)
             and (after is None or entry.name > after)
             and entry.is_file(follow_symlinks=False)
         ]

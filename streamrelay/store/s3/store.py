@@ -35,7 +35,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
-from streamrelay.names import BadName, validateName
+from streamrelay.names import isValidName
 from streamrelay.store.interfaces import FileInfo, IStoredFile, IUploadStore
 from streamrelay.store.s3.client import ObjectHead, S3Client, unquoteETag
 from streamrelay.store.s3.messages import ListedObject, S3Error
@@ -269,12 +269,8 @@ class S3Store:
 
     def _name(self, key: str) -> str | None:
         """The file name of C{key}, or L{None} for a key no file name maps to."""
-        if not key.startswith(self.prefix):
-            return None
-        try:
-            return validateName(key[len(self.prefix):])
-        except BadName:
-            return None
+        name = key[len(self.prefix):]
+        return name if key.startswith(self.prefix) and isValidName(name) else None
 
     # Digests
 
