@@ -201,7 +201,7 @@ def _publish(
     finally:
         os.close(fd)
     replaced, kept = placeFile(partial, target, replace, keep)
-    _syncFolder(target.parent)
+    fsyncFolder(target.parent)
     return _Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
 
 
@@ -303,7 +303,7 @@ def _revoke(target: Path, published: _Published) -> None:
     """
     with _PLACING:
         _takeBack(target, published)
-    _syncFolder(target.parent)
+    fsyncFolder(target.parent)
 
 
 def _takeBack(target: Path, published: _Published) -> None:
@@ -329,7 +329,8 @@ def _isFolder(path: Path) -> bool:
         return False
 
 
-def _syncFolder(folder: Path) -> None:
+def fsyncFolder(folder: Path) -> None:
+    """(Blocking.) fsync a folder, so that renames and links in it survive a crash."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -602,7 +603,7 @@ class DiskStore:
         return count
 
     def syncFolder(self) -> None:
-        _syncFolder(self.root)
+        fsyncFolder(self.root)
 
     def writable(self) -> bool:
         return os.access(self.partialDir, os.W_OK)

@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from streamrelay.digests import hashFilePrefix
 from streamrelay.store import FileInfo, IUploadStore
-from streamrelay.store.disk import SHA256_XATTR, DiskStore, placeFile
+from streamrelay.store.disk import SHA256_XATTR, DiskStore, fsyncFolder, placeFile
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
     IPartialWriter,
@@ -124,14 +124,6 @@ def _openForAppend(path: Path, offset: int) -> int:
     return fd
 
 
-def _syncFolder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _writeState(folder: Path, uploadId: str, data: bytes) -> None:
     tmp = folder / f"{uploadId}.json.tmp"
     with open(tmp, "wb") as f:
@@ -139,13 +131,13 @@ def _writeState(folder: Path, uploadId: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, folder / f"{uploadId}.json")
-    _syncFolder(folder)
+    fsyncFolder(folder)
 
 
 def _removeFiles(folder: Path, uploadId: str) -> None:
     for suffix in (".part", ".json", ".json.tmp"):
         (folder / f"{uploadId}{suffix}").unlink(missing_ok=True)
-    _syncFolder(folder)
+    fsyncFolder(folder)
 
 
 def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]:
@@ -167,8 +159,8 @@ def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool
     finally:
         os.close(fd)
     replaced, _ = placeFile(part, target)
-    _syncFolder(target.parent)
-    _syncFolder(part.parent)
+    fsyncFolder(target.parent)
+    fsyncFolder(part.parent)
     return modified, replaced
 
 
