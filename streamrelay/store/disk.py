@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from streamrelay.names import isValidName
+from streamrelay.store.direct import DirectPool, DirectWriter, directIO
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
@@ -59,6 +60,13 @@ SHA256_XATTR = "user.streamrelay.sha256"
 #: Bytes all uploads together may hold queued for the disk (one upload
 #: holds at most 8 MiB).
 WRITE_BUDGET = 24 << 20
+#: New files are written with direct I/O while fewer than this many other
+#: uploads are being written, and through the page cache beside more.  A
+#: few streams gain most from skipping the page cache (one 2 GiB upload:
+#: about a quarter more MB/s, and less CPU); with many, each piece's
+#: hand-back waits for the reactor's turn over all their connections, and
+#: the page cache's writeback keeps the disk busier.
+DIRECT_UPLOADS = 4
 
 
 @implementer(IExclusiveUpload, IRevocableUpload)
@@ -76,7 +84,13 @@ class DiskUpload:
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         #: Owned here until publishing takes it (and always closes it).
         self._fd: int | None = fd
-        self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
+        self._writer: QueuedWriter | DirectWriter
+        if store.direct is not None and store.writing < DIRECT_UPLOADS and directIO(fd):
+            self._writer = DirectWriter(fd, store.direct, budget=store.budget)
+        else:
+            self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
+        store.writing += 1
+        self._writing = True
         self._closed = False
         self._published: _Published | None = None
         self._throttle = (
@@ -137,6 +151,7 @@ class DiskUpload:
         keep = self._store.partialDir / f"{secrets.token_hex(16)}.old" if revocable else None
         try:
             await self._writer.finish()
+            self._doneWriting()
             fd, self._fd = self._fd, None
             assert fd is not None
             published = await self._store.run(
@@ -156,7 +171,13 @@ class DiskUpload:
             self._closed = True
             self._writer.abandon(self._discard)
 
+    def _doneWriting(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._store.writing -= 1
+
     def _discard(self) -> None:
+        self._doneWriting()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -496,6 +517,9 @@ class DiskStore:
         thread pool so disk waits never stall the reactor (default: inline).
     @param writeRate: when set (with C{clock}), writes are slowed to about
         this many bytes a second; for tests of backpressure only.
+    @param direct: write new files with direct I/O where the file system
+        allows it (see L{streamrelay.store.direct}); else through the page
+        cache, synced in the background.
     """
 
     def __init__(
@@ -504,11 +528,15 @@ class DiskStore:
         clock: IReactorTime | None = None,
         writeRate: int | None = None,
         run: Runner = inline,
+        direct: bool = True,
     ) -> None:
         self.root = root
         self.run = run
         self.writes = WritePool(run, syncEvery=SYNC_EVERY)
+        self.direct = DirectPool(run) if direct else None
         self.budget = WriteBudget(WRITE_BUDGET)
+        #: Uploads being written (begun, and not yet finished or aborted).
+        self.writing = 0
         self.partialDir = root / PARTIAL_DIR
         self.clock = clock
         self.writeRate = writeRate

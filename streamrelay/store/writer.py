@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -206,6 +206,11 @@ class WritePool:
         self._maybeSync()
 
 
+class _Waiter(Protocol):
+    def _maybeResume(self) -> None:
+        """Resume the producer if the writer and the budget have room."""
+
+
 class WriteBudget:
     """
     Bytes all the writers of a store may hold queued together: above
@@ -216,7 +221,7 @@ class WriteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.queued = 0
-        self._waiting: list[QueuedWriter] = []
+        self._waiting: list[_Waiter] = []
 
     def over(self) -> bool:
         return self.queued > self.limit
@@ -224,7 +229,7 @@ class WriteBudget:
     def roomy(self) -> bool:
         return self.queued <= self.limit * 3 // 4
 
-    def wait(self, writer: QueuedWriter) -> None:
+    def wait(self, writer: _Waiter) -> None:
         if writer not in self._waiting:
             self._waiting.append(writer)
 

@@ -1,0 +1,378 @@
+"""
+Writing streams to files opened with C{O_DIRECT}: the bytes skip the page
+cache, and each file has several writes in flight at once.
+
+A file written through the page cache costs a copy into the cache, the
+kernel's writeback of it, and the syncs that keep the cache from filling;
+the disk sees one write at a time.  Here a stream is cut into aligned
+pieces, each piece is copied into a page-aligned buffer by a thread and
+written at its offset, and up to L{DirectPool}'s C{jobs} pieces (of all
+files together) are written at once, so the disk works on several while
+the reactor receives the next.  The last bytes of a file, short of a
+block, are written through the page cache when the file is finished.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+from collections import deque
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+
+from streamrelay.store.writer import Runner, WriteBudget, storageError
+
+__all__ = ["ALIGN", "DirectPool", "DirectWriter", "directIO"]
+
+#: Offsets and lengths of direct writes are multiples of this (the largest
+#: logical block size of common disks).
+ALIGN = 4096
+
+#: Most bytes written by one job; also the size of each job's buffer.
+PIECE = 1 << 20
+
+#: Pieces written at once, all files of a store together.
+JOBS = 4
+
+#: (bytes, start, end): part of a chunk received.
+_Slice = tuple[bytes, int, int]
+
+
+def directIO(fd: int) -> bool:
+    """
+    Switch C{fd} to direct I/O; whether the file system allowed it (most
+    local ones do; tmpfs and some network file systems do not).
+    """
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        return False
+    return True
+
+
+def _buffered(fd: int) -> None:
+    """Switch C{fd} back to writes through the page cache."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+
+
+class _Buffer:
+    """A page-aligned buffer (an anonymous mapping), and its address."""
+
+    def __init__(self, size: int) -> None:
+        self.memory = mmap.mmap(-1, size)
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(self.memory))
+
+
+def _writePiece(fd: int, buffer: _Buffer, slices: list[_Slice], offset: int, last: bool) -> None:
+    """
+    (In a thread.)  Copy C{slices} into C{buffer} and write them at
+    C{offset} of C{fd}; C{last}: the file's unaligned end, written through
+    the page cache.  ctypes' memmove lets go of the interpreter lock while
+    it copies.
+    """
+    size = 0
+    for data, start, end in slices:
+        source = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+        assert source is not None
+        ctypes.memmove(buffer.address + size, source + start, end - start)
+        size += end - start
+    if last:
+        _buffered(fd)
+    view = memoryview(buffer.memory)
+    try:
+        done = 0
+        while done < size:
+            try:
+                done += os.pwrite(fd, view[done:size], offset + done)
+            except OSError as e:
+                if e.errno != errno.EINVAL or not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                    raise
+                # A file system that takes O_DIRECT at open but not this
+                # write (or a short write left the rest unaligned).
+                _buffered(fd)
+    finally:
+        view.release()
+
+
+class DirectPool:
+    """
+    Runs the piece writes of a store's direct files through C{run}: at
+    most C{jobs} at once, taking turns among the files that have bytes to
+    write, each into one of C{jobs} reused buffers of C{piece} bytes.
+    """
+
+    def __init__(self, run: Runner, jobs: int = JOBS, piece: int = PIECE) -> None:
+        assert piece % ALIGN == 0
+        self.run = run
+        self._jobs = jobs
+        self._piece = piece
+        self._buffers: list[_Buffer] = []
+        self._running = 0
+        self._wanting: dict[DirectWriter, None] = {}
+        self._starting = False
+
+    def want(self, writer: DirectWriter) -> None:
+        """C{writer} has bytes it could write."""
+        self._wanting[writer] = None
+        self._start()
+
+    def forget(self, writer: DirectWriter) -> None:
+        self._wanting.pop(writer, None)
+
+    def _buffer(self) -> _Buffer:
+        if self._buffers:
+            return self._buffers.pop()
+        return _Buffer(self._piece)
+
+    def _start(self) -> None:
+        if self._starting:
+            return  # an outer call's loop goes on
+        self._starting = True
+        try:
+            while self._running < self._jobs and self._wanting:
+                writer = next(iter(self._wanting))
+                del self._wanting[writer]
+                job = writer._nextPiece(self._piece)
+                if job is None:
+                    continue
+                slices, offset, size, last = job
+                if writer._canWrite():
+                    self._wanting[writer] = None  # its turn again after the others
+                buffer = self._buffer()
+                self._running += 1
+                self.run(_writePiece, writer.fd, buffer, slices, offset, last).addBoth(
+                    self._ended, writer, buffer, size
+                )
+        finally:
+            self._starting = False
+
+    def _ended(self, result: object, writer: DirectWriter, buffer: _Buffer, size: int) -> None:
+        self._running -= 1
+        self._buffers.append(buffer)
+        writer._pieceEnded(result, size)
+        self._start()
+
+
+class DirectWriter:
+    """
+    Writes to C{fd}, a file switched to direct I/O (see L{directIO}),
+    through C{pool}: aligned pieces as soon as a job is free, the end of
+    the file once L{finish} is called.  Holds at most about C{high} bytes
+    (queued or being written): above it the producer is paused, and it is
+    resumed once below C{low}.  A write error fails L{finish} and the next
+    L{write}, and resumes the producer so that the next write comes and
+    raises.  The same contract as L{streamrelay.store.writer.QueuedWriter}.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        pool: DirectPool,
+        high: int = 8 << 20,
+        low: int = 2 << 20,
+        budget: WriteBudget | None = None,
+    ) -> None:
+        self.fd = fd
+        self.producer: IPushProducer | None = None
+        self.written = 0
+        self._pool = pool
+        self._budget = budget or WriteBudget(1 << 62)
+        self._high = high
+        self._low = low
+        self._queue: deque[bytes] = deque()
+        #: Bytes of C{_queue[0]} already taken by a piece.
+        self._head = 0
+        #: Bytes queued and not yet taken by a piece.
+        self._queued = 0
+        #: Bytes queued or being written (what the producer is held to).
+        self._held = 0
+        #: Where the next piece goes in the file.
+        self._offset = 0
+        self._running = 0
+        self._finishing = False
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._abandoned = False
+        self._whenIdle: Callable[[], object] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._abandoned or self._finishing:
+            raise RuntimeError("write after the file was finished or abandoned")
+        if not data:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._queue.append(data)
+        self._queued += len(data)
+        self._held += len(data)
+        self._budget.add(len(data))
+        if self._canWrite():
+            self._pool.want(self)
+        overBudget = self._budget.over()
+        if overBudget:
+            self._budget.wait(self)
+        if (
+            (self._held > self._high or overBudget)
+            and self.producer is not None
+            and not self._paused
+        ):
+            self._paused = True
+            self.producer.pauseProducing()
+
+    def finish(self) -> Deferred[None]:
+        """
+        Fires once every byte written is in the file (the last ones through
+        the page cache: fsync the file after); no write may follow.
+        """
+        if self._error is not None:
+            return fail(self._error)
+        self._finishing = True
+        if self._settled():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        if self._canWrite():
+            self._pool.want(self)
+        return d
+
+    def abandon(self, then: Callable[[], object]) -> None:
+        """
+        Drop what is queued; call C{then} once no write of the file runs.
+        """
+        self._pool.forget(self)
+        self._abandoned = True
+        self._drop()
+        self._whenIdle = then
+        self._idle()
+
+    # For the pool
+
+    def _canWrite(self) -> bool:
+        """Whether a piece could start now."""
+        if self._error is not None or self._abandoned:
+            return False
+        if self._queued >= ALIGN:
+            return True
+        return self._finishing and self._queued > 0 and self._running == 0
+
+    def _nextPiece(self, limit: int) -> tuple[list[_Slice], int, int, bool] | None:
+        """
+        Take the next piece: at most C{limit} bytes, a multiple of L{ALIGN}
+        unless it is the file's end; its slices, offset, size and whether
+        it is the end.
+        """
+        if not self._canWrite():
+            return None
+        last = self._queued < ALIGN
+        size = self._queued if last else min(limit, self._queued - self._queued % ALIGN)
+        slices: list[_Slice] = []
+        wanted = size
+        while wanted:
+            data = self._queue[0]
+            end = min(len(data), self._head + wanted)
+            slices.append((data, self._head, end))
+            wanted -= end - self._head
+            if end == len(data):
+                self._queue.popleft()
+                self._head = 0
+            elif len(data) - end < ALIGN:
+                # A rest too short to write before more comes: keep a copy
+                # of it, not the whole chunk.
+                self._queue[0] = data[end:]
+                self._head = 0
+            else:
+                self._head = end
+        offset = self._offset
+        self._offset += size
+        self._queued -= size
+        self._running += 1
+        return slices, offset, size, last
+
+    def _pieceEnded(self, result: object, size: int) -> None:
+        self._running -= 1
+        self._held -= size
+        if isinstance(result, Failure):
+            if self._error is None and not self._abandoned:
+                assert result.value is not None
+                self._error = storageError(result.value)
+                self._drop()
+        else:
+            self.written += size
+        if self._idle():
+            self._budget.remove(size)
+            return
+        if self._canWrite():
+            self._pool.want(self)
+        if self._error is not None or self._settled():
+            self._answer()
+        self._budget.remove(size)
+        if self._error is not None:
+            self._resumeToFail()
+        else:
+            self._maybeResume()
+
+    # For the budget
+
+    def _maybeResume(self) -> None:
+        if (
+            self._paused
+            and self.producer is not None
+            and self._held <= self._low
+            and self._budget.roomy()
+        ):
+            self._paused = False
+            self.producer.resumeProducing()
+        elif self._paused:
+            self._budget.wait(self)
+
+    # Inside
+
+    def _settled(self) -> bool:
+        return self._running == 0 and self._queued == 0
+
+    def _drop(self) -> None:
+        """Drop what is queued and not yet being written."""
+        dropped, self._queued = self._queued, 0
+        self._queue.clear()
+        self._head = 0
+        self._held -= dropped
+        self._budget.remove(dropped)
+
+    def _answer(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if self._error is None:
+                d.callback(None)
+            else:
+                d.errback(Failure(self._error))
+
+    def _resumeToFail(self) -> None:
+        if self._paused and self.producer is not None:
+            self._paused = False
+            self.producer.resumeProducing()
+
+    def _idle(self) -> bool:
+        """
+        Once abandoned, run what waited for the running writes to end;
+        whether abandoned.
+        """
+        if not self._abandoned:
+            return False
+        if self._running == 0:
+            then, self._whenIdle = self._whenIdle, None
+            if then is not None:
+                then()
+        return True

@@ -1,0 +1,246 @@
+"""
+Direct-I/O writes: aligned pieces in flight at once, the end written last,
+with a runner the test fires by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamrelay.store.direct import ALIGN, DirectPool, DirectWriter, directIO
+from streamrelay.store.disk import DIRECT_UPLOADS, DiskStore
+from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.writer import QueuedWriter, WriteBudget, inline
+from tests.test_writer import HandRunner, Producer
+
+PIECE = 2 * ALIGN
+
+
+class DirectWriterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.close, self.fd)
+        self.direct = directIO(self.fd)
+        self.runner = HandRunner()
+        self.pool = DirectPool(self.runner, jobs=2, piece=PIECE)
+        self.budget = WriteBudget(1 << 30)
+        self.writer = DirectWriter(
+            self.fd, self.pool, high=4 * PIECE, low=PIECE, budget=self.budget
+        )
+        self.producer = Producer()
+        self.writer.producer = self.producer  # type: ignore[assignment]
+
+    def contents(self) -> bytes:
+        return Path(self.path).read_bytes()
+
+    def pieces(self) -> list[tuple[int, int, bool]]:
+        """(offset, size, last) of each piece waiting to be written."""
+        return [
+            (args[3], sum(end - start for _, start, end in args[2]), args[4])
+            for _, args, _ in self.runner.calls
+        ]
+
+    def test_directIO(self) -> None:
+        """The test's file system takes direct I/O (else these tests prove less)."""
+        self.assertTrue(self.direct)
+        self.assertTrue(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+    def test_piecesInFlightTogether(self) -> None:
+        """
+        Aligned pieces start at once, up to the pool's jobs, each at its
+        offset; the rest waits for a free job.
+        """
+        self.writer.write(b"a" * PIECE + b"b" * PIECE + b"c" * PIECE)
+        self.assertEqual(self.pieces(), [(0, PIECE, False), (PIECE, PIECE, False)])
+        self.runner.step()
+        self.assertEqual(self.pieces(), [(PIECE, PIECE, False), (2 * PIECE, PIECE, False)])
+        self.runner.step()
+        self.runner.step()
+        self.assertEqual(self.contents(), b"a" * PIECE + b"b" * PIECE + b"c" * PIECE)
+        self.assertEqual(self.writer.written, 3 * PIECE)
+
+    def test_piecesSpanChunks(self) -> None:
+        """A piece gathers what several writes brought, cut at a block."""
+        self.writer.write(b"a" * 100)
+        self.assertEqual(self.pieces(), [])
+        self.writer.write(b"b" * ALIGN)
+        self.assertEqual(self.pieces(), [(0, ALIGN, False)])
+        self.runner.step()
+        finished = self.writer.finish()
+        self.assertEqual(self.pieces(), [(ALIGN, 100, True)])
+        self.runner.step()
+        self.successResultOf(finished)
+        self.assertEqual(self.contents(), b"a" * 100 + b"b" * ALIGN)
+
+    def test_endWrittenLast(self) -> None:
+        """
+        The unaligned end waits for the pieces before it, and is written
+        through the page cache.
+        """
+        self.writer.write(b"x" * (PIECE + 10))
+        finished = self.writer.finish()
+        self.assertEqual(self.pieces(), [(0, PIECE, False)])
+        self.runner.step()
+        self.assertNoResult(finished)
+        self.assertEqual(self.pieces(), [(PIECE, 10, True)])
+        self.runner.step()
+        self.successResultOf(finished)
+        self.assertEqual(self.contents(), b"x" * (PIECE + 10))
+        self.assertFalse(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+    def test_finishEmpty(self) -> None:
+        self.successResultOf(self.writer.finish())
+        self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.contents(), b"")
+
+    def test_writeAfterFinish(self) -> None:
+        self.writer.finish()
+        self.assertRaises(RuntimeError, self.writer.write, b"x")
+
+    def test_pausesAboveHighResumesBelowLow(self) -> None:
+        """What is queued and being written counts until it is written."""
+        for _ in range(5):
+            self.writer.write(b"x" * PIECE)
+        self.assertEqual(self.producer.events, ["pause"])
+        self.runner.step()
+        self.runner.step()  # 3 pieces held: above low
+        self.assertEqual(self.producer.events, ["pause"])
+        self.runner.step()
+        self.runner.step()
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+
+    def test_sharedBudget(self) -> None:
+        """The store's budget pauses a writer holding less than its own high."""
+        budget = WriteBudget(PIECE)
+        writer = DirectWriter(self.fd, self.pool, high=1 << 30, budget=budget)
+        producer = Producer()
+        writer.producer = producer  # type: ignore[assignment]
+        writer.write(b"x" * PIECE)
+        writer.write(b"y" * ALIGN)
+        self.assertEqual(producer.events, ["pause"])
+        self.runner.step()
+        self.runner.step()
+        self.assertEqual(producer.events, ["pause", "resume"])
+        self.assertEqual(budget.queued, 0)
+
+    def test_diskFullIsStorageFull(self) -> None:
+        """
+        A failed piece fails the file: finish fails, a paused producer is
+        resumed so that its next write raises, and nothing more is written.
+        """
+
+        def full(fd: int, data: Any, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "pwrite", full)
+        for _ in range(5):
+            self.writer.write(b"x" * PIECE)
+        finished = self.writer.finish()
+        self.runner.step()
+        self.failureResultOf(finished, StorageFull)
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+        self.assertRaises(StorageFull, self.writer.write, b"y")
+        self.runner.step()  # the other piece that was in flight
+        self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.budget.queued, 0)
+
+    def test_abandonWaitsForRunningPieces(self) -> None:
+        closed: list[bool] = []
+        for _ in range(3):
+            self.writer.write(b"x" * PIECE)
+        self.writer.abandon(lambda: closed.append(True))
+        self.runner.step()
+        self.assertEqual(closed, [])
+        self.runner.step()
+        self.assertEqual(closed, [True])
+        self.assertEqual(self.runner.calls, [])  # the queued piece was dropped
+        self.assertEqual(self.budget.queued, 0)
+
+    def test_filesTakeTurns(self) -> None:
+        """Files with bytes to write take turns at the pool's jobs."""
+        other = os.open(self.mktemp(), os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.close, other)
+        second = DirectWriter(other, self.pool)
+        self.writer.write(b"a" * 5 * PIECE)
+        second.write(b"b" * 3 * PIECE)
+        started = []
+        for _ in range(4):
+            self.runner.step()
+            started.append(self.runner.calls[-1][1][0])
+        self.assertEqual(started, [self.fd, other, self.fd, other])
+
+    def test_shortRestIsCopied(self) -> None:
+        """
+        The unaligned rest of a chunk waits as a copy of its own, not as
+        the whole chunk it came in (which could be a read of 1 MiB).
+        """
+        self.writer.write(b"x" * (PIECE + 10))
+        [rest] = self.writer._queue
+        self.assertEqual(len(rest), 10)
+
+    def test_directRefusedAtWrite(self) -> None:
+        """
+        A file system that takes O_DIRECT at open but refuses a write
+        (EINVAL) gets the piece through the page cache.
+        """
+        original = os.pwrite
+        refused: list[int] = []
+
+        def picky(fd: int, data: Any, offset: int) -> int:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                refused.append(offset)
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return original(fd, data, offset)
+
+        self.patch(os, "pwrite", picky)
+        self.writer.write(b"x" * PIECE)
+        self.runner.step()
+        self.successResultOf(self.writer.finish())
+        self.assertEqual(refused, [0])
+        self.assertEqual(self.contents(), b"x" * PIECE)
+
+
+class DiskStoreDirectTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.store = DiskStore(self.root, run=inline)
+
+    def test_fewUploadsDirect(self) -> None:
+        """
+        The first uploads at once are written with direct I/O, more beside
+        them through the page cache, and a later one is direct again.
+        """
+        uploads = [self.store.begin(f"f{i}") for i in range(DIRECT_UPLOADS + 1)]
+        kinds = [type(upload._writer) for upload in uploads]
+        self.assertEqual(kinds, [DirectWriter] * DIRECT_UPLOADS + [QueuedWriter])
+        for upload in uploads:
+            upload.abort()
+        self.assertEqual(self.store.writing, 0)
+        later = self.store.begin("later")
+        self.assertIsInstance(later._writer, DirectWriter)
+        later.abort()
+
+    def test_stored(self) -> None:
+        """A file written directly, not a whole number of blocks, is stored whole."""
+        data = os.urandom(3 * (1 << 20) + 12345)
+        upload = self.store.begin("f")
+        self.assertIsInstance(upload._writer, DirectWriter)
+        for start in range(0, len(data), 100_000):
+            upload.write(data[start : start + 100_000])
+        self.successResultOf(upload.commit("0" * 64))
+        self.assertEqual((self.root / "f").read_bytes(), data)
+        self.assertEqual(self.store.writing, 0)
+
+    def test_notDirect(self) -> None:
+        """A store made with direct=False writes through the page cache."""
+        store = DiskStore(self.root, run=inline, direct=False)
+        upload = store.begin("f")
+        self.assertIsInstance(upload._writer, QueuedWriter)
+        upload.abort()
