@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from machine import STREAM_LIMITS, Limit
+from machine import Limit, streamLimits
 from s3 import S3_DIRECT, S3_PROXY, S3_RAW
 from settle import DIRTY_SMALL, QUIET, TIMEOUT, Settled
 from workloads import DIRECT, DOWNLOAD_DIRECT, DOWNLOAD_PROXY, PROXY, UPLOADER, Measurement
@@ -166,9 +166,9 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
             found.append(Ratio(f"{key} streamrelay-upload via proxy / curl -T direct",
                                uploader / direct))
     direct = _find(measurements, "W1", DIRECT)
-    streamLimits = [limit for limit in limits if limit.key in STREAM_LIMITS]
-    if direct and streamLimits:
-        tightest = min(streamLimits, key=lambda limit: limit.median())
+    held = streamLimits(limits)
+    if direct and held:
+        tightest = min(held, key=lambda limit: limit.median())
         found.append(Ratio(
             f"W1 direct path / min(loopback, disk, sha256) = {tightest.key}",
             direct / tightest.median(), 0.6,
