@@ -168,8 +168,9 @@ class DirectWriter:
     Writes to C{fd}, a file switched to direct I/O (see L{directIO}),
     through C{pool}: aligned pieces as soon as a job is free, the end of
     the file once L{finish} is called.  Holds at most about C{high} bytes
-    (queued or being written): above it the producer is paused, and it is
-    resumed once below C{low}.  A write error fails L{finish} and the next
+    (queued or being written; the default leaves room for the pool's
+    pieces in flight and the next one): above it the producer is paused,
+    and it is resumed once below C{low}.  A write error fails L{finish} and the next
     L{write}, and resumes the producer so that the next write comes and
     raises.  The same contract as L{streamrelay.store.writer.QueuedWriter}.
     """
@@ -178,7 +179,7 @@ class DirectWriter:
         self,
         fd: int,
         pool: DirectPool,
-        high: int = 8 << 20,
+        high: int = 5 << 20,
         low: int = 2 << 20,
         budget: WriteBudget | None = None,
     ) -> None:
