@@ -23,10 +23,9 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
-from streamrelay.store.writer import Runner, WriteBudget, storageError
+from streamrelay.store.writer import HeldWriter, Runner, WriteBudget, storageError
 
 __all__ = ["ALIGN", "DirectPool", "DirectWriter", "directIO"]
 
@@ -163,16 +162,15 @@ class DirectPool:
         self._start()
 
 
-class DirectWriter:
+class DirectWriter(HeldWriter):
     """
     Writes to C{fd}, a file switched to direct I/O (see L{directIO}),
     through C{pool}: aligned pieces as soon as a job is free, the end of
-    the file once L{finish} is called.  Holds at most about C{high} bytes
-    (queued or being written; the default leaves room for the pool's
-    pieces in flight and the next one): above it the producer is paused,
-    and it is resumed once below C{low}.  A write error fails L{finish} and the next
-    L{write}, and resumes the producer so that the next write comes and
-    raises.  The same contract as L{streamrelay.store.writer.QueuedWriter}.
+    the file once L{finish} is called.  Holds the producer to C{high} bytes
+    queued or being written (see L{HeldWriter}; the default leaves room for
+    the pool's pieces in flight and the next one).  A write error fails
+    L{finish} and the next L{write}.  The same contract as
+    L{streamrelay.store.writer.QueuedWriter}.
     """
 
     def __init__(
@@ -183,13 +181,10 @@ class DirectWriter:
         low: int = 2 << 20,
         budget: WriteBudget | None = None,
     ) -> None:
+        super().__init__(high, low, budget)
         self.fd = fd
-        self.producer: IPushProducer | None = None
         self.written = 0
         self._pool = pool
-        self._budget = budget or WriteBudget(1 << 62)
-        self._high = high
-        self._low = low
         self._queue: deque[bytes] = deque()
         #: Bytes of C{_queue[0]} already taken by a piece.
         self._head = 0
@@ -201,9 +196,6 @@ class DirectWriter:
         self._offset = 0
         self._running = 0
         self._finishing = False
-        self._paused = False
-        self._error: BaseException | None = None
-        self._waiters: list[Deferred[None]] = []
         self._abandoned = False
         self._whenIdle: Callable[[], object] | None = None
 
@@ -222,16 +214,7 @@ class DirectWriter:
         self._budget.add(len(data))
         if self._canWrite():
             self._pool.want(self)
-        overBudget = self._budget.over()
-        if overBudget:
-            self._budget.wait(self)
-        if (
-            (self._held > self._high or overBudget)
-            and self.producer is not None
-            and not self._paused
-        ):
-            self._paused = True
-            self.producer.pauseProducing()
+        self._pauseIfFull()
 
     def finish(self) -> Deferred[None]:
         """
@@ -325,19 +308,8 @@ class DirectWriter:
         else:
             self._maybeResume()
 
-    # For the budget
-
-    def _maybeResume(self) -> None:
-        if (
-            self._paused
-            and self.producer is not None
-            and self._held <= self._low
-            and self._budget.roomy()
-        ):
-            self._paused = False
-            self.producer.resumeProducing()
-        elif self._paused:
-            self._budget.wait(self)
+    def holding(self) -> int:
+        return self._held
 
     # Inside
 
@@ -351,19 +323,6 @@ class DirectWriter:
         self._head = 0
         self._held -= dropped
         self._budget.remove(dropped)
-
-    def _answer(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if self._error is None:
-                d.callback(None)
-            else:
-                d.errback(Failure(self._error))
-
-    def _resumeToFail(self) -> None:
-        if self._paused and self.producer is not None:
-            self._paused = False
-            self.producer.resumeProducing()
 
     def _idle(self) -> bool:
         """

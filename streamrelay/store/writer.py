@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -206,11 +206,6 @@ class WritePool:
         self._maybeSync()
 
 
-class _Waiter(Protocol):
-    def _maybeResume(self) -> None:
-        """Resume the producer if the writer and the budget have room."""
-
-
 class WriteBudget:
     """
     Bytes all the writers of a store may hold queued together: above
@@ -221,7 +216,7 @@ class WriteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.queued = 0
-        self._waiting: list[_Waiter] = []
+        self._waiting: list[HeldWriter] = []
 
     def over(self) -> bool:
         return self.queued > self.limit
@@ -229,7 +224,7 @@ class WriteBudget:
     def roomy(self) -> bool:
         return self.queued <= self.limit * 3 // 4
 
-    def wait(self, writer: _Waiter) -> None:
+    def wait(self, writer: HeldWriter) -> None:
         if writer not in self._waiting:
             self._waiting.append(writer)
 
@@ -244,7 +239,71 @@ class WriteBudget:
                 writer._maybeResume()
 
 
-class QueuedWriter:
+class HeldWriter:
+    """
+    The producer's side of a store's file writer: the producer is paused
+    while the writer holds more than C{high} bytes (L{holding}) or the
+    store's C{budget} is over, and resumed once it holds C{low} or less and
+    the budget has room; those waiting for the file hear of its end or
+    error; after an error a paused producer is resumed, so that its next
+    write comes and raises.
+    """
+
+    def __init__(self, high: int, low: int, budget: WriteBudget | None) -> None:
+        self.producer: IPushProducer | None = None
+        self._budget = budget or WriteBudget(1 << 62)
+        self._high = high
+        self._low = low
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiters: list[Deferred[None]] = []
+
+    def holding(self) -> int:
+        """Bytes held: what the producer is paused and resumed by."""
+        raise NotImplementedError
+
+    def _pauseIfFull(self) -> None:
+        """(After taking bytes.)  Pause the producer if too much is held."""
+        overBudget = self._budget.over()
+        if overBudget:
+            self._budget.wait(self)
+        if (
+            (self.holding() > self._high or overBudget)
+            and self.producer is not None
+            and not self._paused
+        ):
+            self._paused = True
+            self.producer.pauseProducing()
+
+    def _maybeResume(self) -> None:
+        if (
+            self._paused
+            and self.producer is not None
+            and self.holding() <= self._low
+            and self._budget.roomy()
+        ):
+            self._paused = False
+            self.producer.resumeProducing()
+        elif self._paused:
+            self._budget.wait(self)
+
+    def _answer(self) -> None:
+        """Tell those waiting for the file."""
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if self._error is None:
+                d.callback(None)
+            else:
+                d.errback(Failure(self._error))
+
+    def _resumeToFail(self) -> None:
+        """Resume a paused producer, so that its next write raises."""
+        if self._paused and self.producer is not None:
+            self._paused = False
+            self.producer.resumeProducing()
+
+
+class QueuedWriter(HeldWriter):
     """
     Writes to C{fd} through C{run} (a L{WritePool} shared with other files,
     or a runner of its own), one batch at a time, holding at most
@@ -263,20 +322,14 @@ class QueuedWriter:
         low: int = 2 << 20,
         budget: WriteBudget | None = None,
     ) -> None:
+        super().__init__(high, low, budget)
         self.fd = fd
-        self._budget = budget or WriteBudget(1 << 62)
-        self.producer: IPushProducer | None = None
         self.written = 0
         self._pool = run if isinstance(run, WritePool) else WritePool(run, jobs=1)
-        self._high = high
-        self._low = low
         self._queue: list[bytes] = []
         self._queued = 0
         self._busy = False
         self._syncing = False
-        self._paused = False
-        self._error: BaseException | None = None
-        self._waiters: list[Deferred[None]] = []
         self._abandoned = False
         self._whenIdle: Callable[[], object] | None = None
 
@@ -290,28 +343,10 @@ class QueuedWriter:
         self._budget.add(len(data))
         if not self._busy:
             self._flush()
-        overBudget = self._budget.over()
-        if overBudget:
-            self._budget.wait(self)
-        if (
-            (self._queued > self._high or overBudget)
-            and self.producer is not None
-            and not self._paused
-        ):
-            self._paused = True
-            self.producer.pauseProducing()
+        self._pauseIfFull()
 
-    def _maybeResume(self) -> None:
-        if (
-            self._paused
-            and self.producer is not None
-            and self._queued <= self._low
-            and self._budget.roomy()
-        ):
-            self._paused = False
-            self.producer.resumeProducing()
-        elif self._paused:
-            self._budget.wait(self)
+    def holding(self) -> int:
+        return self._queued
 
     def drained(self) -> Deferred[None]:
         """
@@ -389,15 +424,6 @@ class QueuedWriter:
         self._budget.remove(size)
         self._maybeResume()
 
-    def _answer(self) -> None:
-        """Tell those waiting for L{drained}."""
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if self._error is None:
-                d.callback(None)
-            else:
-                d.errback(Failure(self._error))
-
     def _syncStarted(self) -> None:
         """The pool started syncing the file."""
         self._syncing = True
@@ -420,12 +446,6 @@ class QueuedWriter:
             self._resumeToFail()
         elif self._settled():
             self._answer()
-
-    def _resumeToFail(self) -> None:
-        """Resume a paused producer, so that its next write raises."""
-        if self._paused and self.producer is not None:
-            self._paused = False
-            self.producer.resumeProducing()
 
     def _failed(self, failure: Failure) -> None:
         self._busy = False
