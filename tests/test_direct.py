@@ -14,7 +14,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.store.direct import ALIGN, DirectPool, DirectWriter, directIO
-from streamrelay.store.disk import DIRECT_UPLOADS, DiskStore
+from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import StorageFull
 from streamrelay.store.writer import QueuedWriter, WriteBudget, inline
 from tests.test_writer import HandRunner, Producer
@@ -41,44 +41,68 @@ class DirectWriterTests(SynchronousTestCase):
         return Path(self.path).read_bytes()
 
     def pieces(self) -> list[tuple[int, int, bool]]:
-        """(offset, size, last) of each piece waiting to be written."""
-        return [
-            (args[3], sum(end - start for _, start, end in args[2]), args[4])
-            for _, args, _ in self.runner.calls
-        ]
+        """(offset, size, last) of each piece cut and waiting for a job."""
+        return [(p.offset, p.size, p.last) for p in self.pool._ready]
+
+    def fds(self) -> list[int]:
+        """The file of each piece waiting for a job."""
+        return [p.writer.fd for p in self.pool._ready]
+
+    def runAll(self) -> None:
+        while self.runner.calls:
+            self.runner.step()
 
     def test_directIO(self) -> None:
         """The test's file system takes direct I/O (else these tests prove less)."""
         self.assertTrue(self.direct)
         self.assertTrue(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)
 
-    def test_piecesInFlightTogether(self) -> None:
+    def test_piecesCutAheadForTheJobs(self) -> None:
         """
-        Aligned pieces start at once, up to the pool's jobs, each at its
-        offset; the rest waits for a free job.
+        Aligned pieces are cut as bytes come, each for its offset, and up to
+        the pool's jobs start to write them.
         """
         self.writer.write(b"a" * PIECE + b"b" * PIECE + b"c" * PIECE)
-        self.assertEqual(self.pieces(), [(0, PIECE, False), (PIECE, PIECE, False)])
-        self.runner.step()
-        self.assertEqual(self.pieces(), [(PIECE, PIECE, False), (2 * PIECE, PIECE, False)])
-        self.runner.step()
-        self.runner.step()
+        self.assertEqual(self.pieces(), [(0, PIECE, False), (PIECE, PIECE, False),
+                                         (2 * PIECE, PIECE, False)])
+        self.assertEqual(len(self.runner.calls), 2)
+        self.runAll()
         self.assertEqual(self.contents(), b"a" * PIECE + b"b" * PIECE + b"c" * PIECE)
         self.assertEqual(self.writer.written, 3 * PIECE)
 
+    def test_jobTakesPiecesCutWhileItRuns(self) -> None:
+        """
+        A job goes on with the pieces cut after it started: the writes do
+        not wait for the reactor to hear of the one before.
+        """
+        pool = DirectPool(self.runner, jobs=1, piece=PIECE)
+        writer = DirectWriter(self.fd, pool)
+        writer.write(b"a" * PIECE)
+        writer.write(b"b" * PIECE)
+        self.assertEqual(len(self.runner.calls), 1)
+        self.runner.step()
+        self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.contents(), b"a" * PIECE + b"b" * PIECE)
+        self.assertEqual(writer.written, 2 * PIECE)
+
+    def test_cutsAheadAtMostTwiceTheJobs(self) -> None:
+        """What waits beyond that stays queued, to go as larger pieces."""
+        self.writer.write(b"x" * 6 * PIECE)
+        self.assertEqual(len(self.pieces()), 4)
+        self.runner.step()
+        self.assertEqual(self.pieces(), [(4 * PIECE, PIECE, False), (5 * PIECE, PIECE, False)])
     def test_piecesSpanChunks(self) -> None:
         """A piece gathers what several writes brought, cut at a block."""
         self.writer.write(b"a" * 100)
         self.assertEqual(self.pieces(), [])
         self.writer.write(b"b" * ALIGN)
         self.assertEqual(self.pieces(), [(0, ALIGN, False)])
-        self.runner.step()
+        self.runAll()
         finished = self.writer.finish()
         self.assertEqual(self.pieces(), [(ALIGN, 100, True)])
-        self.runner.step()
+        self.runAll()
         self.successResultOf(finished)
         self.assertEqual(self.contents(), b"a" * 100 + b"b" * ALIGN)
-
     def test_endWrittenLast(self) -> None:
         """
         The unaligned end waits for the pieces before it, and is written
@@ -90,11 +114,10 @@ class DirectWriterTests(SynchronousTestCase):
         self.runner.step()
         self.assertNoResult(finished)
         self.assertEqual(self.pieces(), [(PIECE, 10, True)])
-        self.runner.step()
+        self.runAll()
         self.successResultOf(finished)
         self.assertEqual(self.contents(), b"x" * (PIECE + 10))
         self.assertFalse(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)
-
     def test_finishEmpty(self) -> None:
         self.successResultOf(self.writer.finish())
         self.assertEqual(self.runner.calls, [])
@@ -109,13 +132,16 @@ class DirectWriterTests(SynchronousTestCase):
         for _ in range(5):
             self.writer.write(b"x" * PIECE)
         self.assertEqual(self.producer.events, ["pause"])
-        self.runner.step()
-        self.runner.step()  # 3 pieces held: above low
-        self.assertEqual(self.producer.events, ["pause"])
-        self.runner.step()
-        self.runner.step()
+        self.runner.step()  # the 4 pieces cut: 1 held, not above low
         self.assertEqual(self.producer.events, ["pause", "resume"])
 
+    def test_staysPausedAboveLow(self) -> None:
+        for _ in range(7):
+            self.writer.write(b"x" * PIECE)
+        self.runner.step()  # 4 written, 3 held: above low
+        self.assertEqual(self.producer.events, ["pause"])
+        self.runAll()
+        self.assertEqual(self.producer.events, ["pause", "resume"])
     def test_sharedBudget(self) -> None:
         """The store's budget pauses a writer holding less than its own high."""
         budget = WriteBudget(PIECE)
@@ -125,11 +151,9 @@ class DirectWriterTests(SynchronousTestCase):
         writer.write(b"x" * PIECE)
         writer.write(b"y" * ALIGN)
         self.assertEqual(producer.events, ["pause"])
-        self.runner.step()
-        self.runner.step()
+        self.runAll()
         self.assertEqual(producer.events, ["pause", "resume"])
         self.assertEqual(budget.queued, 0)
-
     def test_diskFullIsStorageFull(self) -> None:
         """
         A failed piece fails the file: finish fails, a paused producer is
@@ -140,42 +164,45 @@ class DirectWriterTests(SynchronousTestCase):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         self.patch(os, "pwrite", full)
-        for _ in range(5):
+        for _ in range(6):
             self.writer.write(b"x" * PIECE)
         finished = self.writer.finish()
         self.runner.step()
         self.failureResultOf(finished, StorageFull)
         self.assertEqual(self.producer.events, ["pause", "resume"])
         self.assertRaises(StorageFull, self.writer.write, b"y")
-        self.runner.step()  # the other piece that was in flight
-        self.assertEqual(self.runner.calls, [])
+        self.runAll()
+        self.assertEqual(self.pieces(), [])
         self.assertEqual(self.budget.queued, 0)
-
     def test_abandonWaitsForRunningPieces(self) -> None:
+        """
+        Abandoning drops what is queued, skips the pieces not yet written,
+        and calls back once no job holds one.
+        """
         closed: list[bool] = []
-        for _ in range(3):
+        for _ in range(6):
             self.writer.write(b"x" * PIECE)
         self.writer.abandon(lambda: closed.append(True))
-        self.runner.step()
         self.assertEqual(closed, [])
         self.runner.step()
         self.assertEqual(closed, [True])
-        self.assertEqual(self.runner.calls, [])  # the queued piece was dropped
+        self.runAll()
+        self.assertEqual(self.contents(), b"")  # the cut pieces were skipped
         self.assertEqual(self.budget.queued, 0)
-
     def test_filesTakeTurns(self) -> None:
-        """Files with bytes to write take turns at the pool's jobs."""
+        """Files with bytes to write take turns as pieces are cut."""
+        pool = DirectPool(self.runner, jobs=1, piece=PIECE)
+        writer = DirectWriter(self.fd, pool)
         other = os.open(self.mktemp(), os.O_WRONLY | os.O_CREAT)
         self.addCleanup(os.close, other)
-        second = DirectWriter(other, self.pool)
-        self.writer.write(b"a" * 5 * PIECE)
+        second = DirectWriter(other, pool)
+        writer.write(b"a" * 5 * PIECE)
         second.write(b"b" * 3 * PIECE)
-        started = []
-        for _ in range(4):
-            self.runner.step()
-            started.append(self.runner.calls[-1][1][0])
-        self.assertEqual(started, [self.fd, other, self.fd, other])
-
+        self.assertEqual([p.writer for p in pool._ready], [writer, writer])
+        self.runner.step()
+        self.assertEqual([p.writer for p in pool._ready], [writer, second])
+        self.runner.step()
+        self.assertEqual([p.writer for p in pool._ready], [writer, second])
     def test_shortRestIsCopied(self) -> None:
         """
         The unaligned rest of a chunk waits as a copy of its own, not as
@@ -208,24 +235,17 @@ class DirectWriterTests(SynchronousTestCase):
 
 
 class DiskStoreDirectTests(SynchronousTestCase):
+    def test_manyUploadsDirect(self) -> None:
+        """Every upload of a store on a file system that allows it is direct."""
+        store = DiskStore(Path(self.mktemp()), run=inline)
+        uploads = [store.begin(f"f{i}") for i in range(8)]
+        self.assertEqual({type(upload._writer) for upload in uploads}, {DirectWriter})
+        for upload in uploads:
+            upload.abort()
+
     def setUp(self) -> None:
         self.root = Path(self.mktemp())
         self.store = DiskStore(self.root, run=inline)
-
-    def test_fewUploadsDirect(self) -> None:
-        """
-        The first uploads at once are written with direct I/O, more beside
-        them through the page cache, and a later one is direct again.
-        """
-        uploads = [self.store.begin(f"f{i}") for i in range(DIRECT_UPLOADS + 1)]
-        kinds = [type(upload._writer) for upload in uploads]
-        self.assertEqual(kinds, [DirectWriter] * DIRECT_UPLOADS + [QueuedWriter])
-        for upload in uploads:
-            upload.abort()
-        self.assertEqual(self.store.writing, 0)
-        later = self.store.begin("later")
-        self.assertIsInstance(later._writer, DirectWriter)
-        later.abort()
 
     def test_stored(self) -> None:
         """A file written directly, not a whole number of blocks, is stored whole."""
@@ -236,7 +256,6 @@ class DiskStoreDirectTests(SynchronousTestCase):
             upload.write(data[start : start + 100_000])
         self.successResultOf(upload.commit("0" * 64))
         self.assertEqual((self.root / "f").read_bytes(), data)
-        self.assertEqual(self.store.writing, 0)
 
     def test_notDirect(self) -> None:
         """A store made with direct=False writes through the page cache."""

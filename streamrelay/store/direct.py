@@ -39,6 +39,9 @@ PIECE = 1 << 20
 #: Pieces written at once, all files of a store together.
 JOBS = 4
 
+#: Most rounds of collecting, cutting and starting jobs in one call.
+_PASSES = 64
+
 #: (bytes, start, end): part of a chunk received.
 _Slice = tuple[bytes, int, int]
 
@@ -103,11 +106,32 @@ def _writePiece(fd: int, buffer: _Buffer, slices: list[_Slice], offset: int, las
         view.release()
 
 
+class _Piece:
+    """A piece cut from a file's stream, to be written by a job."""
+
+    __slots__ = ("writer", "slices", "offset", "size", "last", "error")
+
+    def __init__(
+        self, writer: DirectWriter, slices: list[_Slice], offset: int, size: int, last: bool
+    ) -> None:
+        self.writer = writer
+        self.slices = slices
+        self.offset = offset
+        self.size = size
+        self.last = last
+        self.error: BaseException | None = None
+
+
 class DirectPool:
     """
-    Runs the piece writes of a store's direct files through C{run}: at
-    most C{jobs} at once, taking turns among the files that have bytes to
-    write, each into one of C{jobs} reused buffers of C{piece} bytes.
+    Writes the pieces of a store's direct files: the reactor cuts pieces
+    ahead (at most twice C{jobs} waiting, files taking turns), and up to
+    C{jobs} jobs run through C{run}, each with a reused buffer of C{piece}
+    bytes, writing pieces one after another until none waits.  A job so
+    takes the next piece without a round trip to the reactor, which, busy
+    with many connections, hears of a job's end only between its turns;
+    the reactor learns which pieces were written whenever a file asks for
+    a piece and when a job ends.
     """
 
     def __init__(self, run: Runner, jobs: int = JOBS, piece: int = PIECE) -> None:
@@ -117,6 +141,11 @@ class DirectPool:
         self._piece = piece
         self._buffers: list[_Buffer] = []
         self._running = 0
+        #: Pieces cut and waiting for a job; jobs take them from other
+        #: threads (deque's append and popleft are atomic).
+        self._ready: deque[_Piece] = deque()
+        #: Pieces written (or failed), appended by the jobs.
+        self._done: deque[_Piece] = deque()
         self._wanting: dict[DirectWriter, None] = {}
         self._starting = False
 
@@ -138,27 +167,57 @@ class DirectPool:
             return  # an outer call's loop goes on
         self._starting = True
         try:
-            while self._running < self._jobs and self._wanting:
-                writer = next(iter(self._wanting))
-                del self._wanting[writer]
-                job = writer._nextPiece(self._piece)
-                if job is None:
-                    continue
-                slices, offset, size, last = job
-                if writer._canWrite():
-                    self._wanting[writer] = None  # its turn again after the others
-                buffer = self._buffer()
-                self._running += 1
-                self.run(_writePiece, writer.fd, buffer, slices, offset, last).addBoth(
-                    self._ended, writer, buffer, size
-                )
+            # Again while pieces were written meanwhile (at once, with a
+            # runner that runs in the calling thread): telling their files
+            # can free room or let a file's end be cut.
+            for _ in range(_PASSES):
+                self._collect()
+                self._cut()
+                while self._running < self._jobs and self._ready:
+                    buffer = self._buffer()
+                    self._running += 1
+                    self.run(self._work, buffer).addBoth(self._ended, buffer)
+                if not self._done:
+                    break
         finally:
             self._starting = False
 
-    def _ended(self, result: object, writer: DirectWriter, buffer: _Buffer, size: int) -> None:
+    def _cut(self) -> None:
+        """Cut pieces, files taking turns, until twice C{jobs} wait."""
+        while self._wanting and len(self._ready) < 2 * self._jobs:
+            writer = next(iter(self._wanting))
+            del self._wanting[writer]
+            cut = writer._nextPiece(self._piece)
+            if cut is None:
+                continue
+            if writer._canWrite():
+                self._wanting[writer] = None  # its turn again after the others
+            self._ready.append(_Piece(writer, *cut))
+
+    def _collect(self) -> None:
+        """Tell the files of their pieces written since last time."""
+        while self._done:
+            piece = self._done.popleft()
+            result = None if piece.error is None else Failure(piece.error)
+            piece.writer._pieceEnded(result, piece.size)
+
+    def _work(self, buffer: _Buffer) -> None:
+        """(In a thread.)  Write pieces until none waits."""
+        while True:
+            try:
+                piece = self._ready.popleft()
+            except IndexError:
+                return
+            if not piece.writer._abandoned:
+                try:
+                    _writePiece(piece.writer.fd, buffer, piece.slices, piece.offset, piece.last)
+                except Exception as e:
+                    piece.error = e
+            self._done.append(piece)
+
+    def _ended(self, result: object, buffer: _Buffer) -> None:
         self._running -= 1
         self._buffers.append(buffer)
-        writer._pieceEnded(result, size)
         self._start()
 
 

@@ -60,13 +60,10 @@ SHA256_XATTR = "user.streamrelay.sha256"
 #: Bytes all uploads together may hold queued for the disk (one upload
 #: holds at most 8 MiB).
 WRITE_BUDGET = 24 << 20
-#: New files are written with direct I/O while fewer than this many other
-#: uploads are being written, and through the page cache beside more.  A
-#: few streams gain most from skipping the page cache (one 2 GiB upload:
-#: about a quarter more MB/s, and less CPU); with many, each piece's
-#: hand-back waits for the reactor's turn over all their connections, and
-#: the page cache's writeback keeps the disk busier.
-DIRECT_UPLOADS = 4
+#: The same with direct I/O: its writes wait for the disk, so its queue is
+#: fuller, and the pool's buffers come on top (see
+#: L{streamrelay.store.direct}).
+DIRECT_WRITE_BUDGET = 12 << 20
 
 
 @implementer(IExclusiveUpload, IRevocableUpload)
@@ -85,12 +82,10 @@ class DiskUpload:
         #: Owned here until publishing takes it (and always closes it).
         self._fd: int | None = fd
         self._writer: QueuedWriter | DirectWriter
-        if store.direct is not None and store.writing < DIRECT_UPLOADS and directIO(fd):
+        if store.direct is not None and directIO(fd):
             self._writer = DirectWriter(fd, store.direct, budget=store.budget)
         else:
             self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
-        store.writing += 1
-        self._writing = True
         self._closed = False
         self._published: _Published | None = None
         self._throttle = (
@@ -151,7 +146,6 @@ class DiskUpload:
         keep = self._store.partialDir / f"{secrets.token_hex(16)}.old" if revocable else None
         try:
             await self._writer.finish()
-            self._doneWriting()
             fd, self._fd = self._fd, None
             assert fd is not None
             published = await self._store.run(
@@ -171,13 +165,7 @@ class DiskUpload:
             self._closed = True
             self._writer.abandon(self._discard)
 
-    def _doneWriting(self) -> None:
-        if self._writing:
-            self._writing = False
-            self._store.writing -= 1
-
     def _discard(self) -> None:
-        self._doneWriting()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -534,9 +522,7 @@ class DiskStore:
         self.run = run
         self.writes = WritePool(run, syncEvery=SYNC_EVERY)
         self.direct = DirectPool(run) if direct else None
-        self.budget = WriteBudget(WRITE_BUDGET)
-        #: Uploads being written (begun, and not yet finished or aborted).
-        self.writing = 0
+        self.budget = WriteBudget(DIRECT_WRITE_BUDGET if direct else WRITE_BUDGET)
         self.partialDir = root / PARTIAL_DIR
         self.clock = clock
         self.writeRate = writeRate
