@@ -7,8 +7,9 @@ kernel's writeback of it, and the syncs that keep the cache from filling;
 the disk sees one write at a time.  Here a stream is cut into aligned
 pieces, each piece is copied into a page-aligned buffer by a thread and
 written at its offset, and up to L{DirectPool}'s C{jobs} pieces (of all
-files together) are written at once, so the disk works on several while
-the reactor receives the next.  The last bytes of a file, short of a
+files together) are written at once, each thread going on to the next
+piece by itself, so the disk works on several while the reactor receives
+the next.  The last bytes of a file, short of a
 block, are written through the page cache when the file is finished.
 """
 
@@ -33,7 +34,7 @@ __all__ = ["ALIGN", "DirectPool", "DirectWriter", "directIO"]
 #: logical block size of common disks).
 ALIGN = 4096
 
-#: Most bytes written by one job; also the size of each job's buffer.
+#: Most bytes in one piece; also the size of each job's buffer.
 PIECE = 1 << 20
 
 #: Pieces written at once, all files of a store together.
@@ -224,8 +225,8 @@ class DirectPool:
 class DirectWriter(HeldWriter):
     """
     Writes to C{fd}, a file switched to direct I/O (see L{directIO}),
-    through C{pool}: aligned pieces as soon as a job is free, the end of
-    the file once L{finish} is called.  Holds the producer to C{high} bytes
+    through C{pool}: aligned pieces as the bytes come, the end of the file
+    once L{finish} is called.  Holds the producer to C{high} bytes
     queued or being written (see L{HeldWriter}; the default leaves room for
     the pool's pieces in flight and the next one).  A write error fails
     L{finish} and the next L{write}.  The same contract as
