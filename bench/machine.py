@@ -261,10 +261,10 @@ class Limit:
         return [self.files / s for s in self.seconds]
 
 
-#: The limits a single stream can be held to; the others give context.
-#: The disk's is the faster of its two probes (through the page cache, or
-#: direct I/O).
-STREAM_LIMITS = ("loopback", "disk", "sha256")
+#: The limits a single stream can be held to besides the disk's, which is
+#: the faster of the disk probes (through the page cache, or direct I/O);
+#: the others give context.
+STREAM_LIMITS = ("loopback", "sha256")
 DISK_PROBES = ("disk", "direct")
 
 #: Files in the small-file probe: enough for a stable rate, quick on slow disks.
@@ -318,7 +318,7 @@ def measureLimits(
 
 def streamLimits(limits: list[Limit]) -> list[Limit]:
     """The limits one stream is held to: loopback, SHA-256, and the faster disk probe."""
-    found = [limit for limit in limits if limit.key in STREAM_LIMITS and limit.key != "disk"]
+    found = [limit for limit in limits if limit.key in STREAM_LIMITS]
     disks = [limit for limit in limits if limit.key in DISK_PROBES]
     if disks:
         found.append(max(disks, key=lambda limit: limit.median()))

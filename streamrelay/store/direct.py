@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.python.failure import Failure
 
 from streamrelay.store.writer import HeldWriter, Runner, WriteBudget, storageError
 
@@ -199,8 +198,7 @@ class DirectPool:
         """Tell the files of their pieces written since last time."""
         while self._done:
             piece = self._done.popleft()
-            result = None if piece.error is None else Failure(piece.error)
-            piece.writer._pieceEnded(result, piece.size)
+            piece.writer._pieceEnded(piece.error, piece.size)
 
     def _work(self, buffer: _Buffer) -> None:
         """(In a thread.)  Write pieces until none waits."""
@@ -345,13 +343,15 @@ class DirectWriter(HeldWriter):
         self._running += 1
         return slices, offset, size, last
 
-    def _pieceEnded(self, result: object, size: int) -> None:
+    def _pieceEnded(self, error: BaseException | None, size: int) -> None:
+        """A piece of C{size} bytes was written, failed with C{error}, or skipped."""
         self._running -= 1
         self._held -= size
-        if isinstance(result, Failure):
-            if self._error is None and not self._abandoned:
-                assert result.value is not None
-                self._error = storageError(result.value)
+        if self._abandoned:
+            pass  # skipped, or written for nothing: the file goes
+        elif error is not None:
+            if self._error is None:
+                self._error = storageError(error)
                 self._drop()
         else:
             self.written += size

@@ -69,8 +69,9 @@ DIRECT_WRITE_BUDGET = 12 << 20
 @implementer(IExclusiveUpload, IRevocableUpload)
 class DiskUpload:
     """
-    One file being written into a L{DiskStore}: written by a thread through
-    a L{QueuedWriter}, fsynced and put in place by a thread.
+    One file being written into a L{DiskStore}: written by threads through
+    a L{DirectWriter} (or, where the file system refuses direct I/O, a
+    L{QueuedWriter}), fsynced and put in place by a thread.
     """
 
     def __init__(self, store: DiskStore, name: str) -> None:
