@@ -36,8 +36,11 @@ ALIGN = 4096
 #: Most bytes in one piece; also the size of each job's buffer.
 PIECE = 1 << 20
 
-#: Pieces written at once, all files of a store together.
-JOBS = 4
+#: Pieces written at once, all files of a store together.  On a 2-core
+#: machine two kept the disk busier than four, and far busier while the
+#: cores were busy receiving and hashing (likely: a writing thread switched
+#: out while it holds the interpreter lock stalls every other thread).
+JOBS = 2
 
 #: Most rounds of collecting, cutting and starting jobs in one call.
 _PASSES = 64
