@@ -122,7 +122,7 @@ def run(options: argparse.Namespace) -> int:
     print()
     print(resultsTable(measurements, limits))
     print()
-    print("ratios (of medians):")
+    print("ratios (of medians; a machine limit at its best run):")
     for ratio in ratios(measurements, limits):
         print(ratio.line())
     if startup is not None:
