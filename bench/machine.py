@@ -163,9 +163,9 @@ def diskWriteSeconds(folder: Path, size: int) -> float:
 def diskDirectSeconds(folder: Path, size: int) -> float | None:
     """
     Seconds to write C{size} bytes into C{folder} with direct I/O as the
-    backend writes a few uploads: pieces of C{PIECE} bytes from aligned
-    buffers, C{JOBS} at once, then fsync; None where the file system
-    refuses direct I/O.
+    backend writes uploads: pieces of C{PIECE} bytes from aligned buffers,
+    C{JOBS} at once, then fsync; None where the file system refuses direct
+    I/O.
     """
     path = folder / f".direct-probe-{os.getpid()}"
     try:
