@@ -15,7 +15,8 @@ JSON_TYPE = b"application/json"
 class StorageUnavailable(Exception):
     """
     The storage did not answer, or failed inside, even after retries (an
-    S3 service down): answered C{503 storage_unavailable}, to try again.
+    S3 service down), or refuses writes (a disk remounted read-only):
+    answered C{503 storage_unavailable}, to try again.
     """
 
 
@@ -81,6 +82,6 @@ def bodyTimeout(error: Exception) -> ApiError:
 def storageUnavailable(error: Exception) -> ApiError:
     return ApiError(
         503, "storage_unavailable",
-        f"The storage is not answering: {error}. Nothing was stored; try again.",
+        f"The storage is unavailable: {error}. Nothing was stored; try again.",
         {b"retry-after": b"5"},
     )

@@ -230,30 +230,30 @@ class LimitTests(BackendTestCase):
         self.assertEqual(self.request(put(b"/files/ok", b"x" * 10)).status, 201)
 
 
-def fillDiskAfterFirstWrite(test: SynchronousTestCase) -> None:
+def failWritesAfterFirst(test: SynchronousTestCase, code: int = errno.ENOSPC) -> None:
     """
-    Make every file write after the first fail as on a full disk (writes
-    through the page cache and direct ones alike).
+    Make every file write after the first fail with C{code}, as on a full
+    disk by default (writes through the page cache and direct ones alike).
     """
     written: list[object] = []
 
-    def filling(write: Any) -> Any:
-        def full(*args: Any) -> int:
+    def failing(write: Any) -> Any:
+        def fail(*args: Any) -> int:
             if written:
-                raise OSError(errno.ENOSPC, "No space left on device")
+                raise OSError(code, os.strerror(code))
             written.append(args)
             return cast(int, write(*args))
 
-        return full
+        return fail
 
-    test.patch(os, "writev", filling(os.writev))
-    test.patch(os, "pwrite", filling(os.pwrite))
+    test.patch(os, "writev", failing(os.writev))
+    test.patch(os, "pwrite", failing(os.pwrite))
 
 
 class DiskFullTests(BackendTestCase):
     def test_enospc(self) -> None:
         """A full disk answers 507 and leaves nothing behind."""
-        fillDiskAfterFirstWrite(self)
+        failWritesAfterFirst(self)
         conn = self.connect()
         conn.send(put(b"/files/f", b"x" * 3 * 8192)[:-2 * 8192])
         conn.turn()
@@ -272,6 +272,46 @@ class DiskFullBufferedTests(DiskFullTests):
         super().setUp()
         self.store = DiskStore(self.root, direct=False)
         self.routes = BackendRoutes(self.store, maxSize=self.maxSize)
+
+
+class ReadOnlyStorageTests(BackendTestCase):
+    """
+    Storage that refuses writes (a disk remounted read-only after errors,
+    a failing device, a folder the service may not write) answers 503
+    C{storage_unavailable}, to try again later, and leaves nothing behind.
+    """
+
+    def assertUnavailable(self, response: Response) -> None:
+        self.assertError(response, 503, "storage_unavailable")
+        self.assertEqual(response.headers[b"retry-after"], b"5")
+        self.assertIn("Read-only file system", json.loads(response.body)["message"])
+        self.assertNothingStored()
+
+    def test_refusedMidUpload(self) -> None:
+        failWritesAfterFirst(self, errno.EROFS)
+        conn = self.connect()
+        conn.send(put(b"/files/f", b"x" * 3 * 8192)[:-2 * 8192])
+        conn.turn()
+        conn.send(b"x" * 8192)  # fails to be written
+        conn.send(b"x" * 5)  # and the failure is answered
+        [response] = conn.responses()
+        self.assertUnavailable(response)
+
+    def test_refusedAtStart(self) -> None:
+        """The upload's file cannot even be made; the next upload can."""
+        original = os.open
+        refusing = [True]
+
+        def readOnly(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if refusing and flags & os.O_CREAT:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return original(path, flags, *args, **kwargs)
+
+        self.patch(os, "open", readOnly)
+        self.assertUnavailable(self.request(put(b"/files/f", b"x" * 10)))
+        refusing.clear()
+        self.assertEqual(self.request(put(b"/files/f", b"x" * 10)).status, 201)
+        self.assertEqual((self.root / "f").read_bytes(), b"x" * 10)
 
 
 class OtherRouteTests(BackendTestCase):

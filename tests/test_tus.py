@@ -6,6 +6,7 @@ real resumable store, through in-memory HTTP.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
 from streamrelay.tus.protocol import TusService, TusUploads, parseMetadata
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
-from tests.test_backend_routes import fillDiskAfterFirstWrite
+from tests.test_backend_routes import failWritesAfterFirst
 
 TUS = b"Tus-Resumable: 1.0.0"
 OCTETS = b"Content-Type: application/offset+octet-stream"
@@ -598,7 +599,7 @@ class DurabilityTests(TusTestCase):
 
         location = self.create("nospace", 30)
         self.request(patch(location, 0, b"abc"))
-        fillDiskAfterFirstWrite(self)
+        failWritesAfterFirst(self)
         conn = self.connect()
         conn.send(patch(location, 3, b"x" * 27)[:-20])
         conn.turn()
@@ -609,3 +610,21 @@ class DurabilityTests(TusTestCase):
         self.assertEqual(self.stateOffset(location), 3)
         uploadId = location.decode().rsplit("/", 1)[1]
         self.assertEqual((self.root / ".tus" / f"{uploadId}.part").stat().st_size, 3)
+
+    def test_readOnlyDiskDiscardsChunk(self) -> None:
+        """
+        A disk that turns read-only mid-PATCH answers 503, to try again;
+        the offset stays where it was.
+        """
+        location = self.create("readonly", 30)
+        self.request(patch(location, 0, b"abc"))
+        failWritesAfterFirst(self, errno.EROFS)
+        conn = self.connect()
+        conn.send(patch(location, 3, b"x" * 27)[:-20])
+        conn.turn()
+        conn.send(b"x" * 10)  # fails to be written
+        conn.send(b"x" * 5)  # and the failure is answered
+        [response] = conn.responses()
+        self.assertError(response, 503, "storage_unavailable")
+        self.assertEqual(response.headers[b"retry-after"], b"5")
+        self.assertEqual(self.stateOffset(location), 3)

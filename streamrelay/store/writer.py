@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
+from streamrelay.errors import StorageUnavailable
 from streamrelay.store.interfaces import StorageFull
 
 #: Runs a function, in a thread or inline, and gives its result.
@@ -35,9 +36,18 @@ def inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
     return maybeDeferred(f, *args)
 
 
+#: Errors of a storage that refuses writes for now: a disk remounted
+#: read-only after errors, a failing device, a folder the service may not
+#: write.  Answered C{503 storage_unavailable}, not as a server fault.
+_REFUSED = (errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
+
+
 def storageError(error: BaseException) -> BaseException:
+    """The error a failed file operation of a store is reported as."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(os.strerror(error.errno))
+    if isinstance(error, OSError) and error.errno in _REFUSED:
+        return StorageUnavailable(os.strerror(error.errno))
     return error
 
 
