@@ -250,16 +250,27 @@ def failWritesAfterFirst(test: SynchronousTestCase, code: int = errno.ENOSPC) ->
     test.patch(os, "pwrite", failing(os.pwrite))
 
 
+def answerToFailedWrite(conn: Connection, request: bytes, held: int, failing: int) -> Response:
+    """
+    Send C{request} but its last C{held} bytes, let the server take that
+    in, then C{failing} bytes more (whose write fails: see
+    L{failWritesAfterFirst}) and a few after them, by which time the
+    failure is answered: that answer.
+    """
+    conn.send(request[:-held])
+    conn.turn()
+    conn.send(request[-held:][:failing])
+    conn.send(request[-held:][failing : failing + 5])
+    [response] = conn.responses()
+    return response
+
+
 class DiskFullTests(BackendTestCase):
     def test_enospc(self) -> None:
         """A full disk answers 507 and leaves nothing behind."""
         failWritesAfterFirst(self)
-        conn = self.connect()
-        conn.send(put(b"/files/f", b"x" * 3 * 8192)[:-2 * 8192])
-        conn.turn()
-        conn.send(b"x" * 8192)  # fails to be written
-        conn.send(b"x" * 5)  # and the failure is answered
-        [response] = conn.responses()
+        request = put(b"/files/f", b"x" * 3 * 8192)
+        response = answerToFailedWrite(self.connect(), request, 2 * 8192, 8192)
         self.assertError(response, 507, "insufficient_storage")
         self.assertEqual(response.headers[b"connection"], b"close")
         self.assertNothingStored()
@@ -289,13 +300,8 @@ class ReadOnlyStorageTests(BackendTestCase):
 
     def test_refusedMidUpload(self) -> None:
         failWritesAfterFirst(self, errno.EROFS)
-        conn = self.connect()
-        conn.send(put(b"/files/f", b"x" * 3 * 8192)[:-2 * 8192])
-        conn.turn()
-        conn.send(b"x" * 8192)  # fails to be written
-        conn.send(b"x" * 5)  # and the failure is answered
-        [response] = conn.responses()
-        self.assertUnavailable(response)
+        request = put(b"/files/f", b"x" * 3 * 8192)
+        self.assertUnavailable(answerToFailedWrite(self.connect(), request, 2 * 8192, 8192))
 
     def test_refusedAtStart(self) -> None:
         """The upload's file cannot even be made; the next upload can."""

@@ -24,7 +24,7 @@ from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
 from streamrelay.tus.protocol import TusService, TusUploads, parseMetadata
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
-from tests.test_backend_routes import failWritesAfterFirst
+from tests.test_backend_routes import answerToFailedWrite, failWritesAfterFirst
 
 TUS = b"Tus-Resumable: 1.0.0"
 OCTETS = b"Content-Type: application/offset+octet-stream"
@@ -600,12 +600,7 @@ class DurabilityTests(TusTestCase):
         location = self.create("nospace", 30)
         self.request(patch(location, 0, b"abc"))
         failWritesAfterFirst(self)
-        conn = self.connect()
-        conn.send(patch(location, 3, b"x" * 27)[:-20])
-        conn.turn()
-        conn.send(b"x" * 10)  # fails to be written
-        conn.send(b"x" * 5)  # and the failure is answered
-        [response] = conn.responses()
+        response = answerToFailedWrite(self.connect(), patch(location, 3, b"x" * 27), 20, 10)
         self.assertError(response, 507, "insufficient_storage")
         self.assertEqual(self.stateOffset(location), 3)
         uploadId = location.decode().rsplit("/", 1)[1]
@@ -619,12 +614,7 @@ class DurabilityTests(TusTestCase):
         location = self.create("readonly", 30)
         self.request(patch(location, 0, b"abc"))
         failWritesAfterFirst(self, errno.EROFS)
-        conn = self.connect()
-        conn.send(patch(location, 3, b"x" * 27)[:-20])
-        conn.turn()
-        conn.send(b"x" * 10)  # fails to be written
-        conn.send(b"x" * 5)  # and the failure is answered
-        [response] = conn.responses()
+        response = answerToFailedWrite(self.connect(), patch(location, 3, b"x" * 27), 20, 10)
         self.assertError(response, 503, "storage_unavailable")
         self.assertEqual(response.headers[b"retry-after"], b"5")
         self.assertEqual(self.stateOffset(location), 3)
