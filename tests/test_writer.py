@@ -12,8 +12,45 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamrelay.errors import StorageUnavailable
 from streamrelay.store.interfaces import StorageFull
-from streamrelay.store.writer import QueuedWriter, WriteBudget, WritePool, _syncEach, _writeEach
+from streamrelay.store.writer import (
+    QueuedWriter,
+    WriteBudget,
+    WritePool,
+    _syncEach,
+    _writeEach,
+    storageError,
+)
+
+
+class StorageErrorTests(SynchronousTestCase):
+    def test_fullAndRefused(self) -> None:
+        """
+        A full disk is StorageFull; one that refuses writes is
+        StorageUnavailable (answered 503, to try again); both with the
+        system's words, not the file's path.
+        """
+        for code, kind in [
+            (errno.ENOSPC, StorageFull),
+            (errno.EDQUOT, StorageFull),
+            (errno.EROFS, StorageUnavailable),
+            (errno.EACCES, StorageUnavailable),
+            (errno.EPERM, StorageUnavailable),
+        ]:
+            error = storageError(OSError(code, os.strerror(code), "/srv/uploads/.partial/x"))
+            self.assertIsInstance(error, kind)
+            self.assertEqual(str(error), os.strerror(code))
+
+    def test_ownInconsistencyKept(self) -> None:
+        """
+        An EIO streamrelay raises for a file not as its state says stays
+        as it is, with its message: trying again would not mend it.
+        """
+        own = OSError(errno.EIO, "abc.part changed on disk: its SHA-256 differs")
+        self.assertIs(storageError(own), own)
+        other = ValueError("x")
+        self.assertIs(storageError(other), other)
 
 
 class HandRunner:

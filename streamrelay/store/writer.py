@@ -37,9 +37,11 @@ def inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
 
 
 #: Errors of a storage that refuses writes for now: a disk remounted
-#: read-only after errors, a failing device, a folder the service may not
-#: write.  Answered C{503 storage_unavailable}, not as a server fault.
-_REFUSED = (errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
+#: read-only after errors, a folder the service may not write.  Answered
+#: C{503 storage_unavailable}, not as a server fault.  (Not EIO:
+#: streamrelay raises that itself, with its own message, for a file that
+#: is not as its state says, which trying again does not mend.)
+_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def storageError(error: BaseException) -> BaseException:
