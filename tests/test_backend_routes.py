@@ -288,8 +288,8 @@ class DiskFullBufferedTests(DiskFullTests):
 class ReadOnlyStorageTests(BackendTestCase):
     """
     Storage that refuses writes (a disk remounted read-only after errors,
-    a failing device, a folder the service may not write) answers 503
-    C{storage_unavailable}, to try again later, and leaves nothing behind.
+    a folder the service may not write) answers 503 C{storage_unavailable},
+    to try again later, and leaves nothing behind.
     """
 
     def assertUnavailable(self, response: Response) -> None:

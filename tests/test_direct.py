@@ -44,10 +44,6 @@ class DirectWriterTests(SynchronousTestCase):
         """(offset, size, last) of each piece cut and waiting for a job."""
         return [(p.offset, p.size, p.last) for p in self.pool._ready]
 
-    def fds(self) -> list[int]:
-        """The file of each piece waiting for a job."""
-        return [p.writer.fd for p in self.pool._ready]
-
     def runAll(self) -> None:
         while self.runner.calls:
             self.runner.step()
@@ -91,6 +87,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertEqual(len(self.pieces()), 4)
         self.runner.step()
         self.assertEqual(self.pieces(), [(4 * PIECE, PIECE, False), (5 * PIECE, PIECE, False)])
+
     def test_piecesSpanChunks(self) -> None:
         """A piece gathers what several writes brought, cut at a block."""
         self.writer.write(b"a" * 100)
@@ -103,6 +100,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.runAll()
         self.successResultOf(finished)
         self.assertEqual(self.contents(), b"a" * 100 + b"b" * ALIGN)
+
     def test_endWrittenLast(self) -> None:
         """
         The unaligned end waits for the pieces before it, and is written
@@ -118,6 +116,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.successResultOf(finished)
         self.assertEqual(self.contents(), b"x" * (PIECE + 10))
         self.assertFalse(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)
+
     def test_finishEmpty(self) -> None:
         self.successResultOf(self.writer.finish())
         self.assertEqual(self.runner.calls, [])
@@ -142,6 +141,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertEqual(self.producer.events, ["pause"])
         self.runAll()
         self.assertEqual(self.producer.events, ["pause", "resume"])
+
     def test_sharedBudget(self) -> None:
         """The store's budget pauses a writer holding less than its own high."""
         budget = WriteBudget(PIECE)
@@ -154,6 +154,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.runAll()
         self.assertEqual(producer.events, ["pause", "resume"])
         self.assertEqual(budget.queued, 0)
+
     def test_diskFullIsStorageFull(self) -> None:
         """
         A failed piece fails the file: finish fails, a paused producer is
@@ -174,6 +175,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.runAll()
         self.assertEqual(self.pieces(), [])
         self.assertEqual(self.budget.queued, 0)
+
     def test_abandonWaitsForRunningPieces(self) -> None:
         """
         Abandoning drops what is queued, skips the pieces not yet written,
@@ -189,6 +191,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.runAll()
         self.assertEqual(self.contents(), b"")  # the cut pieces were skipped
         self.assertEqual(self.budget.queued, 0)
+
     def test_filesTakeTurns(self) -> None:
         """Files with bytes to write take turns as pieces are cut."""
         pool = DirectPool(self.runner, jobs=1, piece=PIECE)
@@ -203,6 +206,7 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertEqual([p.writer for p in pool._ready], [writer, second])
         self.runner.step()
         self.assertEqual([p.writer for p in pool._ready], [writer, second])
+
     def test_shortRestIsCopied(self) -> None:
         """
         The unaligned rest of a chunk waits as a copy of its own, not as
