@@ -26,9 +26,11 @@ $(STAMP): setup.cfg pyproject.toml
 run: install
 	@mkdir -p uploads
 	@echo "streamrelay: backend on $(BACKEND_LISTEN), proxy on $(PROXY_LISTEN); Ctrl-C stops both"
-	@trap 'kill $$backend 2>/dev/null; wait $$backend 2>/dev/null' EXIT INT TERM; \
+	@trap 'kill $$backend $$proxy 2>/dev/null; wait' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/twistd -n --pidfile= --logfile=- streamrelay-backend --listen $(BACKEND_LISTEN) --storage uploads & backend=$$!; \
-	$(BIN)/twistd -n --pidfile= --logfile=- streamrelay-proxy --listen $(PROXY_LISTEN) --backend http://$$(echo $(BACKEND_LISTEN) | sed -E 's/^tcp:([0-9]+):interface=(.*)$$/\2:\1/')
+	$(BIN)/twistd -n --pidfile= --logfile=- streamrelay-proxy --listen $(PROXY_LISTEN) --backend http://$$(echo $(BACKEND_LISTEN) | sed -E 's/^tcp:([0-9]+):interface=(.*)$$/\2:\1/') & proxy=$$!; \
+	while kill -0 $$backend 2>/dev/null && kill -0 $$proxy 2>/dev/null; do sleep 1; done; \
+	echo "streamrelay: a service stopped (see its log above); stopping the other" >&2; exit 1
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,6 +4,8 @@ Listening on Twisted endpoint descriptions, saying where.
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 from typing import Any
 
@@ -26,6 +28,25 @@ def withBacklog(description: str) -> str:
     if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
         return f"{description}:backlog={LISTEN_BACKLOG}"
     return description
+
+
+def _exitFailed() -> None:
+    """(At exit.)  End the process with status 1 instead of twistd's 0."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def stopFailed(reactor: IReactorCore) -> None:
+    """
+    Stop C{reactor} because the service cannot work, and make the process
+    exit with status 1 (twistd always exits 0), so that whatever started
+    it sees the failure.  A service fails while the reactor starts, where
+    a plain C{stop()} is lost and the process would wait forever: the stop
+    comes once the reactor runs.
+    """
+    atexit.register(_exitFailed)
+    reactor.callWhenRunning(reactor.stop)
 
 
 class ListeningService(Service):
@@ -77,7 +98,7 @@ class ListeningService(Service):
             label=self._label,
             description=description,
         )
-        self._reactor.stop()
+        stopFailed(self._reactor)
 
     def stopService(self) -> Deferred[object]:
         super().stopService()

@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone
 
 from tests.processes import (
+    BIN,
     deferLater,
     eventually,
     partials,
@@ -289,6 +291,38 @@ class ObservabilityTests(TestCase):
         self.assertEqual((stored[0]["name"], stored[0]["size"]), ("logged.txt", 3))
         self.assertEqual(stored[0]["outcome"], "stored")
         self.assertIn("seconds", stored[0])
+
+
+class StartupTests(TestCase):
+    timeout = 60
+
+    async def cannotListen(self, kind: str, *args: str) -> None:
+        """
+        C{twistd -n streamrelay-KIND} on a port another program holds ends
+        at once with status 1, and says why.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        code, output = await run(self, kind, [
+            str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", f"streamrelay-{kind}",
+            "--listen", f"tcp:{port}:interface=127.0.0.1", *args,
+        ], timeout=30)
+        self.assertEqual(code, 1, output.decode())
+        self.assertIn(
+            f"streamrelay-{kind} cannot listen on tcp:{port}:interface=127.0.0.1".encode(), output
+        )
+        self.assertIn(b"Address already in use", output)
+        self.assertLess(time.monotonic() - started, 20)
+
+    async def test_backendPortTaken(self) -> None:
+        await self.cannotListen("backend", "--storage", self.mktemp())
+
+    async def test_proxyPortTaken(self) -> None:
+        await self.cannotListen("proxy", "--backend", "http://127.0.0.1:9")
 
 
 class SlowlorisTests(TestCase):
