@@ -36,6 +36,20 @@ def parseSize(value: str) -> int:
     return number * factor
 
 
+def checkEndpoint(description: str) -> None:
+    """
+    L{usage.UsageError} unless C{description} is a server endpoint Twisted
+    can listen on (its syntax, and for C{ssl:} its key and certificate).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"--listen {description}: {e}") from None
+
+
 class ServiceOptions(usage.Options):
     """
     Options with environment fallbacks and a repeatable C{--listen}.
@@ -92,6 +106,8 @@ class ServiceOptions(usage.Options):
             self["listen"] = self.environ.get(
                 envName("listen"), self.defaultListen
             ).split()
+        for description in self["listen"]:
+            checkEndpoint(description)
         if self["max-concurrent-uploads"] is not None:
             try:
                 self["max-concurrent-uploads"] = int(self["max-concurrent-uploads"])

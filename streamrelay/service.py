@@ -5,11 +5,13 @@ Listening on Twisted endpoint descriptions, saying where.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
@@ -22,12 +24,36 @@ from streamrelay.limits import UploadSlots
 LISTEN_BACKLOG = 1024
 
 
+_MakeService = Callable[[Any], IService]
+
+
 def withBacklog(description: str) -> str:
     """C{description} with streamrelay's listen backlog, unless it sets one."""
     kind = description.split(":", 1)[0].lower()
     if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
         return f"{description}:backlog={LISTEN_BACKLOG}"
     return description
+
+
+def exitOnOSError(label: str) -> Callable[[_MakeService], _MakeService]:
+    """
+    Decorate a plugin's C{makeService}: a file or folder it cannot use
+    (storage, a secret or token file, ...) ends the program with status 1
+    and one line that names it and says why, not a traceback.
+    """
+
+    def decorate(makeService: _MakeService) -> _MakeService:
+        @functools.wraps(makeService)
+        def make(options: Any) -> IService:
+            try:
+                return makeService(options)
+            except OSError as e:
+                where = f"{e.filename}: " if e.filename else ""
+                raise SystemExit(f"{label} cannot start: {where}{e.strerror or e}") from None
+
+        return make
+
+    return decorate
 
 
 def _exitFailed() -> None:

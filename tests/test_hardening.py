@@ -324,6 +324,24 @@ class StartupTests(TestCase):
     async def test_proxyPortTaken(self) -> None:
         await self.cannotListen("proxy", "--backend", "http://127.0.0.1:9")
 
+    async def test_storageUnusable(self) -> None:
+        """
+        A storage folder that cannot be made (a file is in the way) ends the
+        backend with status 1 and one line naming it, not a traceback.
+        """
+        blocker = Path(self.mktemp())
+        blocker.write_bytes(b"a file, not a folder")
+        code, output = await run(self, "backend", [
+            str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "streamrelay-backend",
+            "--listen", "tcp:0:interface=127.0.0.1", "--storage", str(blocker / "uploads"),
+        ], timeout=30)
+        self.assertEqual(code, 1, output.decode())
+        self.assertIn(
+            f"streamrelay-backend cannot start: {blocker / 'uploads'}".encode(), output
+        )
+        self.assertIn(b"Not a directory", output)
+        self.assertNotIn(b"Traceback", output)
+
 
 class SlowlorisTests(TestCase):
     timeout = 120

@@ -156,6 +156,23 @@ class OptionTests(SynchronousTestCase):
         options.environ = {}
         self.assertRaises(usage.UsageError, options.parseOptions, ["--backend", "ftp://x"])
 
+    def test_badListen(self) -> None:
+        """
+        An endpoint Twisted cannot listen on is refused when the options are
+        read, naming it and saying why: from a flag or from the environment,
+        a bad syntax, an unknown kind, a missing TLS key.
+        """
+        for argv, environ, said in [
+            (["--listen", "tcp:abc"], {}, "--listen tcp:abc: invalid literal"),
+            (["--listen", "foo:1"], {}, "--listen foo:1: Unknown endpoint type"),
+            ([], {"STREAMRELAY_LISTEN": "tcp:1 tcp:x"}, "--listen tcp:x:"),
+            (["--listen", "ssl:1:privateKey=/nonexistent.pem"], {}, "No such file"),
+        ]:
+            options = BackendOptions()
+            options.environ = environ
+            error = self.assertRaises(usage.UsageError, options.parseOptions, argv)
+            self.assertIn(said, str(error))
+
 
 class DiskStoreTests(SynchronousTestCase):
     def setUp(self) -> None:

@@ -19,7 +19,12 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.limits import UploadSlots
 from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
-from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
+from streamrelay.service import (
+    GracefulStop,
+    ListeningService,
+    StreamrelayService,
+    exitOnOSError,
+)
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.s3.config import S3_OPTIONS, checkS3Options, isS3URL, makeS3Store
 from streamrelay.store.writer import Runner
@@ -85,6 +90,7 @@ def threadRunner(reactor: Any) -> Runner:
     return run
 
 
+@exitOnOSError("streamrelay-backend")
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 

@@ -21,7 +21,12 @@ from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.cors import parseOrigins, withCORS
 from streamrelay.proxy.routes import ProxyRoutes
-from streamrelay.service import GracefulStop, ListeningService, StreamrelayService
+from streamrelay.service import (
+    GracefulStop,
+    ListeningService,
+    StreamrelayService,
+    exitOnOSError,
+)
 from streamrelay.streaming import makeSite
 from streamrelay.webapp import appResource
 
@@ -102,6 +107,7 @@ def backendClient(reactor: object, caFile: str | None = None) -> HTTPClient:
     return HTTPClient(agent, cookiejar=jar)  # type: ignore[arg-type]
 
 
+@exitOnOSError("streamrelay-proxy")
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
