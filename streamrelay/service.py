@@ -1,5 +1,7 @@
 """
-Listening on Twisted endpoint descriptions, saying where.
+The services' frame: listening on Twisted endpoint descriptions (saying
+where), stopping gracefully, and ending the program with status 1 and one
+clear line when a service cannot start.
 """
 
 from __future__ import annotations
@@ -118,11 +120,11 @@ class ListeningService(Service):
         self._log.info("{label} listening on {where}", label=self._label, where=where)
 
     def _failed(self, failure, description: str) -> None:  # type: ignore[no-untyped-def]
-        self._log.failure(
-            "{label} cannot listen on {description}",
-            failure,
+        self._log.critical(
+            "{label} cannot listen on {description}: {reason}",
             label=self._label,
             description=description,
+            reason=failure.getErrorMessage(),
         )
         stopFailed(self._reactor)
 
