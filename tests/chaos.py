@@ -178,7 +178,7 @@ def main() -> int:
         backend.stop()
 
     visible = {p.name: p for p in storage.iterdir() if not p.name.startswith(".")}
-    partial = list((storage / ".partial").iterdir())
+    partial = [p for p in (storage / ".partial").iterdir() if p.name != ".lock"]
     lost = [n for n in tally.told if n not in visible]
     corrupted = []
     for name, path in visible.items():

@@ -238,7 +238,8 @@ def sha256File(path: Path) -> str:
 
 
 def partials(storage: Path) -> list[Path]:
-    return list((storage / ".partial").iterdir())
+    """The files of uploads in flight (or left by a crash): not the backend's lock."""
+    return [p for p in (storage / ".partial").iterdir() if p.name != ".lock"]
 
 
 async def eventually(check: Any, timeout: float, interval: float = 0.05) -> bool:

@@ -324,6 +324,33 @@ class StartupTests(TestCase):
     async def test_proxyPortTaken(self) -> None:
         await self.cannotListen("proxy", "--backend", "http://127.0.0.1:9")
 
+    async def test_secondBackendOnSameStorage(self) -> None:
+        """
+        A second backend started on the folder another one uses ends at once
+        with status 1, saying so, and leaves the first one's upload in flight
+        alone: it is stored intact once its client sends the rest.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(64 * MiB)
+        first = await startService(self, "backend", "--storage", str(storage))
+        sender = halfSender(self, first.port, "inflight.bin", source)
+        await sender.protocol.waitFor(b"HALF")
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        code, output = await run(self, "second", [
+            str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "streamrelay-backend",
+            "--listen", "tcp:0:interface=127.0.0.1", "--storage", str(storage),
+        ], timeout=30)
+        self.assertEqual(code, 1, output.decode())
+        self.assertIn(
+            f"streamrelay-backend cannot start: {storage}: in use by another "
+            f"streamrelay-backend (process {first.pid})".encode(), output
+        )
+        self.assertNotEqual(partials(storage), [])
+        sender.writeStdin(b"go\n")
+        answer = await sender.protocol.waitFor(b"DONE")
+        self.assertIn(b"201 Created", answer)
+        self.assertEqual(sha256File(storage / "inflight.bin"), sha)
+
     async def test_storageUnusable(self) -> None:
         """
         A storage folder that cannot be made (a file is in the way) ends the

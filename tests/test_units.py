@@ -220,6 +220,28 @@ class DiskStoreTests(SynchronousTestCase):
         self.assertEqual(DiskStore(self.root).sweep(), 1)
         self.assertEqual(list(self.store.partialDir.iterdir()), [])
 
+    def test_claim(self) -> None:
+        """
+        One store at a time takes a folder: another is refused, naming the
+        folder and the holder's process, until the first lets go; a sweep
+        keeps the lock and removes what uploads left.
+        """
+        self.assertTrue(self.store.claim())
+        self.addCleanup(self.store.release)
+        other = DiskStore(self.root)
+        error = self.assertRaises(OSError, other.claim)
+        self.assertEqual(error.errno, errno.EBUSY)
+        self.assertEqual(error.filename, str(self.root))
+        self.assertIn(f"in use by another streamrelay-backend (process {os.getpid()})",
+                      error.strerror)
+        (self.store.partialDir / "left-over").write_bytes(b"x")
+        self.assertEqual(self.store.sweep(), 1)
+        self.assertEqual([p.name for p in self.store.partialDir.iterdir()], [".lock"])
+        self.assertRaises(OSError, other.claim)
+        self.store.release()
+        self.assertTrue(other.claim())
+        other.release()
+
     def test_missing(self) -> None:
         self.assertIsNone(self.successResultOf(self.store.stat("nope")))
 

@@ -109,6 +109,12 @@ def makeService(options: Options) -> IService:
             run=threadRunner(reactor),
         )
         where = str(root.resolve())
+        if not store.claim():
+            _log.warn(
+                "{root} has no file locks: make sure no other backend uses it "
+                "(each would sweep the other's uploads in flight)",
+                root=where,
+            )
     swept = store.sweep()
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)

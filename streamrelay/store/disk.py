@@ -12,6 +12,7 @@ before, so it travels with the file atomically.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import heapq
 import os
@@ -54,6 +55,9 @@ from streamrelay.store.writer import (
 )
 
 PARTIAL_DIR = ".partial"
+#: In PARTIAL_DIR: the lock a backend holds on its storage folder while it
+#: runs (see L{DiskStore.claim}); it holds the backend's process id.
+LOCK_FILE = ".lock"
 SHA256_XATTR = "user.streamrelay.sha256"
 
 
@@ -610,9 +614,49 @@ class DiskStore:
             return reactor  # type: ignore[return-value]
         return self.clock
 
+    _claim: int | None = None
+
+    def claim(self) -> bool:
+        """
+        Take the storage folder for this process: an exclusive lock on
+        C{.partial/.lock}, held until the process ends (or L{release}).
+        Two backends on one folder would sweep each other's uploads in
+        flight, so while another process holds it this raises L{OSError}
+        (C{EBUSY}) naming the folder and the holder's process id.  False
+        where the file system has no locks (nothing is held then).
+        """
+        fd = os.open(self.partialDir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise OSError(
+                errno.EBUSY,
+                f"in use by another streamrelay-backend (process {holder})",
+                str(self.root),
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return False
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._claim = fd
+        return True
+
+    def release(self) -> None:
+        """Let go of the folder taken by L{claim}."""
+        fd, self._claim = self._claim, None
+        if fd is not None:
+            os.close(fd)
+
     def sweep(self) -> int:
         count = 0
         for entry in self.partialDir.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
             entry.unlink(missing_ok=True)
             count += 1
         return count
