@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 
@@ -74,7 +75,14 @@ def stopFailed(reactor: IReactorCore) -> None:
     comes once the reactor runs.
     """
     atexit.register(_exitFailed)
-    reactor.callWhenRunning(reactor.stop)
+
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # another failure (a second --listen, say) stopped it first
+
+    reactor.callWhenRunning(stop)
 
 
 class ListeningService(Service):
