@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from tests.processes import partials, serviceArgv
+
 _LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
 
 
@@ -53,8 +54,7 @@ class Service:
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", f"streamrelay-{self.kind}",
-             "--listen", self.listen, *self.args],
+            serviceArgv(self.kind, [self.listen], *self.args),
             stdout=out, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
@@ -178,7 +178,7 @@ def main() -> int:
         backend.stop()
 
     visible = {p.name: p for p in storage.iterdir() if not p.name.startswith(".")}
-    partial = [p for p in (storage / ".partial").iterdir() if p.name != ".lock"]
+    partial = partials(storage)
     lost = [n for n in tally.told if n not in visible]
     corrupted = []
     for name, path in visible.items():

@@ -171,6 +171,14 @@ def spawn(
     return program
 
 
+def serviceArgv(kind: str, listens: Sequence[str], *args: str) -> list[str]:
+    """The command line of C{twistd -n streamrelay-KIND} on C{listens}, logging to stdout."""
+    argv = [str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", f"streamrelay-{kind}"]
+    for listen in listens:
+        argv += ["--listen", listen]
+    return argv + list(args)
+
+
 async def startService(
     test: TestCase,
     kind: str,
@@ -179,11 +187,7 @@ async def startService(
     listen: str = "tcp:0:interface=127.0.0.1",
 ) -> Program:
     """Start C{twistd -n streamrelay-KIND}, by default on a free loopback port."""
-    argv = [
-        str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
-        f"streamrelay-{kind}", "--listen", listen, *args,
-    ]
-    program = spawn(test, kind, argv, env=env, service=True)
+    program = spawn(test, kind, serviceArgv(kind, [listen], *args), env=env, service=True)
     timeout = reactor.callLater(30, program.protocol.listening.cancel)
     program.port = await program.protocol.listening
     if timeout.active():

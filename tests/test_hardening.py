@@ -22,11 +22,11 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone
 
 from tests.processes import (
-    BIN,
     deferLater,
     eventually,
     partials,
     run,
+    serviceArgv,
     sha256File,
     spawn,
     startService,
@@ -296,33 +296,41 @@ class ObservabilityTests(TestCase):
 class StartupTests(TestCase):
     timeout = 60
 
-    async def cannotListen(self, kind: str, *args: str) -> None:
-        """
-        C{twistd -n streamrelay-KIND} on a port another program holds ends
-        at once with status 1, and says why.
-        """
+    def takenPort(self) -> int:
+        """A loopback port this test holds for as long as it runs."""
         taken = socket.socket()
         self.addCleanup(taken.close)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
+        port: int = taken.getsockname()[1]
+        return port
+
+    async def cannotListen(self, kind: str, ports: int, *args: str) -> None:
+        """
+        C{twistd -n streamrelay-KIND} on C{ports} ports other programs hold
+        ends at once with status 1, and says why for each, in one line, not
+        a traceback.
+        """
+        taken = [self.takenPort() for _ in range(ports)]
+        listens = [f"tcp:{port}:interface=127.0.0.1" for port in taken]
         started = time.monotonic()
-        code, output = await run(self, kind, [
-            str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", f"streamrelay-{kind}",
-            "--listen", f"tcp:{port}:interface=127.0.0.1", *args,
-        ], timeout=30)
+        code, output = await run(self, kind, serviceArgv(kind, listens, *args), timeout=30)
         self.assertEqual(code, 1, output.decode())
-        self.assertIn(
-            f"streamrelay-{kind} cannot listen on tcp:{port}:interface=127.0.0.1".encode(), output
-        )
-        self.assertIn(b"Address already in use", output)
+        for listen in listens:
+            self.assertIn(f"streamrelay-{kind} cannot listen on {listen}".encode(), output)
+        self.assertEqual(output.count(b"Address already in use"), ports, output.decode())
+        self.assertNotIn(b"Traceback", output)
         self.assertLess(time.monotonic() - started, 20)
 
     async def test_backendPortTaken(self) -> None:
-        await self.cannotListen("backend", "--storage", self.mktemp())
+        await self.cannotListen("backend", 1, "--storage", self.mktemp())
 
     async def test_proxyPortTaken(self) -> None:
-        await self.cannotListen("proxy", "--backend", "http://127.0.0.1:9")
+        await self.cannotListen("proxy", 1, "--backend", "http://127.0.0.1:9")
+
+    async def test_twoPortsTaken(self) -> None:
+        """Two failed listens stop the program once, without a traceback."""
+        await self.cannotListen("proxy", 2, "--backend", "http://127.0.0.1:9")
 
     async def test_secondBackendOnSameStorage(self) -> None:
         """
@@ -336,10 +344,8 @@ class StartupTests(TestCase):
         sender = halfSender(self, first.port, "inflight.bin", source)
         await sender.protocol.waitFor(b"HALF")
         self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
-        code, output = await run(self, "second", [
-            str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "streamrelay-backend",
-            "--listen", "tcp:0:interface=127.0.0.1", "--storage", str(storage),
-        ], timeout=30)
+        code, output = await run(self, "second", serviceArgv(
+            "backend", ["tcp:0:interface=127.0.0.1"], "--storage", str(storage)), timeout=30)
         self.assertEqual(code, 1, output.decode())
         self.assertIn(
             f"streamrelay-backend cannot start: {storage}: in use by another "
@@ -358,10 +364,9 @@ class StartupTests(TestCase):
         """
         blocker = Path(self.mktemp())
         blocker.write_bytes(b"a file, not a folder")
-        code, output = await run(self, "backend", [
-            str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "streamrelay-backend",
-            "--listen", "tcp:0:interface=127.0.0.1", "--storage", str(blocker / "uploads"),
-        ], timeout=30)
+        code, output = await run(self, "backend", serviceArgv(
+            "backend", ["tcp:0:interface=127.0.0.1"], "--storage", str(blocker / "uploads")),
+            timeout=30)
         self.assertEqual(code, 1, output.decode())
         self.assertIn(
             f"streamrelay-backend cannot start: {blocker / 'uploads'}".encode(), output
