@@ -11,6 +11,8 @@ from typing import Any
 
 from twisted.python import usage
 
+from streamrelay.service import withBacklog
+
 
 def envName(option: str) -> str:
     return "STREAMRELAY_" + option.upper().replace("-", "_")
@@ -39,13 +41,14 @@ def parseSize(value: str) -> int:
 def checkEndpoint(description: str) -> None:
     """
     L{usage.UsageError} unless C{description} is a server endpoint Twisted
-    can listen on (its syntax, and for C{ssl:} its key and certificate).
+    can listen on (its syntax, and for C{ssl:} its key and certificate), as
+    L{streamrelay.service.ListeningService} will parse it.
     """
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
     try:
-        serverFromString(reactor, description)
+        serverFromString(reactor, withBacklog(description))
     except Exception as e:
         raise usage.UsageError(f"--listen {description}: {e}") from None
 
