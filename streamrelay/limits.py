@@ -5,8 +5,11 @@ uploads may finish for a grace period, then are aborted cleanly.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -47,6 +50,16 @@ class UploadSlots:
         self.active.add(request)
 
     def release(self, request: IRequest) -> None:
+        """
+        Give C{request}'s slot back once its answer is written (or its
+        client gone): a graceful stop waits for the answer too.
+        """
+        if getattr(request, "finished", True) or getattr(request, "_disconnected", False):
+            self._free(request)
+        else:
+            cast(Any, request).notifyFinish().addBoth(lambda _: self._free(request))
+
+    def _free(self, request: IRequest) -> None:
         self.active.discard(request)
         if not self.active:
             idle, self._idle = self._idle, []
@@ -66,6 +79,7 @@ class UploadSlots:
         the rest (their partial files are removed as for any client abort).
         """
         self.stopping = True
+        answering = [getattr(request, "transport", None) for request in self.active]
         if self.active:
             _log.info("waiting up to {grace} s for {count} upload(s) in flight",
                       grace=grace, count=len(self.active))
@@ -77,6 +91,20 @@ class UploadSlots:
                 if transport is not None:
                     transport.abortConnection()
             await _within(self._clock(), self.whenIdle(), 5.0)
+        await self._sent([t for t in answering if t is not None], 5.0)
+
+    async def _sent(self, transports: list[Any], seconds: float) -> None:
+        """
+        Close the connections of the uploads that finished while stopping
+        once their answers are sent, and wait (at most C{seconds}) until
+        they are: the program's end would cut what is still queued.
+        """
+        for transport in transports:
+            transport.loseConnection()
+        waited = 0.0
+        while waited < seconds and any(_open(t) for t in transports):
+            await deferLater(self._clock(), 0.01)
+            waited += 0.01
 
     def _clock(self) -> IReactorTime:
         if self.clock is None:
@@ -84,6 +112,13 @@ class UploadSlots:
 
             return reactor  # type: ignore[return-value]
         return self.clock
+
+
+def _open(transport: Any) -> bool:
+    """Whether the connection under C{transport} (TLS, say) is still open."""
+    while not hasattr(transport, "socket") and getattr(transport, "transport", None) is not None:
+        transport = transport.transport
+    return bool(getattr(transport, "connected", False))
 
 
 async def _within(clock: IReactorTime, d: Deferred[None], seconds: float) -> None:

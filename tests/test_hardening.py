@@ -148,6 +148,24 @@ class CrashTests(TestCase):
         await backend.protocol.ended
         self.assertIn(b"Server Shut Down.", backend.output)
 
+    async def test_sigtermAnswersUploadsThatFinish(self) -> None:
+        """
+        SIGTERM: an upload that finishes within --grace is answered before
+        the program ends (here the client sends slowly; the disk is fast).
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(32 * MiB)
+        backend = await startService(self, "backend", "--storage", str(storage), "--grace", "20")
+        upload = spawn(self, "curl", curl("--limit-rate", str(16 * MiB), "-T", str(source),
+                                          "-w", "\n%{http_code}", f"{backend.url}/files/slow.bin"))
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        backend.signal(signal.SIGTERM)
+        await upload.protocol.ended
+        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
+        self.assertEqual(sha256File(storage / "slow.bin"), sha)
+        await backend.protocol.ended
+        self.assertIn(b"Server Shut Down.", backend.output)
+
     async def test_sigtermAbortsAfterGrace(self) -> None:
         """SIGTERM: past --grace, uploads are aborted and leave nothing."""
         storage = Path(self.mktemp()) / "uploads"
