@@ -9,7 +9,7 @@ import errno
 import hashlib
 import os
 import re
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.interfaces import IConsumer, IProducer
 from zope.interface import implementer
@@ -136,11 +136,24 @@ class HashingConsumer:
         self._consumer.unregisterProducer()
 
     def write(self, data: bytes) -> None:
+        self._count(data)
+        self._consumer.write(data)
+
+    # The file the consumer offers (see streaming.RequestBody)
+
+    def fileTarget(self) -> Any:
+        offer = getattr(self._consumer, "fileTarget", None)
+        return offer() if offer is not None else None
+
+    def wroteToFile(self, data: memoryview) -> None:
+        self._count(data)
+        cast(Any, self._consumer).wroteToFile(data)
+
+    def _count(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self._limit is not None and self.size > self._limit:
             raise self._tooLarge(self._limit)
         self._sha256.update(data)
-        self._consumer.write(data)
 
     def hexdigest(self) -> str:
         return self._sha256.hexdigest()

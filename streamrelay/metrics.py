@@ -33,6 +33,11 @@ class Metrics:
             "streamrelay_uploads_in_flight", "Uploads being received now.",
             registry=self.registry, labelnames=["service"],
         ).labels(**labels)
+        self.spliced = Counter(
+            "streamrelay_uploads_spliced", "Uploads whose body the kernel moves "
+            "straight from the connection into the file (counted as they start).",
+            registry=self.registry, labelnames=["service"],
+        ).labels(**labels)
         self.bytesReceived = Counter(
             "streamrelay_bytes_received", "Request body bytes received.",
             registry=self.registry, labelnames=["service"],

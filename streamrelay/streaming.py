@@ -8,14 +8,18 @@ L{RequestBody}, an L{IBodyProducer} whose pause and resume pause and resume
 reading the client's socket.
 
 It also tunes the TCP transports that carry bodies: their read size, their
-send size, and (L{sendEagerly}) sending each write at once.
+send size, and (L{sendEagerly}) sending each write at once.  A large body
+whose consumer offers a file to write it into is moved there by the kernel
+(L{streamrelay.splicing}) instead of being read into Python.
 
 This is the only module of streamrelay that touches Twisted internals
 (C{HTTPChannel._command}, C{_path}, C{_version}, C{_savedTimeOut},
-C{_send100Continue}, C{Request._cleanup}, and a TCP transport's
-C{SEND_LIMIT}, C{dataBuffer}, C{offset}, C{_tempDataBuffer} and
-C{_writeDisconnected}); it is tested against the Twisted range pinned in
-setup.cfg.
+C{_send100Continue}, C{_transferDecoder}, C{_handlingRequest},
+C{rawDataReceived}, C{LineReceiver}'s C{line_mode}, C{_buffer} and
+C{_busyReceiving}, C{Request._cleanup}, and a TCP transport's
+C{SEND_LIMIT}, C{dataBuffer}, C{offset}, C{_tempDataBuffer},
+C{_writeDisconnected}, C{socket} and C{doRead}); it is tested against the
+Twisted range pinned in setup.cfg.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from twisted.web import http, server
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource
 from zope.interface import implementer
+
+from streamrelay import splicing
 
 __all__ = [
     "BodyIncomplete",
@@ -175,15 +181,24 @@ class RequestBody:
     when the client goes away or the consumer raises.  The consumer may
     pause, resume and stop it like any push producer.
 
+    A consumer with C{fileTarget()} (returning a L{splicing.FileTarget}, or
+    None) and C{wroteToFile(data)} may have a large body with a
+    C{Content-Length} on a TCP connection written into that file directly:
+    then C{wroteToFile} is called with the bytes (read back from the file)
+    in place of C{write}, in order, as they land there.
+
     @ivar length: the declared C{Content-Length}, or L{UNKNOWN_LENGTH} for a
         chunked body.
     @ivar received: body bytes read from the client so far.
+    @ivar spliced: whether the body is (or was) moved into its consumer's
+        file by the kernel.
     """
 
     def __init__(self, request: StreamingRequest, length: int | None) -> None:
         self._request = request
         self.length: int = cast(int, UNKNOWN_LENGTH) if length is None else length
         self.received = 0
+        self.spliced = False
         self.ended = False
         self._consumer: IConsumer | None = None
         self._done: Deferred[None] | None = None
@@ -227,7 +242,8 @@ class RequestBody:
             return done
         done = self._done
         self._request._continueBody()
-        self._deliver()
+        if not self._request._startSplicing(consumer):
+            self._deliver()
         return done
 
     def pauseProducing(self) -> None:
@@ -251,6 +267,7 @@ class RequestBody:
         """Read and drop whatever is left of the body."""
         self._discarding = True
         self._pending.clear()
+        self._request._stopSplicing()
         self._request._bodyDiscarded()
 
     def dataReceived(self, data: bytes) -> None:
@@ -317,6 +334,7 @@ class RequestBody:
             return
         self._discarding = True
         self._pending.clear()
+        self._request._stopSplicing()
         if not self.ended:
             self._request._bodyDiscarded()
         if done is not None:
@@ -351,6 +369,7 @@ class StreamingRequest(server.Request):
     _lingering = False
     _counted = False
     _badQuery = False
+    _splice: _Splice | None = None
 
     def _uncount(self) -> None:
         """
@@ -437,7 +456,7 @@ class StreamingRequest(server.Request):
         return self._disconnected or bool(getattr(self.transport, "disconnecting", False))
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.body is not None:
+        if self.body is not None and data:
             self._armBodyTimer()
             # The next read takes this body's share of the read budget as it
             # is now: bodies that began while few streamed read less once
@@ -470,9 +489,12 @@ class StreamingRequest(server.Request):
     def _pauseClient(self) -> None:
         if self.body is None or self.body.ended or self._gone():
             return
-        # Re-pause even when already paused: twisted.web may have resumed
-        # the transport behind our back.
-        cast(IPushProducer, self.transport).pauseProducing()
+        if self._splice is not None:
+            self._splice.splicer.pause()
+        else:
+            # Re-pause even when already paused: twisted.web may have
+            # resumed the transport behind our back.
+            cast(IPushProducer, self.transport).pauseProducing()
         self._clientPaused = True
         self._disarmBodyTimer()
 
@@ -481,7 +503,10 @@ class StreamingRequest(server.Request):
             return
         self._clientPaused = False
         self._armBodyTimer()
-        cast(IPushProducer, self.transport).resumeProducing()
+        if self._splice is not None:
+            self._splice.splicer.resume()
+        else:
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def _bodyDiscarded(self) -> None:
         """The rest of the body is read and dropped: the channel's own idle
@@ -517,6 +542,138 @@ class StreamingRequest(server.Request):
         self._bodyTimer = None
         if self.body is not None and self._idleTimeout:
             self.body._fail(Failure(BodyTimeout(self._idleTimeout)))
+
+    # Splicing a body into its consumer's file
+
+    def _startSplicing(self, consumer: IConsumer) -> bool:
+        """
+        Have the rest of the body moved into the file C{consumer} offers,
+        if it offers one and the body and connection allow; see
+        L{RequestBody}.  Whether it started.
+        """
+        global _splicing
+        body = self.body
+        offer = getattr(consumer, "fileTarget", None)
+        conn = self.transport
+        channel: Any = self.channel
+        decoder = getattr(channel, "_transferDecoder", None)
+        if (
+            offer is None
+            or body is None
+            or body.ended
+            or _splicing >= splicing.SPLICE_MAX
+            or not splicing.available()
+            or not isinstance(conn, tcp.Connection)
+            or "doRead" in vars(conn)
+            or conn.protocol is not channel
+            or type(decoder) is not http._IdentityTransferDecoder
+            or decoder.contentLength is None
+            or decoder.contentLength < splicing.SPLICE_MIN
+            or decoder.contentLength != body.length - body.received
+            or channel.line_mode
+            or channel._busyReceiving
+            or channel._buffer
+            or channel._handlingRequest
+            or not channel.requests
+            or channel.requests[-1] is not self
+            or self._gone()
+        ):
+            return False
+        target: splicing.FileTarget | None = offer()
+        if target is None:
+            return False
+        prefix, body._pending = body._pending, []
+        seen = 0
+        for data in prefix:
+            try:
+                consumer.wroteToFile(memoryview(data))  # type: ignore[attr-defined]
+            except BaseException:
+                body._fail(Failure())
+                return True
+            seen += len(data)
+        splice = _Splice(conn, channel, decoder, consumer, target, seen)
+        from twisted.internet import reactor
+
+        splice.splicer = splicing.Splicer(
+            cast(Any, reactor).callFromThread,
+            conn.socket.fileno(), target.fd, target.offset, decoder.contentLength,
+            prefix, self._spliced, self._spliceEnded,
+        )
+        conn.doRead = splice.notReading  # type: ignore[method-assign]
+        conn.stopReading()
+        self._splice = splice
+        body.spliced = True
+        _splicing += 1
+        if body._wanting():
+            splice.splicer.start()
+            self._resumeClient()
+        else:
+            # The consumer paused while taking the first bytes.
+            splice.splicer.pause()
+            splice.splicer.start()
+        return True
+
+    def _spliced(self, written: int) -> None:
+        """(Reactor.)  The splicer wrote the body up to C{written}."""
+        splice, body = self._splice, self.body
+        if splice is None or body is None or not self._see(splice, written):
+            return
+        splice.splicer.seen(written)
+        self._armBodyTimer()
+
+    def _see(self, splice: _Splice, written: int) -> bool:
+        """
+        Hand the bytes written since last time to the consumer; False if
+        the body failed (then or before).
+        """
+        body = self.body
+        if body is None or body._discarding or body._done is None:
+            return False
+        target = splice.target
+        while written > splice.seen:
+            end = min(written, splice.seen + splicing.VIEW_SIZE)
+            try:
+                with splicing.mapped(
+                    target.readFd, target.offset + splice.seen, target.offset + end
+                ) as data:
+                    splice.consumer.wroteToFile(data)
+            except BaseException:
+                body._fail(Failure())
+                return False
+            splice.seen = end
+        return True
+
+    def _stopSplicing(self) -> None:
+        if self._splice is not None:
+            self._splice.splicer.stop()
+
+    def _spliceEnded(self, taken: int, written: int, error: BaseException | None) -> None:
+        """(Reactor.)  Give the connection back to the channel."""
+        global _splicing
+        splice, self._splice = self._splice, None
+        assert splice is not None
+        _splicing -= 1
+        conn, body, decoder = splice.conn, self.body, splice.decoder
+        del conn.doRead
+        if body is not None:
+            body.received += taken
+        if splice.channel._transferDecoder is decoder and decoder.contentLength is not None:
+            decoder.contentLength -= taken
+        else:
+            decoder = None
+        ok = self._see(splice, written)
+        if ok and error is not None and body is not None:
+            body._fail(Failure(splice.target.failure(error)))
+            ok = False
+        if conn.disconnected or conn.disconnecting:
+            return
+        if decoder is not None and decoder.contentLength == 0:
+            # All of it arrived: the channel ends the body as if it had
+            # read the last byte itself.
+            splice.channel.rawDataReceived(b"")
+        # The channel reads what follows (the next request, the end of the
+        # connection, or the rest of a failed body, to drop it).
+        conn.startReading()
 
     def _continueBody(self) -> None:
         if self._expectContinue:
@@ -587,6 +744,38 @@ class StreamingRequest(server.Request):
         super().connectionLost(reason)
         if self.body is not None:
             self.body.connectionLost(reason)
+
+
+#: Bodies being spliced in this process.
+_splicing = 0
+
+
+class _Splice:
+    """What a request splicing its body keeps track of."""
+
+    splicer: splicing.Splicer
+
+    def __init__(
+        self,
+        conn: tcp.Connection,
+        channel: Any,
+        decoder: Any,
+        consumer: Any,
+        target: splicing.FileTarget,
+        seen: int,
+    ) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.decoder = decoder
+        self.consumer = consumer
+        self.target = target
+        #: Bytes of the file handed to the consumer so far.
+        self.seen = seen
+
+    def notReading(self) -> None:
+        # The splicer reads the socket: if twisted.web resumes the
+        # transport meanwhile, it reads nothing.
+        self.conn.stopReading()
 
 
 class StreamingChannel(http.HTTPChannel):

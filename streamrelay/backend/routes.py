@@ -204,7 +204,10 @@ class BackendRoutes:
         try:
             if body is not None:
                 upload.registerProducer(body, True)
-                await body.startProducing(sink)
+                received = body.startProducing(sink)
+                if body.spliced:
+                    self.metrics.spliced.inc()
+                await received
                 upload.unregisterProducer()
             sha256 = sink.hexdigest()
             if expected is not None and expected != sha256:

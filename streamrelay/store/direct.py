@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from streamrelay.store.writer import HeldWriter, Runner, WriteBudget, storageError
 
-__all__ = ["ALIGN", "DirectPool", "DirectWriter", "directIO"]
+__all__ = ["ALIGN", "DirectPool", "DirectWriter", "bufferedIO", "directIO"]
 
 #: Offsets and lengths of direct writes are multiples of this (the largest
 #: logical block size of common disks).
@@ -64,7 +64,7 @@ def directIO(fd: int) -> bool:
     return True
 
 
-def _buffered(fd: int) -> None:
+def bufferedIO(fd: int) -> None:
     """Switch C{fd} back to writes through the page cache."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
@@ -92,7 +92,7 @@ def _writePiece(fd: int, buffer: _Buffer, slices: list[_Slice], offset: int, las
         ctypes.memmove(buffer.address + size, source + start, end - start)
         size += end - start
     if last:
-        _buffered(fd)
+        bufferedIO(fd)
     view = memoryview(buffer.memory)
     try:
         done = 0
@@ -104,7 +104,7 @@ def _writePiece(fd: int, buffer: _Buffer, slices: list[_Slice], offset: int, las
                     raise
                 # A file system that takes O_DIRECT at open but not this
                 # write (or a short write left the rest unaligned).
-                _buffered(fd)
+                bufferedIO(fd)
     finally:
         view.release()
 

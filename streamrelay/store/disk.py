@@ -33,7 +33,8 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from streamrelay.names import isValidName
-from streamrelay.store.direct import DirectPool, DirectWriter, directIO
+from streamrelay.splicing import FileTarget
+from streamrelay.store.direct import DirectPool, DirectWriter, bufferedIO, directIO
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
@@ -93,6 +94,10 @@ class DiskUpload:
             self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
         self._closed = False
         self._published: _Published | None = None
+        #: Whether the body is written straight into the file (then this
+        #: reads it back, see fileTarget).
+        self._spliced = False
+        self._readFd: int | None = None
         self._throttle = (
             _Throttle(store.clock, store.writeRate)
             if store.clock is not None and store.writeRate
@@ -110,10 +115,38 @@ class DiskUpload:
     def write(self, data: bytes) -> None:
         if self._closed:
             raise RuntimeError(f"upload of {self.name!r} is closed")
+        if self._spliced:
+            raise RuntimeError(f"upload of {self.name!r} is written into its file")
         self._writer.write(data)
-        self.size += len(data)
+        self._wrote(len(data))
+
+    def _wrote(self, count: int) -> None:
+        self.size += count
         if self._throttle is not None and self._writer.producer is not None:
-            self._throttle.wrote(len(data), self._writer.producer)
+            self._throttle.wrote(count, self._writer.producer)
+
+    # The file itself, for a body spliced into it (see streaming.RequestBody)
+
+    def fileTarget(self) -> FileTarget | None:
+        """
+        Let the body be written into the file directly, from its start and
+        through the page cache; None once anything was written.
+        """
+        if self._closed or self.size or self._fd is None or self._spliced:
+            return None
+        try:
+            self._readFd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if isinstance(self._writer, DirectWriter):
+            bufferedIO(self._fd)
+        self._spliced = True
+        return FileTarget(self._fd, self._readFd, 0, storageError)
+
+    def wroteToFile(self, data: memoryview) -> None:
+        if self._closed:
+            raise RuntimeError(f"upload of {self.name!r} is closed")
+        self._wrote(len(data))
 
     # IUpload, IExclusiveUpload, IRevocableUpload
 
@@ -151,6 +184,7 @@ class DiskUpload:
         keep = self._store.partialDir / f"{secrets.token_hex(16)}.old" if revocable else None
         try:
             await self._writer.finish()
+            self._closeReader()
             fd, self._fd = self._fd, None
             assert fd is not None
             published = await self._store.run(
@@ -170,7 +204,13 @@ class DiskUpload:
             self._closed = True
             self._writer.abandon(self._discard)
 
+    def _closeReader(self) -> None:
+        fd, self._readFd = self._readFd, None
+        if fd is not None:
+            os.close(fd)
+
     def _discard(self) -> None:
+        self._closeReader()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:

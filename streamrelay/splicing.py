@@ -1,0 +1,321 @@
+"""
+Moving a request body from its socket into a file with C{splice(2)}.
+
+A body received the usual way is copied from the kernel into a Python
+bytes object, hashed, and copied again on its way to the disk.  A
+L{Splicer} instead has the kernel move the bytes from the socket into a
+pipe and from the pipe into the file's pages, in a thread of its own; the
+reactor then reads them back from the page cache (L{mapped}) to hash and
+count them.  One copy of each byte is left, made by the kernel, and the
+reactor thread is free to hash while the next bytes arrive.
+
+The splicer writes through the page cache: it starts the writeback of each
+L{SYNC_STEP} it wrote, and once the reactor has seen a range and its
+writeback is done, drops it from the cache, so the final fsync has little
+left to do and the cache does not fill with uploads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import mmap
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FileTarget", "Splicer", "mapped", "available", "SPLICE_MIN", "SPLICE_MAX"]
+
+#: Bodies with less than this still to come are read the usual way.
+SPLICE_MIN = 16 << 20
+#: Bodies spliced at once in one process (each holds a thread and a pipe).
+SPLICE_MAX = 32
+#: Capacity asked for each splicer's pipe: the most moved per system call.
+PIPE_SIZE = 1 << 20
+#: The reactor hears of progress every this many bytes, or L{REPORT_SECONDS}.
+REPORT_BYTES = 2 << 20
+REPORT_SECONDS = 0.5
+#: The splicer wakes when this much has arrived (or the body's last bytes,
+#: or the end of the connection): on a connection that brings a body
+#: slowly, or one of many, it moves a few large pieces instead of many
+#: small ones.
+LOW_WATER = 256 << 10
+#: The reactor reads the bytes back (maps them) this many at most at once.
+VIEW_SIZE = 4 << 20
+#: Most bytes written to the file that the reactor has not seen yet.
+AHEAD = 16 << 20
+#: Writeback is started for every this many bytes written.
+SYNC_STEP = 16 << 20
+
+_PAGE = mmap.ALLOCATIONGRANULARITY
+_F_SETPIPE_SZ = 1031
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """
+    A file a body's consumer lets the body be written into directly.
+
+    @ivar fd: the file, written from C{offset} on (the splicer writes
+        through a duplicate, so closing it meanwhile is safe).
+    @ivar readFd: the same file opened for reading: the bytes written are
+        read back through it to be hashed and counted.
+    @ivar failure: what a write error of the file is reported as.
+    """
+
+    fd: int
+    readFd: int
+    offset: int
+    failure: Callable[[BaseException], BaseException]
+
+
+def _syncFileRange() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        function: Any = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_sync_file_range = _syncFileRange()
+
+
+def available() -> bool:
+    """Whether this system can splice (Linux, Python 3.10 or newer)."""
+    return hasattr(os, "splice") and hasattr(os, "eventfd")
+
+
+def _syncRange(fd: int, start: int, length: int, flags: int) -> None:
+    if _sync_file_range is None or length <= 0:
+        return
+    if _sync_file_range(fd, start, length, flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _setLowWater(sock: socket.socket, count: int) -> int:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
+    except OSError:
+        return 1
+    return count
+
+
+@contextmanager
+def mapped(fd: int, start: int, end: int) -> Iterator[memoryview]:
+    """A read-only view of bytes C{start} to C{end} of the file C{fd}."""
+    base = start - start % _PAGE
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    with mmap.mmap(fd, end - base, flags, mmap.PROT_READ, offset=base) as pages:
+        with memoryview(pages) as view, view[start - base:] as part:
+            yield part
+
+
+class Splicer:
+    """
+    Moves C{count} bytes from the socket C{sock} into the file C{fd} at
+    C{offset}, after writing C{prefix} there (bytes of the body that were
+    already read), in a thread.
+
+    The descriptors are duplicated: whatever closes the originals meanwhile,
+    the splicer's own stay valid until it ends.
+
+    C{report(written)} and, once, C{ended(taken, written, error)} are called
+    through C{callFromThread}: C{written} counts the bytes in the file past
+    C{offset} (the prefix included), C{taken} those read from the socket.
+    C{taken} can be short of C{count} when the client closed the
+    connection; C{written} short of C{taken + len(prefix)} when the file
+    refused the bytes (C{error}).  A socket that cannot be spliced ends the
+    splicer with nothing taken and C{error} set.
+    """
+
+    def __init__(
+        self,
+        callFromThread: Callable[..., object],
+        sock: int,
+        fd: int,
+        offset: int,
+        count: int,
+        prefix: Sequence[bytes],
+        report: Callable[[int], object],
+        ended: Callable[[int, int, BaseException | None], object],
+    ) -> None:
+        self._callFromThread = callFromThread
+        self._sock = os.dup(sock)
+        self._fd = os.dup(fd)
+        self._offset = offset
+        self._count = count
+        self._prefix = list(prefix)
+        self._report = report
+        self._ended = ended
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._lock = threading.Condition()
+        self._paused = False
+        self._stopped = False
+        self._seen = 0
+        self.written = 0
+        self.taken = 0
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="streamrelay-splice", daemon=True).start()
+
+    # From the reactor
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._lock.notify()
+
+    def seen(self, written: int) -> None:
+        """The reactor has read the first C{written} bytes back."""
+        with self._lock:
+            self._seen = written
+            self._lock.notify()
+
+    def stop(self) -> None:
+        """End as soon as possible; C{ended} is still called."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify()
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:
+            pass
+
+    # In the thread
+
+    def run(self) -> None:
+        error: BaseException | None = None
+        try:
+            self._move()
+        except OSError as e:
+            error = e
+        finally:
+            for fd in (self._sock, self._fd, self._wake):
+                os.close(fd)
+        self._callFromThread(self._ended, self.taken, self.written, error)
+
+    def _wait(self) -> bool:
+        """Wait while paused or too far ahead; False once stopped."""
+        with self._lock:
+            while not self._stopped and (
+                self._paused or self.written - self._seen > AHEAD
+            ):
+                self._lock.wait()
+            return not self._stopped
+
+    def _move(self) -> None:
+        for data in self._prefix:
+            self._pwrite(data)
+        if self._prefix:
+            self._callFromThread(self._report, self.written)
+        reported, lastReport = self.written, time.monotonic()
+        synced = dropped = 0
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        poller.register(self._wake, select.POLLIN)
+        sock = socket.socket(fileno=self._sock)
+        lowWater = 1
+        read, write = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.fcntl(write, _F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # the default capacity (64 KiB) still works
+            toFile = True
+            while self.taken < self._count and self._wait():
+                want = min(LOW_WATER, self._count - self.taken)
+                if want != lowWater:
+                    lowWater = _setLowWater(sock, want)
+                try:
+                    n = os.splice(
+                        self._sock, write, min(PIPE_SIZE, self._count - self.taken),
+                        flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK,
+                    )
+                except BlockingIOError:
+                    poller.poll()
+                    continue
+                except OSError as e:
+                    if e.errno in (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT):
+                        return  # the connection is gone; the reactor finds out
+                    raise
+                if n == 0:
+                    return
+                self.taken += n
+                toFile = self._drain(read, n, toFile)
+                now = time.monotonic()
+                if self.written - reported >= REPORT_BYTES or now - lastReport >= REPORT_SECONDS:
+                    self._callFromThread(self._report, self.written)
+                    reported, lastReport = self.written, now
+                if self.written - synced >= SYNC_STEP:
+                    dropped = self._syncBehind(synced, dropped)
+                    synced = self.written
+        finally:
+            os.close(read)
+            os.close(write)
+            if lowWater != 1:
+                _setLowWater(sock, 1)  # as the reactor expects it back
+            sock.detach()
+
+    def _drain(self, pipe: int, count: int, toFile: bool) -> bool:
+        """Move C{count} bytes from the pipe into the file."""
+        while count:
+            if toFile:
+                try:
+                    n = os.splice(pipe, self._fd, count, offset_dst=self._offset + self.written)
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    toFile = False  # a file system that takes no splice
+                    continue
+            else:
+                n = self._pwrite(os.read(pipe, count))
+            if n == 0:
+                raise OSError(errno.EIO, "the file took no bytes")
+            count -= n
+            if toFile:
+                self.written += n
+        return toFile
+
+    def _pwrite(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, self._offset + self.written)
+            self.written += n
+            view = view[n:]
+        return len(data)
+
+    def _syncBehind(self, synced: int, dropped: int) -> int:
+        """
+        Start the writeback of what was written since C{synced}; wait for
+        that of everything the reactor has seen and drop it from the cache.
+        Returns how far the cache is dropped.
+        """
+        base = self._offset
+        _syncRange(self._fd, base + synced, self.written - synced, _WRITE)
+        with self._lock:
+            seen = self._seen
+        upto = min(seen, synced)
+        upto -= (base + upto) % _PAGE
+        if upto > dropped:
+            _syncRange(self._fd, base + dropped, upto - dropped,
+                       _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+            os.posix_fadvise(self._fd, base + dropped, upto - dropped, os.POSIX_FADV_DONTNEED)
+            return upto
+        return dropped
