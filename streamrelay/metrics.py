@@ -34,8 +34,8 @@ class Metrics:
             registry=self.registry, labelnames=["service"],
         ).labels(**labels)
         self.spliced = Counter(
-            "streamrelay_uploads_spliced", "Uploads whose body the kernel moves "
-            "straight from the connection into the file (counted as they start).",
+            "streamrelay_uploads_spliced", "Uploads whose body the kernel moves straight "
+            "from the client's connection into the file (backend) or on (proxy).",
             registry=self.registry, labelnames=["service"],
         ).labels(**labels)
         self.bytesReceived = Counter(

@@ -1,18 +1,22 @@
 """
-Moving a request body from its socket into a file with C{splice(2)}.
+Moving a request body from its socket into a file, or into another socket,
+with C{splice(2)}.
 
 A body received the usual way is copied from the kernel into a Python
-bytes object, hashed, and copied again on its way to the disk.  A
+bytes object, and copied again on its way to the disk or the backend.  A
 L{Splicer} instead has the kernel move the bytes from the socket into a
-pipe and from the pipe into the file's pages, in a thread of its own; the
-reactor then reads them back from the page cache (L{mapped}) to hash and
-count them.  One copy of each byte is left, made by the kernel, and the
-reactor thread is free to hash while the next bytes arrive.
+pipe and from the pipe into the file's pages (the backend) or the next
+socket (the proxy), in a thread of its own.  The backend's reactor then
+reads them back from the page cache (L{mapped}) to hash and count them: one
+copy of each byte is left, made by the kernel, and the reactor thread is
+free to hash while the next bytes arrive.  The proxy's bytes are not
+copied at all.
 
-The splicer writes through the page cache: it starts the writeback of each
-L{SYNC_STEP} it wrote, and once the reactor has seen a range and its
+A file is written through the page cache: the splicer starts the writeback
+of each L{SYNC_STEP} it wrote, and once the reactor has seen a range and its
 writeback is done, drops it from the cache, so the final fsync has little
-left to do and the cache does not fill with uploads.
+left to do and the cache does not fill with uploads.  A socket that takes
+no more holds the splicer, and so the client, back.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ REPORT_SECONDS = 0.5
 #: or the end of the connection): on a connection that brings a body
 #: slowly, or one of many, it moves a few large pieces instead of many
 #: small ones.
-LOW_WATER = 256 << 10
+LOW_WATER = 1 << 20
 #: The reactor reads the bytes back (maps them) this many at most at once.
 VIEW_SIZE = 4 << 20
 #: Most bytes written to the file that the reactor has not seen yet.
@@ -123,38 +127,44 @@ def mapped(fd: int, start: int, end: int) -> Iterator[memoryview]:
             yield part
 
 
+class _Stopped(Exception):
+    """The splicer was stopped while it waited for its output."""
+
+
 class Splicer:
     """
-    Moves C{count} bytes from the socket C{sock} into the file C{fd} at
-    C{offset}, after writing C{prefix} there (bytes of the body that were
-    already read), in a thread.
+    Moves C{count} bytes from the socket C{sock} into C{out}, in a thread:
+    a file, written at C{offset} after C{prefix} (bytes of the body that
+    were already read), or, with C{offset} None, a socket.
 
     The descriptors are duplicated: whatever closes the originals meanwhile,
     the splicer's own stay valid until it ends.
 
-    C{report(written)} and, once, C{ended(taken, written, error)} are called
-    through C{callFromThread}: C{written} counts the bytes in the file past
-    C{offset} (the prefix included), C{taken} those read from the socket.
-    C{taken} can be short of C{count} when the client closed the
-    connection; C{written} short of C{taken + len(prefix)} when the file
-    refused the bytes (C{error}).  A socket that cannot be spliced ends the
-    splicer with nothing taken and C{error} set.
+    C{report(taken, written)} and, once, C{ended(taken, written, error)}
+    are called through C{callFromThread}: C{written} counts the bytes
+    written to C{out} (the prefix included), C{taken} those read from
+    C{sock}.  C{taken} can be short of C{count} when the client closed the
+    connection; C{written} short of C{taken + len(prefix)} when C{out}
+    refused the bytes (C{error}) or the splicer was stopped.
+
+    @ivar blocked: whether the splicer waits for a socket C{out} to take
+        bytes (the client is held back by what comes after).
     """
 
     def __init__(
         self,
         callFromThread: Callable[..., object],
         sock: int,
-        fd: int,
-        offset: int,
+        out: int,
         count: int,
-        prefix: Sequence[bytes],
-        report: Callable[[int], object],
+        report: Callable[[int, int], object],
         ended: Callable[[int, int, BaseException | None], object],
+        prefix: Sequence[bytes] = (),
+        offset: int | None = None,
     ) -> None:
         self._callFromThread = callFromThread
         self._sock = os.dup(sock)
-        self._fd = os.dup(fd)
+        self._out = os.dup(out)
         self._offset = offset
         self._count = count
         self._prefix = list(prefix)
@@ -167,6 +177,7 @@ class Splicer:
         self._seen = 0
         self.written = 0
         self.taken = 0
+        self.blocked = False
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="streamrelay-splice", daemon=True).start()
@@ -204,10 +215,12 @@ class Splicer:
         error: BaseException | None = None
         try:
             self._move()
+        except _Stopped:
+            pass
         except OSError as e:
             error = e
         finally:
-            for fd in (self._sock, self._fd, self._wake):
+            for fd in (self._sock, self._out, self._wake):
                 os.close(fd)
         self._callFromThread(self._ended, self.taken, self.written, error)
 
@@ -224,12 +237,15 @@ class Splicer:
         for data in self._prefix:
             self._pwrite(data)
         if self._prefix:
-            self._callFromThread(self._report, self.written)
+            self._callFromThread(self._report, self.taken, self.written)
         reported, lastReport = self.written, time.monotonic()
         synced = dropped = 0
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         poller.register(self._wake, select.POLLIN)
+        self._outPoller = select.poll()
+        self._outPoller.register(self._out, select.POLLOUT)
+        self._outPoller.register(self._wake, select.POLLIN)
         sock = socket.socket(fileno=self._sock)
         lowWater = 1
         read, write = os.pipe2(os.O_CLOEXEC)
@@ -261,9 +277,9 @@ class Splicer:
                 toFile = self._drain(read, n, toFile)
                 now = time.monotonic()
                 if self.written - reported >= REPORT_BYTES or now - lastReport >= REPORT_SECONDS:
-                    self._callFromThread(self._report, self.written)
+                    self._callFromThread(self._report, self.taken, self.written)
                     reported, lastReport = self.written, now
-                if self.written - synced >= SYNC_STEP:
+                if self._offset is not None and self.written - synced >= SYNC_STEP:
                     dropped = self._syncBehind(synced, dropped)
                     synced = self.written
         finally:
@@ -274,11 +290,14 @@ class Splicer:
             sock.detach()
 
     def _drain(self, pipe: int, count: int, toFile: bool) -> bool:
-        """Move C{count} bytes from the pipe into the file."""
+        """Move C{count} bytes from the pipe into C{out}."""
+        if self._offset is None:
+            self._send(pipe, count)
+            return True
         while count:
             if toFile:
                 try:
-                    n = os.splice(pipe, self._fd, count, offset_dst=self._offset + self.written)
+                    n = os.splice(pipe, self._out, count, offset_dst=self._offset + self.written)
                 except OSError as e:
                     if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                         raise
@@ -293,10 +312,28 @@ class Splicer:
                 self.written += n
         return toFile
 
+    def _send(self, pipe: int, count: int) -> None:
+        """Move C{count} bytes from the pipe into the socket C{out}."""
+        while count:
+            try:
+                n = os.splice(pipe, self._out, count,
+                              flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                self.blocked = True
+                self._outPoller.poll()
+                self.blocked = False
+                with self._lock:
+                    if self._stopped:
+                        raise _Stopped() from None
+                continue
+            count -= n
+            self.written += n
+
     def _pwrite(self, data: bytes) -> int:
+        assert self._offset is not None
         view = memoryview(data)
         while view:
-            n = os.pwrite(self._fd, view, self._offset + self.written)
+            n = os.pwrite(self._out, view, self._offset + self.written)
             self.written += n
             view = view[n:]
         return len(data)
@@ -308,14 +345,15 @@ class Splicer:
         Returns how far the cache is dropped.
         """
         base = self._offset
-        _syncRange(self._fd, base + synced, self.written - synced, _WRITE)
+        assert base is not None
+        _syncRange(self._out, base + synced, self.written - synced, _WRITE)
         with self._lock:
             seen = self._seen
         upto = min(seen, synced)
         upto -= (base + upto) % _PAGE
         if upto > dropped:
-            _syncRange(self._fd, base + dropped, upto - dropped,
+            _syncRange(self._out, base + dropped, upto - dropped,
                        _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
-            os.posix_fadvise(self._fd, base + dropped, upto - dropped, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(self._out, base + dropped, upto - dropped, os.POSIX_FADV_DONTNEED)
             return upto
         return dropped

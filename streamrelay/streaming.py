@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web._newclient import LengthEnforcingConsumer
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource
 from zope.interface import implementer
@@ -217,7 +218,9 @@ class RequestBody:
     @property
     def heldBack(self) -> bool:
         """Whether streamrelay is holding the client back (backpressure)."""
-        return self._request._clientPaused and not self._discarding
+        return (self._request._clientPaused and not self._discarding) or (
+            self._request._spliceBlocked()
+        )
 
     # IBodyProducer, for the one consumer
 
@@ -543,22 +546,23 @@ class StreamingRequest(server.Request):
         if self.body is not None and self._idleTimeout:
             self.body._fail(Failure(BodyTimeout(self._idleTimeout)))
 
-    # Splicing a body into its consumer's file
+    # Splicing a body into its consumer's file, or the proxy's upstream
 
     def _startSplicing(self, consumer: IConsumer) -> bool:
         """
-        Have the rest of the body moved into the file C{consumer} offers,
-        if it offers one and the body and connection allow; see
-        L{RequestBody}.  Whether it started.
+        Have the rest of the body moved into the file C{consumer} offers, or
+        into the connection of Twisted's HTTP client under it, if the body
+        and connections allow; see L{RequestBody}.  Whether it started.
         """
         global _splicing
         body = self.body
         offer = getattr(consumer, "fileTarget", None)
+        upstream = None if offer is not None else _upstreamOf(consumer)
         conn = self.transport
         channel: Any = self.channel
         decoder = getattr(channel, "_transferDecoder", None)
         if (
-            offer is None
+            (offer is None and upstream is None)
             or body is None
             or body.ended
             or _splicing >= splicing.SPLICE_MAX
@@ -579,25 +583,36 @@ class StreamingRequest(server.Request):
             or self._gone()
         ):
             return False
-        target: splicing.FileTarget | None = offer()
-        if target is None:
-            return False
         prefix, body._pending = body._pending, []
-        seen = 0
-        for data in prefix:
-            try:
-                consumer.wroteToFile(memoryview(data))  # type: ignore[attr-defined]
-            except BaseException:
-                body._fail(Failure())
-                return True
-            seen += len(data)
-        splice = _Splice(conn, channel, decoder, consumer, target, seen)
+        sink: _FileSink | _SocketSink
+        if offer is not None:
+            target: splicing.FileTarget | None = offer()
+            if target is None:
+                body._pending = prefix
+                return False
+            sink = _FileSink(consumer, target)
+        else:
+            assert upstream is not None
+            sink = _SocketSink(consumer, upstream)
+        try:
+            for data in prefix:
+                sink.before(data)
+        except BaseException:
+            body._fail(Failure())
+            return True
+        # Bytes the splicer will write that the consumer already took.
+        seen = sum(map(len, prefix)) if isinstance(sink, _FileSink) else 0
+        if isinstance(sink, _SocketSink) and (
+            sink.consumer._length != decoder.contentLength or not _flushNow(sink.conn)
+        ):
+            return False  # the rest goes the usual way
+        splice = _Splice(conn, channel, decoder, sink, body.received, seen)
         from twisted.internet import reactor
 
         splice.splicer = splicing.Splicer(
             cast(Any, reactor).callFromThread,
-            conn.socket.fileno(), target.fd, target.offset, decoder.contentLength,
-            prefix, self._spliced, self._spliceEnded,
+            conn.socket.fileno(), sink.fd, decoder.contentLength,
+            self._spliced, self._spliceEnded, **sink.splicerArgs(prefix),
         )
         conn.doRead = splice.notReading  # type: ignore[method-assign]
         conn.stopReading()
@@ -613,39 +628,38 @@ class StreamingRequest(server.Request):
             splice.splicer.start()
         return True
 
-    def _spliced(self, written: int) -> None:
-        """(Reactor.)  The splicer wrote the body up to C{written}."""
+    def _spliced(self, taken: int, written: int) -> None:
+        """(Reactor.)  The splicer took and wrote the body this far."""
         splice, body = self._splice, self.body
-        if splice is None or body is None or not self._see(splice, written):
+        if splice is None or body is None or not self._see(splice, taken, written):
             return
         splice.splicer.seen(written)
         self._armBodyTimer()
 
-    def _see(self, splice: _Splice, written: int) -> bool:
+    def _see(self, splice: _Splice, taken: int, written: int) -> bool:
         """
-        Hand the bytes written since last time to the consumer; False if
-        the body failed (then or before).
+        Count what the splicer took and hand what it wrote since last time
+        to the consumer; False if the body failed (then or before).
         """
         body = self.body
         if body is None or body._discarding or body._done is None:
             return False
-        target = splice.target
-        while written > splice.seen:
-            end = min(written, splice.seen + splicing.VIEW_SIZE)
+        body.received = splice.received + taken
+        if written > splice.seen:
             try:
-                with splicing.mapped(
-                    target.readFd, target.offset + splice.seen, target.offset + end
-                ) as data:
-                    splice.consumer.wroteToFile(data)
+                splice.sink.wrote(splice.seen, written)
             except BaseException:
                 body._fail(Failure())
                 return False
-            splice.seen = end
+            splice.seen = written
         return True
 
     def _stopSplicing(self) -> None:
         if self._splice is not None:
             self._splice.splicer.stop()
+
+    def _spliceBlocked(self) -> bool:
+        return self._splice is not None and self._splice.splicer.blocked
 
     def _spliceEnded(self, taken: int, written: int, error: BaseException | None) -> None:
         """(Reactor.)  Give the connection back to the channel."""
@@ -656,15 +670,15 @@ class StreamingRequest(server.Request):
         conn, body, decoder = splice.conn, self.body, splice.decoder
         del conn.doRead
         if body is not None:
-            body.received += taken
+            body.received = splice.received + taken
         if splice.channel._transferDecoder is decoder and decoder.contentLength is not None:
-            decoder.contentLength -= taken
+            decoder.contentLength = splice.remaining - taken
         else:
             decoder = None
-        ok = self._see(splice, written)
-        if ok and error is not None and body is not None:
-            body._fail(Failure(splice.target.failure(error)))
-            ok = False
+        ok = self._see(splice, taken, written)
+        failure = splice.sink.failure(error) if error is not None else None
+        if ok and failure is not None and body is not None:
+            body._fail(Failure(failure))
         if conn.disconnected or conn.disconnecting:
             return
         if decoder is not None and decoder.contentLength == 0:
@@ -672,7 +686,7 @@ class StreamingRequest(server.Request):
             # read the last byte itself.
             splice.channel.rawDataReceived(b"")
         # The channel reads what follows (the next request, the end of the
-        # connection, or the rest of a failed body, to drop it).
+        # connection, or the rest of the body when the splicer stopped early).
         conn.startReading()
 
     def _continueBody(self) -> None:
@@ -750,6 +764,95 @@ class StreamingRequest(server.Request):
 _splicing = 0
 
 
+class _FileSink:
+    """A consumer's file that a body is spliced into (the backend)."""
+
+    def __init__(self, consumer: Any, target: splicing.FileTarget) -> None:
+        self.consumer = consumer
+        self.target = target
+        self.fd = target.fd
+
+    def splicerArgs(self, prefix: list[bytes]) -> dict[str, Any]:
+        # The splicer writes what was read already, the consumer took it.
+        return {"prefix": prefix, "offset": self.target.offset}
+
+    def before(self, data: bytes) -> None:
+        self.consumer.wroteToFile(memoryview(data))
+
+    def wrote(self, start: int, end: int) -> None:
+        """Hand the bytes C{start} to C{end} of the file to the consumer."""
+        target = self.target
+        while start < end:
+            stop = min(end, start + splicing.VIEW_SIZE)
+            offset = target.offset
+            with splicing.mapped(target.readFd, offset + start, offset + stop) as data:
+                self.consumer.wroteToFile(data)
+            start = stop
+
+    def failure(self, error: BaseException) -> BaseException | None:
+        return self.target.failure(error)
+
+
+class _SocketSink:
+    """
+    The connection of Twisted's HTTP client sending a request with a
+    C{Content-Length} (the proxy's upstream), under C{consumer} (the
+    client's C{LengthEnforcingConsumer}).
+    """
+
+    def __init__(self, consumer: Any, conn: tcp.Connection) -> None:
+        self.consumer = consumer
+        self.conn = conn
+        self.fd = conn.socket.fileno()
+
+    def splicerArgs(self, prefix: list[bytes]) -> dict[str, Any]:
+        return {}
+
+    def before(self, data: bytes) -> None:
+        self.consumer.write(data)
+
+    def wrote(self, start: int, end: int) -> None:
+        # The consumer counts what the request still owes.
+        self.consumer._length -= end - start
+
+    def failure(self, error: BaseException) -> BaseException | None:
+        # The upstream connection broke: Twisted's client finds out on its
+        # own, and the request fails there.
+        return None
+
+
+def _upstreamOf(consumer: object) -> tcp.Connection | None:
+    """The TCP connection of Twisted's HTTP client behind C{consumer}, if any."""
+    if type(consumer) is not LengthEnforcingConsumer:
+        return None
+    conn = getattr(consumer, "_consumer", None)
+    if (
+        not isinstance(conn, tcp.Connection)
+        or not conn.connected
+        or conn.disconnecting
+        or getattr(consumer, "_finished", None) is None
+    ):
+        return None
+    return conn
+
+
+def _flushNow(conn: tcp.Connection) -> bool:
+    """
+    Send what C{conn} holds queued (the request's headers) at once; whether
+    all of it went.  What did not stays queued for the reactor to send.
+    """
+    pending = bytes(conn.dataBuffer[conn.offset:]) + b"".join(conn._tempDataBuffer)
+    if not pending:
+        return True
+    try:
+        sent = conn.socket.send(pending)
+    except OSError:
+        sent = 0
+    conn.dataBuffer, conn.offset = pending[sent:], 0
+    conn._tempDataBuffer, conn._tempDataLen = [], 0
+    return sent == len(pending)
+
+
 class _Splice:
     """What a request splicing its body keeps track of."""
 
@@ -760,16 +863,18 @@ class _Splice:
         conn: tcp.Connection,
         channel: Any,
         decoder: Any,
-        consumer: Any,
-        target: splicing.FileTarget,
+        sink: _FileSink | _SocketSink,
+        received: int,
         seen: int,
     ) -> None:
         self.conn = conn
         self.channel = channel
         self.decoder = decoder
-        self.consumer = consumer
-        self.target = target
-        #: Bytes of the file handed to the consumer so far.
+        self.sink = sink
+        #: Body bytes read before the splicer started, and still to come then.
+        self.received = received
+        self.remaining = decoder.contentLength
+        #: Bytes the splicer wrote that the sink's consumer was told of.
         self.seen = seen
 
     def notReading(self) -> None:

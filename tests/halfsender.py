@@ -39,14 +39,16 @@ def main(port: int, path: str, filename: str) -> None:
         size = f.tell()
         f.seek(0)
         sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(
-            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n\r\n".encode()
-        )
+        # The headers go with the first body bytes, as a client that does
+        # not wait for 100 Continue sends them.
+        head = f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n\r\n"
         half = size // 2
         sent = 0
+        pending = head.encode()
         while sent < half:
             chunk = f.read(min(1 << 20, half - sent))
-            sock.sendall(chunk)
+            sock.sendall(pending + chunk)
+            pending = b""
             sent += len(chunk)
         print("HALF", flush=True)
         command = sys.stdin.readline().strip()

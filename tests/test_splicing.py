@@ -1,7 +1,8 @@
 """
-Bodies moved from the connection into the file by the kernel
-(L{streamrelay.splicing}): the splicer itself on a socket pair, then the
-real backend with uploads large enough to be spliced, whole and broken.
+Bodies moved by the kernel (L{streamrelay.splicing}) from the connection
+into the file (backend) or the upstream connection (proxy): the splicer
+itself on a socket pair, then the real programs with uploads large enough
+to be spliced, whole and broken.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Ended:
     def callFromThread(self, f: Any, *args: Any) -> None:
         f(*args)
 
-    def report(self, written: int) -> None:
+    def report(self, taken: int, written: int) -> None:
         self.reports.append(written)
 
     def end(self, taken: int, written: int, error: BaseException | None) -> None:
@@ -64,7 +65,7 @@ class SplicerTests(SynchronousTestCase):
                 fd: int | None = None) -> splicing.Splicer:
         return splicing.Splicer(
             self.calls.callFromThread, self.ours.fileno(), self.fd if fd is None else fd,
-            offset, count, prefix, self.calls.report, self.calls.end,
+            count, self.calls.report, self.calls.end, prefix=prefix, offset=offset,
         )
 
     def test_moves(self) -> None:
@@ -130,6 +131,38 @@ class SplicerTests(SynchronousTestCase):
         # The socket's low-water mark is back to what the reactor expects.
         self.assertEqual(self.ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT), 1)
 
+    def test_toSocket(self) -> None:
+        """With no offset, the bytes go into another socket, in order."""
+        out, far = socket.socketpair()
+        self.addCleanup(out.close)
+        self.addCleanup(far.close)
+        data = os.urandom(100_000)
+        self.peer.sendall(data)
+        splicing.Splicer(
+            self.calls.callFromThread, self.ours.fileno(), out.fileno(), len(data),
+            self.calls.report, self.calls.end,
+        ).run()
+        self.assertEqual(self.calls.ended, (len(data), len(data), None))
+        received = b""
+        while len(received) < len(data):
+            received += far.recv(len(data))
+        self.assertEqual(received, data)
+
+    def test_socketGone(self) -> None:
+        """A socket that is closed on the far side ends it with the error."""
+        out, far = socket.socketpair()
+        self.addCleanup(out.close)
+        far.close()
+        self.peer.sendall(b"w" * 1000)
+        splicing.Splicer(
+            self.calls.callFromThread, self.ours.fileno(), out.fileno(), 1000,
+            self.calls.report, self.calls.end,
+        ).run()
+        assert self.calls.ended is not None
+        taken, written, error = self.calls.ended
+        self.assertEqual((taken, written), (1000, 0))
+        self.assertIsInstance(error, OSError)
+
     def test_mapped(self) -> None:
         """L{splicing.mapped} views any byte range of a file."""
         data = os.urandom(3 * 4096 + 17)
@@ -150,7 +183,7 @@ async def spliced(program: Any) -> float:
 
 
 class SplicedUploadTests(TestCase):
-    """The real backend splicing uploads, directly and behind the proxy."""
+    """The real programs splicing uploads: the backend, and the proxy in front."""
 
     timeout = 120
 
@@ -172,11 +205,33 @@ class SplicedUploadTests(TestCase):
             self.assertEqual(json.loads(body)["sha256"], sha)
             self.assertEqual(sha256File(self.storage / name), sha)
         self.assertEqual(await spliced(backend), 2)
+        self.assertEqual(await spliced(proxy), 1)  # and the proxy into its upstream
         small, _ = sharedFile(MiB)
         code, _ = await run(self, "curl", curl("-fT", str(small), f"{backend.url}/files/small"))
         self.assertEqual(code, 0)
         self.assertEqual(await spliced(backend), 2)
         self.assertEqual(partials(self.storage), [])
+
+    async def test_bodyWithHeaders(self) -> None:
+        """
+        A client that sends body bytes along with its headers (no
+        C{Expect: 100-continue}, as the proxy sends): those bytes, read
+        before the splicing starts, are stored and hashed once, in order.
+        """
+        source, sha = sharedFile(2 * SPLICED)
+        backend = await startService(self, "backend", "--storage", str(self.storage))
+        sender = spawn(self, "halfsender", [
+            sys.executable, "-m", "tests.halfsender", str(backend.port), "/files/early.bin",
+            str(source),
+        ])
+        await sender.protocol.waitFor(b"HALF")
+        sender.writeStdin(b"go\n")
+        output = await sender.protocol.waitFor(b"DONE")
+        self.assertIn(b"201 Created", output)
+        answer = json.loads(output.split(b"\r\n\r\n", 1)[1].split(b"\n")[0])
+        self.assertEqual((answer["size"], answer["sha256"]), (2 * SPLICED, sha))
+        self.assertEqual(sha256File(self.storage / "early.bin"), sha)
+        self.assertEqual(await spliced(backend), 1)
 
     async def test_keepAlive(self) -> None:
         """

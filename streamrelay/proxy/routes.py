@@ -319,6 +319,8 @@ class ProxyRoutes:
             self.metrics.backendError(outcome.removeprefix("backend_"))
         if body is not None and request.method in _UPLOADS:
             self.metrics.bytesReceived.inc(body.received)
+            if body.spliced:
+                self.metrics.spliced.inc()
             if outcome == "ok" and code is not None and code < 300:
                 self.metrics.completed.inc()
                 self.metrics.duration.observe(time.monotonic() - started)
