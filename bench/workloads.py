@@ -83,10 +83,20 @@ class Context:
     _sources: dict[int, tuple[Path, str]] = field(default_factory=dict)
     #: Every wait for the disk to settle, in order.
     settles: list[Settled] = field(default_factory=list)
+    _backends: int = 0
 
     @property
     def storage(self) -> Path:
         return self.workDir / "storage"
+
+    def backendStorage(self) -> Path:
+        """
+        A storage folder of its own for one more backend, inside
+        L{storage}: a backend holds its folder for itself while it runs,
+        and the routes' backends run side by side.
+        """
+        self._backends += 1
+        return self.storage / f"backend-{self._backends}"
 
     def settle(self, before: str) -> Settled:
         """Flush and wait for the disk (see L{settle.settle}); say so on stderr."""
@@ -193,11 +203,18 @@ class Workload(Protocol):
 
 
 def _clearStorage(storage: Path) -> None:
-    """Remove stored files (the backend's C{.partial} folder stays)."""
+    """
+    Remove stored files, in C{storage} and the backends' folders in it
+    (their own C{.partial} and C{.tus} folders stay).
+    """
     if not storage.exists():
         return
     for entry in storage.iterdir():
-        if not entry.name.startswith("."):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            _clearStorage(entry)
+        else:
             entry.unlink()
 
 
@@ -351,7 +368,7 @@ class UploadWorkload:
         The services a route sends to (bench/s3.py stores in S3 instead);
         L{None} for a route that needs none of streamrelay's.
         """
-        return Stack(ctx.storage, ctx.workDir, route.viaProxy)
+        return Stack(ctx.backendStorage(), ctx.workDir, route.viaProxy)
 
     def clear(self, ctx: Context) -> None:
         """Remove what the runs stored."""
@@ -412,8 +429,9 @@ class DownloadWorkload:
         clientDir = ctx.workDir / "client"
         clientDir.mkdir(exist_ok=True)
         try:
+            folder = ctx.backendStorage()
             try:
-                stored = self._store(ctx, source, size, sha256, clientDir)
+                stored = self._store(ctx, folder, source, size, sha256, clientDir)
             except _FAILURES as e:
                 stored = [f"{self.key} storing the file: {e}"]
             if stored:
@@ -422,7 +440,7 @@ class DownloadWorkload:
             routes = [
                 RouteRuns(
                     Measurement(self.key, route, size, 1),
-                    Stack(ctx.storage, ctx.workDir, route.viaProxy),
+                    Stack(self._linked(ctx, folder), ctx.workDir, route.viaProxy),
                     partial(self._timed, size=size, clientDir=clientDir),
                     partial(self._verify, route, size=size, sha256=sha256),
                 )
@@ -434,12 +452,19 @@ class DownloadWorkload:
             shutil.rmtree(clientDir, ignore_errors=True)
 
     def _store(
-        self, ctx: Context, source: Path, size: int, sha256: str, clientDir: Path
+        self, ctx: Context, folder: Path, source: Path, size: int, sha256: str, clientDir: Path
     ) -> list[str]:
         progress(f"{self.key}: storing the {sizeLabel(size)} file to download (not timed)")
-        with Stack(ctx.storage, ctx.workDir, withProxy=False) as stack:
+        with Stack(folder, ctx.workDir, withProxy=False) as stack:
             batch = curlUploads(stack.url, source, [self.NAME], 1, clientDir)
         return check(batch, size, sha256)
+
+    def _linked(self, ctx: Context, folder: Path) -> Path:
+        """A new backend folder holding the stored file (a hard link: same bytes, same xattr)."""
+        linked = ctx.backendStorage()
+        linked.mkdir(parents=True, exist_ok=True)
+        os.link(folder / self.NAME, linked / self.NAME)
+        return linked
 
     def _verify(self, route: Route, url: str, run: int, *, size: int, sha256: str) -> list[str]:
         """Before the first timed run: one untimed download, its bytes hashed."""
