@@ -174,6 +174,7 @@ class Splicer:
         self._lock = threading.Condition()
         self._paused = False
         self._stopped = False
+        self._finished = False
         self._seen = 0
         self.written = 0
         self.taken = 0
@@ -204,10 +205,10 @@ class Splicer:
         with self._lock:
             self._stopped = True
             self._lock.notify()
-        try:
-            os.eventfd_write(self._wake, 1)
-        except OSError:
-            pass
+            if not self._finished:
+                # (Under the lock: once finished, the descriptor is closed
+                # and its number may belong to something else.)
+                os.eventfd_write(self._wake, 1)
 
     # In the thread
 
@@ -220,8 +221,10 @@ class Splicer:
         except OSError as e:
             error = e
         finally:
-            for fd in (self._sock, self._out, self._wake):
-                os.close(fd)
+            with self._lock:
+                self._finished = True
+                for fd in (self._sock, self._out, self._wake):
+                    os.close(fd)
         self._callFromThread(self._ended, self.taken, self.written, error)
 
     def _wait(self) -> bool:

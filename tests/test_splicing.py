@@ -116,6 +116,21 @@ class SplicerTests(SynchronousTestCase):
         self.assertEqual(self.calls.ended, (0, 1, None))
         self.assertEqual(self.ours.recv(100), b"z" * 10)
 
+    def test_stopAfterEnd(self) -> None:
+        """
+        Stopping a splicer that already ended touches none of the
+        descriptors it closed (their numbers may be in use again).
+        """
+        self.peer.sendall(b"abc")
+        splicer = self.splicer(3)
+        splicer.run()
+        reused = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(3)]  # the numbers it closed
+        for fd in reused:
+            self.addCleanup(os.close, fd)
+        splicer.stop()
+        for fd in reused:
+            self.assertRaises(BlockingIOError, os.eventfd_read, fd)
+
     def test_descriptorsOwnCopies(self) -> None:
         """
         The splicer works on duplicates: the originals may be closed
