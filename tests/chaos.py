@@ -130,10 +130,24 @@ def worker(port: int, seed: int, deadline: float, abortRate: float, tally: Tally
     n = 0
     while time.monotonic() < deadline:
         n += 1
-        size = rng.choice([0, 1, 1000, 65536, 1 << 20, 4 << 20, rng.randrange(1, 8 << 20)])
+        if rng.random() < 0.05:
+            # Large enough for the proxy and the backend to splice it.
+            size = rng.randrange(24 << 20, 40 << 20)
+        else:
+            size = rng.choice([0, 1, 1000, 65536, 1 << 20, 4 << 20, rng.randrange(1, 8 << 20)])
         data = rng.randbytes(size)
         abortAt = rng.randrange(0, size) if size and rng.random() < abortRate else None
         upload(port, f"w{seed}-{n}.bin", data, abortAt, tally)
+
+
+def splicedBy(port: int) -> float:
+    """How many uploads the service on C{port} spliced (its metrics)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    found = re.search(r"^streamrelay_uploads_spliced_total\{[^}]*\} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def main() -> int:
@@ -173,6 +187,7 @@ def main() -> int:
         # One more restart: partial files a kill left are swept at start.
         backend.restart(signal.SIGTERM)
         time.sleep(0.5)
+        spliced = splicedBy(proxy.port)
     finally:
         proxy.stop()
         backend.stop()
@@ -194,6 +209,7 @@ def main() -> int:
         "stored": tally.stored,
         "failed cleanly": tally.failedCleanly,
         "aborted by client": tally.aborted,
+        "spliced by the proxy": spliced,
         "files visible": len(visible),
         "partial files visible": len(partial),
         "lost": len(lost),
