@@ -23,6 +23,7 @@ from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.tap import Options as ProxyOptions
 from streamrelay.store import FileInfo, IUpload, IUploadStore
 from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.interfaces import StorageFull
 from streamrelay.upload.sender import answerFailed
 
 
@@ -213,6 +214,39 @@ class DiskStoreTests(SynchronousTestCase):
         upload.write(b"x")
         upload.abort()
         self.assertEqual(list(self.root.iterdir()), [self.store.partialDir])
+        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+
+    def test_fileTarget(self) -> None:
+        """
+        An upload lends its file to a body written straight into it: the
+        bytes written there are counted and committed, the file is read
+        back through the target's reader, and nothing else may write.
+        """
+        upload = self.store.begin("a")
+        target = upload.fileTarget()
+        assert target is not None
+        self.assertIsNone(upload.fileTarget())  # lent once
+        os.pwrite(target.fd, b"spliced", target.offset)
+        self.assertEqual(os.pread(target.readFd, 100, 0), b"spliced")
+        upload.wroteToFile(memoryview(b"spliced"))
+        self.assertRaises(RuntimeError, upload.write, b"more")
+        self.assertIsInstance(target.failure(OSError(errno.ENOSPC, "full")), StorageFull)
+        info, _ = self.successResultOf(upload.commit("ff" * 32))
+        self.assertEqual(info.size, 7)
+        self.assertEqual((self.root / "a").read_bytes(), b"spliced")
+        self.assertRaises(OSError, os.fstat, target.readFd)  # closed with the upload
+
+    def test_noFileTargetOnceWritten(self) -> None:
+        """An upload that took bytes the usual way lends no file; abort closes the reader."""
+        upload = self.store.begin("a")
+        upload.write(b"x")
+        self.assertIsNone(upload.fileTarget())
+        upload.abort()
+        other = self.store.begin("b")
+        target = other.fileTarget()
+        assert target is not None
+        other.abort()
+        self.assertRaises(OSError, os.fstat, target.readFd)
         self.assertEqual(list(self.store.partialDir.iterdir()), [])
 
     def test_sweep(self) -> None:
