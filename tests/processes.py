@@ -12,6 +12,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 reactor: Any = _reactor
 
@@ -255,3 +256,19 @@ async def eventually(check: Any, timeout: float, interval: float = 0.05) -> bool
         await deferLater(interval)
         waited += interval
     return bool(check())
+
+
+def mountTmpfs(test: TestCase, size: str) -> Path:
+    """A tmpfs of C{size} (C{"4m"}) mounted for C{test}; skips it where that cannot be."""
+    if os.geteuid() != 0:
+        raise SkipTest("mounting a tmpfs needs root")
+    mountpoint = Path(test.mktemp())
+    mountpoint.mkdir(parents=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+        capture_output=True,
+    )
+    if result.returncode != 0:
+        raise SkipTest(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    test.addCleanup(subprocess.run, ["umount", "-l", str(mountpoint)])
+    return mountpoint

@@ -9,19 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 from treq.client import HTTPClient
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from tests.processes import (
     Program,
     eventually,
+    mountTmpfs,
     partials,
     run,
     sha256File,
@@ -272,17 +271,7 @@ class DiskFullTests(TestCase):
         On a real full file system (a 4 MiB tmpfs), an upload gets 507,
         leaves nothing behind, and the backend serves the next one.
         """
-        if os.geteuid() != 0:
-            raise SkipTest("mounting a tmpfs needs root")
-        mountpoint = Path(self.mktemp())
-        mountpoint.mkdir(parents=True)
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)],
-            capture_output=True,
-        )
-        if result.returncode != 0:
-            raise SkipTest(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        self.addCleanup(subprocess.run, ["umount", "-l", str(mountpoint)])
+        mountpoint = mountTmpfs(self, "4m")
         storage = mountpoint / "uploads"
         backend, proxy = await startStack(self, storage)
         source, _ = sharedFile(16 * MiB)

@@ -12,17 +12,24 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay import splicing
-from tests.processes import eventually, partials, run, sha256File, spawn, startService, startStack
+from tests.processes import (
+    eventually,
+    mountTmpfs,
+    partials,
+    run,
+    sha256File,
+    startService,
+    startStack,
+)
 from tests.test_file_api_integration import call
+from tests.test_hardening import halfSender
 from tests.test_upload_path import MiB, curl, sharedFile
 
 if not splicing.available():
@@ -235,10 +242,7 @@ class SplicedUploadTests(TestCase):
         """
         source, sha = sharedFile(2 * SPLICED)
         backend = await startService(self, "backend", "--storage", str(self.storage))
-        sender = spawn(self, "halfsender", [
-            sys.executable, "-m", "tests.halfsender", str(backend.port), "/files/early.bin",
-            str(source),
-        ])
+        sender = halfSender(self, backend.port, "early.bin", source)
         await sender.protocol.waitFor(b"HALF")
         sender.writeStdin(b"go\n")
         output = await sender.protocol.waitFor(b"DONE")
@@ -286,10 +290,7 @@ class SplicedUploadTests(TestCase):
         """
         source, sha = sharedFile(2 * SPLICED)
         backend = await startService(self, "backend", "--storage", str(self.storage))
-        sender = spawn(self, "halfsender", [
-            sys.executable, "-m", "tests.halfsender", str(backend.port), "/files/gone.bin",
-            str(source),
-        ])
+        sender = halfSender(self, backend.port, "gone.bin", source)
         await sender.protocol.waitFor(b"HALF")
         self.assertTrue(await eventually(lambda: partials(self.storage) != [], 10))
         sender.writeStdin(b"abort\n")
@@ -306,10 +307,7 @@ class SplicedUploadTests(TestCase):
         source, _ = sharedFile(2 * SPLICED)
         backend = await startService(
             self, "backend", "--storage", str(self.storage), "--idle-timeout", "1")
-        sender = spawn(self, "halfsender", [
-            sys.executable, "-m", "tests.halfsender", str(backend.port), "/files/stalled.bin",
-            str(source),
-        ])
+        sender = halfSender(self, backend.port, "stalled.bin", source)
         await sender.protocol.waitFor(b"HALF")
         started = time.monotonic()
         sender.writeStdin(b"read\n")
@@ -338,17 +336,7 @@ class SplicedUploadTests(TestCase):
         On a real full file system (an 8 MiB tmpfs) a spliced upload gets
         507, leaves nothing behind, and the backend serves the next one.
         """
-        if os.geteuid() != 0:
-            raise SkipTest("mounting a tmpfs needs root")
-        mountpoint = Path(self.mktemp())
-        mountpoint.mkdir(parents=True)
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
-            capture_output=True,
-        )
-        if result.returncode != 0:
-            raise SkipTest(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        self.addCleanup(subprocess.run, ["umount", "-l", str(mountpoint)])
+        mountpoint = mountTmpfs(self, "8m")
         storage = mountpoint / "uploads"
         backend = await startService(self, "backend", "--storage", str(storage))
         source, _ = sharedFile(SPLICED)
