@@ -44,8 +44,11 @@ SPLICE_MIN = 16 << 20
 SPLICE_MAX = 32
 #: Capacity asked for each splicer's pipe: the most moved per system call.
 PIPE_SIZE = 1 << 20
-#: The reactor hears of progress every this many bytes, or L{REPORT_SECONDS}.
+#: The reactor hears of progress every this many bytes written into a file
+#: (it then hashes them), or into a socket (it only counts them), or every
+#: L{REPORT_SECONDS} while bytes move.
 REPORT_BYTES = 2 << 20
+REPORT_SOCKET_BYTES = 8 << 20
 REPORT_SECONDS = 0.5
 #: The splicer wakes when this much has arrived (or the body's last bytes,
 #: or the end of the connection): on a connection that brings a body
@@ -54,7 +57,8 @@ REPORT_SECONDS = 0.5
 LOW_WATER = 1 << 20
 #: The reactor reads the bytes back (maps them) this many at most at once.
 VIEW_SIZE = 4 << 20
-#: Most bytes written to the file that the reactor has not seen yet.
+#: Most bytes written to a file that the reactor has not seen yet (for a
+#: socket: twice its report size).
 AHEAD = 16 << 20
 #: Writeback is started for every this many bytes written.
 SYNC_STEP = 16 << 20
@@ -179,6 +183,8 @@ class Splicer:
         self.written = 0
         self.taken = 0
         self.blocked = False
+        self._every = REPORT_BYTES if offset is not None else REPORT_SOCKET_BYTES
+        self._ahead = AHEAD if offset is not None else 2 * REPORT_SOCKET_BYTES
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="streamrelay-splice", daemon=True).start()
@@ -231,7 +237,7 @@ class Splicer:
         """Wait while paused or too far ahead; False once stopped."""
         with self._lock:
             while not self._stopped and (
-                self._paused or self.written - self._seen > AHEAD
+                self._paused or self.written - self._seen > self._ahead
             ):
                 self._lock.wait()
             return not self._stopped
@@ -279,7 +285,7 @@ class Splicer:
                 self.taken += n
                 toFile = self._drain(read, n, toFile)
                 now = time.monotonic()
-                if self.written - reported >= REPORT_BYTES or now - lastReport >= REPORT_SECONDS:
+                if self.written - reported >= self._every or now - lastReport >= REPORT_SECONDS:
                     self._callFromThread(self._report, self.taken, self.written)
                     reported, lastReport = self.written, now
                 if self._offset is not None and self.written - synced >= SYNC_STEP:
