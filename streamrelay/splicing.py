@@ -47,7 +47,7 @@ PIPE_SIZE = 1 << 20
 #: The reactor hears of progress every this many bytes written into a file
 #: (it then hashes them), or into a socket (it only counts them), or every
 #: L{REPORT_SECONDS} while bytes move.
-REPORT_BYTES = 2 << 20
+REPORT_BYTES = 4 << 20
 REPORT_SOCKET_BYTES = 8 << 20
 REPORT_SECONDS = 0.5
 #: The splicer wakes when this much has arrived (or the body's last bytes,
@@ -59,7 +59,7 @@ LOW_WATER = 1 << 20
 VIEW_SIZE = 4 << 20
 #: Most bytes written to a file that the reactor has not seen yet (for a
 #: socket: twice its report size).
-AHEAD = 16 << 20
+AHEAD = 32 << 20
 #: Writeback is started for every this many bytes written.
 SYNC_STEP = 16 << 20
 
