@@ -252,6 +252,26 @@ class SplicedUploadTests(TestCase):
         self.assertEqual(sha256File(self.storage / "early.bin"), sha)
         self.assertEqual(await spliced(backend), 1)
 
+    async def test_backendRefusesMidSplice(self) -> None:
+        """
+        A backend that refuses a body the proxy is splicing to it (its
+        --max-size is below the body's length) gets the client its 413;
+        nothing is kept and the proxy goes on serving.
+        """
+        source, _ = sharedFile(2 * SPLICED)
+        backend, proxy = await startStack(self, self.storage, backendArgs=["--max-size", "20M"])
+        sender = halfSender(self, proxy.port, "refused.bin", source)
+        await sender.protocol.waitFor(b"HALF")
+        sender.writeStdin(b"read\n")
+        output = await sender.protocol.waitFor(b"DONE")
+        self.assertIn(b"413", output)
+        self.assertIn(b'"too_large"', output)
+        self.assertTrue(await eventually(lambda: partials(self.storage) == [], 5))
+        self.assertFalse((self.storage / "refused.bin").exists())
+        self.assertEqual(await spliced(proxy), 1)
+        code, _, _ = await call("PUT", f"{proxy.url}/files/after.txt", b"next")
+        self.assertEqual(code, 201)
+
     async def test_keepAlive(self) -> None:
         """
         After a spliced body the connection serves the next requests: two
