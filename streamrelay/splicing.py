@@ -64,7 +64,6 @@ AHEAD = 32 << 20
 SYNC_STEP = 16 << 20
 
 _PAGE = mmap.ALLOCATIONGRANULARITY
-_F_SETPIPE_SZ = 1031
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 
 
@@ -260,7 +259,7 @@ class Splicer:
         read, write = os.pipe2(os.O_CLOEXEC)
         try:
             try:
-                fcntl.fcntl(write, _F_SETPIPE_SZ, PIPE_SIZE)
+                fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # the default capacity (64 KiB) still works
             toFile = True

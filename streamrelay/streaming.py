@@ -9,17 +9,19 @@ reading the client's socket.
 
 It also tunes the TCP transports that carry bodies: their read size, their
 send size, and (L{sendEagerly}) sending each write at once.  A large body
-whose consumer offers a file to write it into is moved there by the kernel
-(L{streamrelay.splicing}) instead of being read into Python.
+whose consumer offers a file to write it into (the backend), or which is sent
+on by Twisted's HTTP client over TCP (the proxy), is moved there by the
+kernel (L{streamrelay.splicing}) instead of being read into Python.
 
 This is the only module of streamrelay that touches Twisted internals
 (C{HTTPChannel._command}, C{_path}, C{_version}, C{_savedTimeOut},
 C{_send100Continue}, C{_transferDecoder}, C{_handlingRequest},
 C{rawDataReceived}, C{LineReceiver}'s C{line_mode}, C{_buffer} and
-C{_busyReceiving}, C{Request._cleanup}, and a TCP transport's
-C{SEND_LIMIT}, C{dataBuffer}, C{offset}, C{_tempDataBuffer},
-C{_writeDisconnected}, C{socket} and C{doRead}); it is tested against the
-Twisted range pinned in setup.cfg.
+C{_busyReceiving}, C{Request._cleanup}, the HTTP client's
+C{LengthEnforcingConsumer} with its C{_consumer}, C{_length} and
+C{_finished}, and a TCP transport's C{SEND_LIMIT}, C{dataBuffer}, C{offset},
+C{_tempDataBuffer}, C{_tempDataLen}, C{_writeDisconnected}, C{socket} and
+C{doRead}); it is tested against the Twisted range pinned in setup.cfg.
 """
 
 from __future__ import annotations
@@ -186,13 +188,15 @@ class RequestBody:
     None) and C{wroteToFile(data)} may have a large body with a
     C{Content-Length} on a TCP connection written into that file directly:
     then C{wroteToFile} is called with the bytes (read back from the file)
-    in place of C{write}, in order, as they land there.
+    in place of C{write}, in order, as they land there.  Twisted's HTTP
+    client sending the body on over TCP (its C{LengthEnforcingConsumer})
+    may have it moved straight into its connection.
 
     @ivar length: the declared C{Content-Length}, or L{UNKNOWN_LENGTH} for a
         chunked body.
     @ivar received: body bytes read from the client so far.
     @ivar spliced: whether the body is (or was) moved into its consumer's
-        file by the kernel.
+        file or connection by the kernel.
     """
 
     def __init__(self, request: StreamingRequest, length: int | None) -> None:
@@ -583,28 +587,22 @@ class StreamingRequest(server.Request):
             or self._gone()
         ):
             return False
-        prefix, body._pending = body._pending, []
         sink: _FileSink | _SocketSink
         if offer is not None:
             target: splicing.FileTarget | None = offer()
             if target is None:
-                body._pending = prefix
                 return False
             sink = _FileSink(consumer, target)
         else:
             assert upstream is not None
             sink = _SocketSink(consumer, upstream)
+        prefix, body._pending = body._pending, []
         try:
-            for data in prefix:
-                sink.before(data)
+            seen = sink.take(prefix)
         except BaseException:
             body._fail(Failure())
             return True
-        # Bytes the splicer will write that the consumer already took.
-        seen = sum(map(len, prefix)) if isinstance(sink, _FileSink) else 0
-        if isinstance(sink, _SocketSink) and (
-            sink.consumer._length != decoder.contentLength or not _flushNow(sink.conn)
-        ):
+        if not sink.ready(decoder.contentLength):
             return False  # the rest goes the usual way
         splice = _Splice(conn, channel, decoder, sink, body.received, seen)
         from twisted.internet import reactor
@@ -612,7 +610,7 @@ class StreamingRequest(server.Request):
         splice.splicer = splicing.Splicer(
             cast(Any, reactor).callFromThread,
             conn.socket.fileno(), sink.fd, decoder.contentLength,
-            self._spliced, self._spliceEnded, **sink.splicerArgs(prefix),
+            self._spliced, self._spliceEnded, **sink.splicerArgs(),
         )
         conn.doRead = splice.notReading  # type: ignore[method-assign]
         conn.stopReading()
@@ -642,9 +640,11 @@ class StreamingRequest(server.Request):
         to the consumer; False if the body failed (then or before).
         """
         body = self.body
-        if body is None or body._discarding or body._done is None:
+        if body is None:
             return False
         body.received = splice.received + taken
+        if body._discarding or body._done is None:
+            return False
         if written > splice.seen:
             try:
                 splice.sink.wrote(splice.seen, written)
@@ -669,8 +669,6 @@ class StreamingRequest(server.Request):
         _splicing -= 1
         conn, body, decoder = splice.conn, self.body, splice.decoder
         del conn.doRead
-        if body is not None:
-            body.received = splice.received + taken
         if splice.channel._transferDecoder is decoder and decoder.contentLength is not None:
             decoder.contentLength = splice.remaining - taken
         else:
@@ -771,20 +769,29 @@ class _FileSink:
         self.consumer = consumer
         self.target = target
         self.fd = target.fd
+        self._prefix: list[bytes] = []
 
-    def splicerArgs(self, prefix: list[bytes]) -> dict[str, Any]:
-        # The splicer writes what was read already, the consumer took it.
-        return {"prefix": prefix, "offset": self.target.offset}
+    def take(self, prefix: list[bytes]) -> int:
+        """
+        Hand the body bytes read before splicing to the consumer; return
+        how many of them the splicer still writes (here: all).
+        """
+        for data in prefix:
+            self.consumer.wroteToFile(memoryview(data))
+        self._prefix = prefix
+        return sum(map(len, prefix))
 
-    def before(self, data: bytes) -> None:
-        self.consumer.wroteToFile(memoryview(data))
+    def ready(self, remaining: int) -> bool:
+        return True
+
+    def splicerArgs(self) -> dict[str, Any]:
+        return {"prefix": self._prefix, "offset": self.target.offset}
 
     def wrote(self, start: int, end: int) -> None:
         """Hand the bytes C{start} to C{end} of the file to the consumer."""
-        target = self.target
+        target, offset = self.target, self.target.offset
         while start < end:
             stop = min(end, start + splicing.VIEW_SIZE)
-            offset = target.offset
             with splicing.mapped(target.readFd, offset + start, offset + stop) as data:
                 self.consumer.wroteToFile(data)
             start = stop
@@ -805,11 +812,18 @@ class _SocketSink:
         self.conn = conn
         self.fd = conn.socket.fileno()
 
-    def splicerArgs(self, prefix: list[bytes]) -> dict[str, Any]:
-        return {}
+    def take(self, prefix: list[bytes]) -> int:
+        """Send the body bytes read before splicing the usual way (first)."""
+        for data in prefix:
+            self.consumer.write(data)
+        return 0
 
-    def before(self, data: bytes) -> None:
-        self.consumer.write(data)
+    def ready(self, remaining: int) -> bool:
+        """Whether the request owes C{remaining} bytes and its headers went."""
+        return bool(self.consumer._length == remaining and _flushNow(self.conn))
+
+    def splicerArgs(self) -> dict[str, Any]:
+        return {}
 
     def wrote(self, start: int, end: int) -> None:
         # The consumer counts what the request still owes.
