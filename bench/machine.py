@@ -62,6 +62,25 @@ def _filesystem(folder: Path) -> str:
     return f"{best[1]} ({best[2]}) on {best[0]}"
 
 
+def _readText(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def network() -> str:
+    """
+    The TCP congestion control new connections get, and the loopback
+    device's queueing discipline: on loopback, a pacing congestion control
+    (bbr) costs the proxy path far more than the direct one.
+    """
+    control = _readText("/proc/sys/net/ipv4/tcp_congestion_control") or "unknown"
+    qdisc = _readText("/proc/sys/net/core/default_qdisc") or "unknown"
+    return f"TCP congestion control {control}, default qdisc {qdisc}"
+
+
 def loadAverage() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -83,6 +102,7 @@ def describe(folder: Path) -> dict[str, Any]:
         "treq": _version("treq"),
         "curl": " ".join(curl.stdout.split()[:2]),
         "filesystem": _filesystem(folder),
+        "network": network(),
         "load_average_start": loadAverage(),
     }
 

@@ -91,6 +91,7 @@ def machineLines(info: dict[str, Any]) -> list[str]:
         f"software: {info['python']}, Twisted {info['twisted']}, Klein {info['klein']}, "
         f"treq {info['treq']}, {info['curl']}",
         f"storage: {info['filesystem']}",
+        f"network: {info.get('network', 'unknown')} (see the README on bbr)",
         f"load average (1/5/15 min): {info['load_average_start']} at start, "
         f"{info.get('load_average_end', '?')} at end "
         "(the CPU may be shared with other work running concurrently)",
