@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,28 @@ def exitOnOSError(label: str) -> Callable[[_MakeService], _MakeService]:
         return make
 
     return decorate
+
+
+def handleHangUp(
+    reactor: Any, label: str, reload: Callable[[], None] | None = None
+) -> None:
+    """
+    Make SIGHUP call C{reload} (in the reactor thread), or, with nothing
+    to reload, only be logged: its default action would end the program
+    at once and cut every transfer in flight.
+    """
+    log = Logger(namespace=label)
+
+    def hungUp() -> None:
+        if reload is not None:
+            reload()
+        else:
+            log.info("SIGHUP: nothing to reload; still serving")
+
+    def onSignal(signum: int, frame: object) -> None:
+        reactor.callFromThread(hungUp)
+
+    signal.signal(signal.SIGHUP, onSignal)
 
 
 def _exitFailed() -> None:

@@ -166,6 +166,27 @@ class CrashTests(TestCase):
         await backend.protocol.ended
         self.assertIn(b"Server Shut Down.", backend.output)
 
+    async def test_sighupKeepsServing(self) -> None:
+        """
+        SIGHUP (a log rotator's or an operator's stray C{kill -HUP}) ends
+        neither service: an upload through the proxy in flight is stored
+        and answered, and both go on serving.
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        source, sha = sharedFile(32 * MiB)
+        backend, proxy = await startStack(self, storage)
+        upload = spawn(self, "curl", curl("--limit-rate", str(16 * MiB), "-T", str(source),
+                                          "-w", "\n%{http_code}", f"{proxy.url}/files/hup.bin"))
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        for program in (backend, proxy):
+            program.signal(signal.SIGHUP)
+            await program.protocol.waitFor(b"SIGHUP: nothing to reload; still serving")
+        await upload.protocol.ended
+        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
+        self.assertEqual(sha256File(storage / "hup.bin"), sha)
+        code, _, body = await call("GET", proxy.url + "/files/hup.bin")
+        self.assertEqual((code, hashlib.sha256(body).hexdigest()), (200, sha))
+
     async def test_sigtermAbortsAfterGrace(self) -> None:
         """SIGTERM: past --grace, uploads are aborted and leave nothing."""
         storage = Path(self.mktemp()) / "uploads"

@@ -4,7 +4,6 @@ C{twistd streamrelay-proxy}: options and service wiring.
 
 from __future__ import annotations
 
-import signal
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from streamrelay.service import (
     ListeningService,
     StreamrelayService,
     exitOnOSError,
+    handleHangUp,
 )
 from streamrelay.streaming import makeSite
 from streamrelay.webapp import appResource
@@ -115,14 +115,10 @@ def makeService(options: Options) -> IService:
 
     tokens = None
     if options["tokens-file"]:
-        tokens = tokenFile = TokenFile(Path(options["tokens-file"]))
+        tokens = TokenFile(Path(options["tokens-file"]))
         _log.info("requiring one of {count} token(s) from {path}",
-                  count=len(tokenFile.tokens), path=options["tokens-file"])
-
-        def reload(signum: int, frame: object) -> None:
-            reactor.callFromThread(tokenFile.reload)  # type: ignore[attr-defined]
-
-        signal.signal(signal.SIGHUP, reload)
+                  count=len(tokens.tokens), path=options["tokens-file"])
+    handleHangUp(reactor, "streamrelay-proxy", tokens.reload if tokens is not None else None)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     routes = ProxyRoutes(
         backendClient(reactor, options["backend-ca"]),
