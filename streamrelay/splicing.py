@@ -13,9 +13,11 @@ free to hash while the next bytes arrive.  The proxy's bytes are not
 copied at all.
 
 A file is written through the page cache: the splicer starts the writeback
-of each L{SYNC_STEP} it wrote, and once the reactor has seen a range and its
-writeback is done, drops it from the cache, so the final fsync has little
-left to do and the cache does not fill with uploads.  A socket that takes
+of each L{SYNC_STEP} it wrote, and of the rest once the body is in, and once
+the reactor has seen a range and its writeback is done, drops it from the
+cache, so the final fsync has little left to do and the cache does not fill
+with uploads.  The splicers run at most L{AHEAD_TOTAL} ahead of the
+reactor's hashing, all together.  A socket that takes
 no more holds the splicer, and so the client, back.
 """
 
@@ -60,6 +62,14 @@ VIEW_SIZE = 4 << 20
 #: Most bytes written to a file that the reactor has not seen yet (for a
 #: socket: twice its report size).
 AHEAD = 32 << 20
+#: Most such bytes of all the bodies spliced into files at once, shared
+#: evenly (but each may go L{AHEAD_MIN} ahead): with many bodies at once
+#: the reactor would otherwise fall far behind, and be left hashing alone
+#: once they all arrived.
+AHEAD_TOTAL = 64 << 20
+#: More than a report and a pipe's worth, so that a splicer always gets to
+#: report what it waits on.
+AHEAD_MIN = 8 << 20
 #: Writeback is started for every this many bytes written.
 SYNC_STEP = 16 << 20
 
@@ -102,6 +112,29 @@ _sync_file_range = _syncFileRange()
 def available() -> bool:
     """Whether this system can splice (Linux, Python 3.10 or newer)."""
     return hasattr(os, "splice") and hasattr(os, "eventfd")
+
+
+class _FileShare:
+    """The splicers writing into files at once, who share L{AHEAD_TOTAL}."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def join(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+    def ahead(self) -> int:
+        """How far each of them may now be ahead of the reactor."""
+        return max(AHEAD_MIN, min(AHEAD, AHEAD_TOTAL // max(1, self.count)))
+
+
+_intoFiles = _FileShare()
 
 
 def _syncRange(fd: int, start: int, length: int, flags: int) -> None:
@@ -183,7 +216,6 @@ class Splicer:
         self.taken = 0
         self.blocked = False
         self._every = REPORT_BYTES if offset is not None else REPORT_SOCKET_BYTES
-        self._ahead = AHEAD if offset is not None else 2 * REPORT_SOCKET_BYTES
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="streamrelay-splice", daemon=True).start()
@@ -232,16 +264,29 @@ class Splicer:
                     os.close(fd)
         self._callFromThread(self._ended, self.taken, self.written, error)
 
+    def _aheadNow(self) -> int:
+        return _intoFiles.ahead() if self._offset is not None else 2 * REPORT_SOCKET_BYTES
+
     def _wait(self) -> bool:
         """Wait while paused or too far ahead; False once stopped."""
         with self._lock:
             while not self._stopped and (
-                self._paused or self.written - self._seen > self._ahead
+                self._paused or self.written - self._seen > self._aheadNow()
             ):
                 self._lock.wait()
             return not self._stopped
 
     def _move(self) -> None:
+        if self._offset is None:
+            self._moveBody()
+            return
+        _intoFiles.join()
+        try:
+            self._moveBody()
+        finally:
+            _intoFiles.leave()
+
+    def _moveBody(self) -> None:
         for data in self._prefix:
             self._pwrite(data)
         if self._prefix:
@@ -290,6 +335,10 @@ class Splicer:
                 if self._offset is not None and self.written - synced >= SYNC_STEP:
                     dropped = self._syncBehind(synced, dropped)
                     synced = self.written
+            if self._offset is not None and self.taken == self._count:
+                # The rest goes to the disk now, while the reactor hashes,
+                # rather than in the final fsync.
+                _syncRange(self._out, self._offset + synced, self.written - synced, _WRITE)
         finally:
             os.close(read)
             os.close(write)

@@ -87,6 +87,52 @@ class SplicerTests(SynchronousTestCase):
         # What follows the body is left on the socket for the channel.
         self.assertEqual(self.ours.recv(100), b"NEXT REQUEST")
 
+    def test_writebackOfTheRest(self) -> None:
+        """
+        Once the whole body is in the file, the writeback of what no
+        L{splicing.SYNC_STEP} covered starts at once (not in the final
+        fsync); a body cut short gets none.
+        """
+        calls: list[tuple[int, int, int]] = []
+        self.patch(splicing, "_syncRange",
+                   lambda fd, start, length, flags: calls.append((start, length, flags)))
+        data = os.urandom(100_000)
+        self.peer.sendall(data)
+        self.splicer(len(data), (b"ab",), offset=10).run()
+        self.assertEqual(calls, [(10, len(data) + 2, splicing._WRITE)])
+
+        del calls[:]
+        self.peer.sendall(b"short")
+        self.peer.close()
+        self.splicer(100).run()
+        self.assertEqual(calls, [])
+
+    def test_aheadShared(self) -> None:
+        """
+        Splicers into files share L{splicing.AHEAD_TOTAL}: each may run
+        that much ahead of the reactor divided by their number, at least
+        L{splicing.AHEAD_MIN}, at most L{splicing.AHEAD}; a splicer counts
+        while it moves a body.
+        """
+        share = splicing._FileShare()
+        self.assertEqual(share.ahead(), min(splicing.AHEAD, splicing.AHEAD_TOTAL))
+        for _ in range(4):
+            share.join()
+        self.assertEqual(share.ahead(), splicing.AHEAD_TOTAL // 4)
+        for _ in range(60):
+            share.join()
+        self.assertEqual(share.ahead(), splicing.AHEAD_MIN)
+        self.assertGreater(splicing.AHEAD_MIN, splicing.REPORT_BYTES + splicing.PIPE_SIZE)
+
+        counts: list[int] = []
+        self.patch(self.calls, "report",
+                   lambda taken, written: counts.append(splicing._intoFiles.count))
+        before = splicing._intoFiles.count
+        self.peer.sendall(b"x" * 1000)
+        self.splicer(1000, (b"p",)).run()  # (it reports the prefix at once)
+        self.assertEqual(counts, [before + 1])
+        self.assertEqual(splicing._intoFiles.count, before)
+
     def test_offset(self) -> None:
         """Bytes go at C{offset} of the file."""
         os.pwrite(self.fd, b"0123456789", 0)
