@@ -72,9 +72,10 @@ def _readText(path: str) -> str | None:
 
 def network() -> str:
     """
-    The TCP congestion control new connections get, and the loopback
-    device's queueing discipline: on loopback, a pacing congestion control
-    (bbr) costs the proxy path far more than the direct one.
+    The TCP congestion control new connections get, and the default
+    queueing discipline (C{net.core.default_qdisc}; the loopback device
+    itself has none): on loopback, a pacing congestion control (bbr) costs
+    the proxy path far more than the direct one.
     """
     control = _readText("/proc/sys/net/ipv4/tcp_congestion_control") or "unknown"
     qdisc = _readText("/proc/sys/net/core/default_qdisc") or "unknown"

@@ -74,7 +74,8 @@ def handleHangUp(
         if reload is not None:
             reload()
         else:
-            log.info("SIGHUP: nothing to reload; still serving")
+            log.info("SIGHUP: nothing to reload (only the proxy's --tokens-file is); "
+                     "still serving")
 
     def onSignal(signum: int, frame: object) -> None:
         reactor.callFromThread(hungUp)

@@ -16,8 +16,8 @@ A file is written through the page cache: the splicer starts the writeback
 of each L{SYNC_STEP} it wrote, and of the rest once the body is in, and once
 the reactor has seen a range and its writeback is done, drops it from the
 cache, so the final fsync has little left to do and the cache does not fill
-with uploads.  The splicers run at most L{AHEAD_TOTAL} ahead of the
-reactor's hashing, all together.  A socket that takes
+with uploads.  Splicers into files at once share how far they may run ahead
+of the reactor's hashing (L{AHEAD_TOTAL}, each at least L{AHEAD_MIN}).  A socket that takes
 no more holds the splicer, and so the client, back.
 """
 
@@ -267,12 +267,14 @@ class Splicer:
     def _aheadNow(self) -> int:
         return _intoFiles.ahead() if self._offset is not None else 2 * REPORT_SOCKET_BYTES
 
+    def _held(self) -> bool:
+        """(Under the lock.)  Whether the splicer must wait: paused or too far ahead."""
+        return self._paused or self.written - self._seen > self._aheadNow()
+
     def _wait(self) -> bool:
-        """Wait while paused or too far ahead; False once stopped."""
+        """Wait while held; False once stopped."""
         with self._lock:
-            while not self._stopped and (
-                self._paused or self.written - self._seen > self._aheadNow()
-            ):
+            while not self._stopped and self._held():
                 self._lock.wait()
             return not self._stopped
 
@@ -335,9 +337,11 @@ class Splicer:
                 if self._offset is not None and self.written - synced >= SYNC_STEP:
                     dropped = self._syncBehind(synced, dropped)
                     synced = self.written
-            if self._offset is not None and self.taken == self._count:
-                # The rest goes to the disk now, while the reactor hashes,
-                # rather than in the final fsync.
+            if self._offset is not None and self.taken == self._count and not self._stopped:
+                # The reactor hashes the last bytes while the disk takes
+                # what no step covered (rather than in the final fsync).
+                if self.written > reported:
+                    self._callFromThread(self._report, self.taken, self.written)
                 _syncRange(self._out, self._offset + synced, self.written - synced, _WRITE)
         finally:
             os.close(read)

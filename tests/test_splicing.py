@@ -93,13 +93,17 @@ class SplicerTests(SynchronousTestCase):
         L{splicing.SYNC_STEP} covered starts at once (not in the final
         fsync); a body cut short gets none.
         """
-        calls: list[tuple[int, int, int]] = []
+        calls: list[tuple[Any, ...]] = []
         self.patch(splicing, "_syncRange",
                    lambda fd, start, length, flags: calls.append((start, length, flags)))
+        self.patch(self.calls, "report",
+                   lambda taken, written: calls.append(("report", written)))
         data = os.urandom(100_000)
         self.peer.sendall(data)
         self.splicer(len(data), (b"ab",), offset=10).run()
-        self.assertEqual(calls, [(10, len(data) + 2, splicing._WRITE)])
+        # The reactor hears of the last bytes first, to hash them meanwhile.
+        self.assertEqual(calls, [("report", 2), ("report", len(data) + 2),
+                                 (10, len(data) + 2, splicing._WRITE)])
 
         del calls[:]
         self.peer.sendall(b"short")
@@ -130,8 +134,27 @@ class SplicerTests(SynchronousTestCase):
         before = splicing._intoFiles.count
         self.peer.sendall(b"x" * 1000)
         self.splicer(1000, (b"p",)).run()  # (it reports the prefix at once)
-        self.assertEqual(counts, [before + 1])
+        self.assertEqual(counts[0], before + 1)
         self.assertEqual(splicing._intoFiles.count, before)
+
+    def test_heldByTheShare(self) -> None:
+        """
+        A splicer into a file waits once it is further ahead of the reactor
+        than its share allows: alone, L{splicing.AHEAD}; among many, less.
+        """
+        splicer = self.splicer(1 << 30)
+        splicer.written = splicing.AHEAD_MIN + 1
+        self.assertFalse(splicer._held())
+        self.patch(splicing, "_intoFiles", splicing._FileShare())
+        for _ in range(64):
+            splicing._intoFiles.join()
+        self.assertTrue(splicer._held())
+        splicer.seen(1)
+        self.assertFalse(splicer._held())
+        splicer.written = splicing.AHEAD + 2  # (1 seen)
+        for _ in range(64):
+            splicing._intoFiles.leave()
+        self.assertTrue(splicer._held())
 
     def test_offset(self) -> None:
         """Bytes go at C{offset} of the file."""
