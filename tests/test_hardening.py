@@ -22,6 +22,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone
 
 from tests.processes import (
+    Program,
     deferLater,
     eventually,
     partials,
@@ -100,6 +101,21 @@ class LimitTests(TestCase):
 class CrashTests(TestCase):
     timeout = 120
 
+    async def uploadInFlight(
+        self, url: str, source: Path, storage: Path, *curlArgs: str
+    ) -> Program:
+        """A C{curl -T} of C{source} to C{url}, once its partial file exists."""
+        upload = spawn(self, "curl", curl(*curlArgs, "-T", str(source),
+                                          "-w", "\n%{http_code}", url))
+        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        return upload
+
+    async def assertStored(self, upload: Program, path: Path, sha: str) -> None:
+        """The upload ends answered 201, and C{path} holds its bytes."""
+        await upload.protocol.ended
+        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
+        self.assertEqual(sha256File(path), sha)
+
     async def test_backendKilledMidUpload(self) -> None:
         """
         kill -9 of the backend mid-upload: the client gets 502 within 2 s;
@@ -138,13 +154,9 @@ class CrashTests(TestCase):
             self, "backend", "--storage", str(storage), "--grace", "20",
             "--debug-write-rate", str(16 * MiB),
         )
-        upload = spawn(self, "curl", curl("-T", str(source), "-w", "\n%{http_code}",
-                                          f"{backend.url}/files/graceful.bin"))
-        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        upload = await self.uploadInFlight(f"{backend.url}/files/graceful.bin", source, storage)
         backend.signal(signal.SIGTERM)
-        await upload.protocol.ended
-        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
-        self.assertEqual(sha256File(storage / "graceful.bin"), sha)
+        await self.assertStored(upload, storage / "graceful.bin", sha)
         await backend.protocol.ended
         self.assertIn(b"Server Shut Down.", backend.output)
 
@@ -156,13 +168,10 @@ class CrashTests(TestCase):
         storage = Path(self.mktemp()) / "uploads"
         source, sha = sharedFile(32 * MiB)
         backend = await startService(self, "backend", "--storage", str(storage), "--grace", "20")
-        upload = spawn(self, "curl", curl("--limit-rate", str(16 * MiB), "-T", str(source),
-                                          "-w", "\n%{http_code}", f"{backend.url}/files/slow.bin"))
-        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        upload = await self.uploadInFlight(f"{backend.url}/files/slow.bin", source, storage,
+                                           "--limit-rate", str(16 * MiB))
         backend.signal(signal.SIGTERM)
-        await upload.protocol.ended
-        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
-        self.assertEqual(sha256File(storage / "slow.bin"), sha)
+        await self.assertStored(upload, storage / "slow.bin", sha)
         await backend.protocol.ended
         self.assertIn(b"Server Shut Down.", backend.output)
 
@@ -175,16 +184,13 @@ class CrashTests(TestCase):
         storage = Path(self.mktemp()) / "uploads"
         source, sha = sharedFile(32 * MiB)
         backend, proxy = await startStack(self, storage)
-        upload = spawn(self, "curl", curl("--limit-rate", str(16 * MiB), "-T", str(source),
-                                          "-w", "\n%{http_code}", f"{proxy.url}/files/hup.bin"))
-        self.assertTrue(await eventually(lambda: partials(storage) != [], 10))
+        upload = await self.uploadInFlight(f"{proxy.url}/files/hup.bin", source, storage,
+                                           "--limit-rate", str(16 * MiB))
         for program in (backend, proxy):
             program.signal(signal.SIGHUP)
             await program.protocol.waitFor(b"SIGHUP: nothing to reload")
             self.assertIn(b"still serving", program.output)
-        await upload.protocol.ended
-        self.assertTrue(upload.output.endswith(b"\n201"), upload.output)
-        self.assertEqual(sha256File(storage / "hup.bin"), sha)
+        await self.assertStored(upload, storage / "hup.bin", sha)
         code, _, body = await call("GET", proxy.url + "/files/hup.bin")
         self.assertEqual((code, hashlib.sha256(body).hexdigest()), (200, sha))
 
