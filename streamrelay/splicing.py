@@ -17,8 +17,8 @@ of each L{SYNC_STEP} it wrote, and of the rest once the body is in, and once
 the reactor has seen a range and its writeback is done, drops it from the
 cache, so the final fsync has little left to do and the cache does not fill
 with uploads.  Splicers into files at once share how far they may run ahead
-of the reactor's hashing (L{AHEAD_TOTAL}, each at least L{AHEAD_MIN}).  A socket that takes
-no more holds the splicer, and so the client, back.
+of the reactor's hashing (L{AHEAD_TOTAL}, each at least L{AHEAD_MIN}).  A
+socket that takes no more holds the splicer, and so the client, back.
 """
 
 from __future__ import annotations
