@@ -60,13 +60,19 @@ def exitOnOSError(label: str) -> Callable[[_MakeService], _MakeService]:
     return decorate
 
 
-def handleHangUp(
+def handleSignals(
     reactor: Any, label: str, reload: Callable[[], None] | None = None
 ) -> None:
     """
     Make SIGHUP call C{reload} (in the reactor thread), or, with nothing
     to reload, only be logged: its default action would end the program
     at once and cut every transfer in flight.
+
+    And once the reactor runs, have its own SIGTERM and SIGINT handlers
+    (which log, then stop it) run in the reactor thread rather than in the
+    signal handler: a signal that lands while the main thread is inside the
+    log observer's lock would otherwise wait for that lock forever, and the
+    service would never stop (Twisted issue 7736).
     """
     log = Logger(namespace=label)
 
@@ -77,10 +83,27 @@ def handleHangUp(
             log.info("SIGHUP: nothing to reload (only the proxy's --tokens-file is); "
                      "still serving")
 
-    def onSignal(signum: int, frame: object) -> None:
-        reactor.callFromThread(hungUp)
+    signal.signal(signal.SIGHUP, _later(reactor, lambda number: hungUp()))
+    reactor.callWhenRunning(_deferStopSignals, reactor)
 
-    signal.signal(signal.SIGHUP, onSignal)
+
+def _later(reactor: Any, handler: Callable[[int], object]) -> Callable[[int, object], None]:
+    """
+    A signal handler that only asks the reactor thread to call
+    C{handler(number)}: it takes no lock and logs nothing itself.
+    """
+
+    def onSignal(number: int, frame: object) -> None:
+        reactor.callFromThread(handler, number)
+
+    return onSignal
+
+
+def _deferStopSignals(reactor: Any) -> None:
+    """(Once the reactor installed its signal handlers.)  See L{handleSignals}."""
+    for number, own in ((signal.SIGTERM, reactor.sigTerm), (signal.SIGINT, reactor.sigInt)):
+        if signal.getsignal(number) == own:  # (not a handler someone else set)
+            signal.signal(number, _later(reactor, own))
 
 
 def _exitFailed() -> None:

@@ -24,7 +24,7 @@ from streamrelay.service import (
     ListeningService,
     StreamrelayService,
     exitOnOSError,
-    handleHangUp,
+    handleSignals,
 )
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.s3.config import S3_OPTIONS, checkS3Options, isS3URL, makeS3Store
@@ -129,7 +129,7 @@ def makeService(options: Options) -> IService:
         tus=tus,
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"])
-    handleHangUp(reactor, "streamrelay-backend")
+    handleSignals(reactor, "streamrelay-backend")
     _log.info("streamrelay-backend storing files in {root}", root=where)
     service = StreamrelayService(options["log-format"])
     GracefulStop(slots, options["grace"]).setServiceParent(service)

@@ -25,7 +25,7 @@ from streamrelay.service import (
     ListeningService,
     StreamrelayService,
     exitOnOSError,
-    handleHangUp,
+    handleSignals,
 )
 from streamrelay.streaming import makeSite
 from streamrelay.webapp import appResource
@@ -118,7 +118,7 @@ def makeService(options: Options) -> IService:
         tokens = TokenFile(Path(options["tokens-file"]))
         _log.info("requiring one of {count} token(s) from {path}",
                   count=len(tokens.tokens), path=options["tokens-file"])
-    handleHangUp(reactor, "streamrelay-proxy", tokens.reload if tokens is not None else None)
+    handleSignals(reactor, "streamrelay-proxy", tokens.reload if tokens is not None else None)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     routes = ProxyRoutes(
         backendClient(reactor, options["backend-ca"]),
