@@ -336,10 +336,15 @@ async def watch(reactor: Any, uploads: Uploads, options: argparse.Namespace) -> 
     watcher = FolderWatcher(reactor, folder, state, send, uploads.line, settle=options.settle)
     stopped: Deferred[None] = Deferred()
 
-    def stop(signum: int, frame: object) -> None:
+    def stopWatching() -> None:
         watcher.stop()
         if not stopped.called:
-            reactor.callFromThread(stopped.callback, None)
+            stopped.callback(None)
+
+    def stop(signum: int, frame: object) -> None:
+        # (The reactor does the stopping: the signal may land anywhere in
+        # its own code, or in a log write.)
+        reactor.callFromThread(stopWatching)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
