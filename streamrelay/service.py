@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 
 from streamrelay.limits import UploadSlots
+from streamrelay.signals import inReactorThread
 
 #: Connections the kernel queues before they are accepted. Twisted's
 #: default of 50 drops connections when hundreds of uploads start at once.
@@ -76,34 +77,22 @@ def handleSignals(
     """
     log = Logger(namespace=label)
 
-    def hungUp() -> None:
+    def hungUp(number: int) -> None:
         if reload is not None:
             reload()
         else:
             log.info("SIGHUP: nothing to reload (only the proxy's --tokens-file is); "
                      "still serving")
 
-    signal.signal(signal.SIGHUP, _later(reactor, lambda number: hungUp()))
+    signal.signal(signal.SIGHUP, inReactorThread(reactor, hungUp))
     reactor.callWhenRunning(_deferStopSignals, reactor)
-
-
-def _later(reactor: Any, handler: Callable[[int], object]) -> Callable[[int, object], None]:
-    """
-    A signal handler that only asks the reactor thread to call
-    C{handler(number)}: it takes no lock and logs nothing itself.
-    """
-
-    def onSignal(number: int, frame: object) -> None:
-        reactor.callFromThread(handler, number)
-
-    return onSignal
 
 
 def _deferStopSignals(reactor: Any) -> None:
     """(Once the reactor installed its signal handlers.)  See L{handleSignals}."""
     for number, own in ((signal.SIGTERM, reactor.sigTerm), (signal.SIGINT, reactor.sigInt)):
         if signal.getsignal(number) == own:  # (not a handler someone else set)
-            signal.signal(number, _later(reactor, own))
+            signal.signal(number, inReactorThread(reactor, own))
 
 
 def _exitFailed() -> None:

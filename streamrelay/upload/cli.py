@@ -26,6 +26,7 @@ from twisted.internet.task import deferLater, react
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from streamrelay.memory import tuneMalloc
+from streamrelay.signals import inReactorThread
 from streamrelay.upload.progress import Reporter
 from streamrelay.upload.resumable import ResumableSender
 from streamrelay.upload.sender import Stored, UploadFailed, sendFile
@@ -336,18 +337,15 @@ async def watch(reactor: Any, uploads: Uploads, options: argparse.Namespace) -> 
     watcher = FolderWatcher(reactor, folder, state, send, uploads.line, settle=options.settle)
     stopped: Deferred[None] = Deferred()
 
-    def stopWatching() -> None:
+    def stop(number: int) -> None:
         watcher.stop()
         if not stopped.called:
             stopped.callback(None)
 
-    def stop(signum: int, frame: object) -> None:
-        # (The reactor does the stopping: the signal may land anywhere in
-        # its own code, or in a log write.)
-        reactor.callFromThread(stopWatching)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # (The reactor thread does the stopping: the signal may land anywhere in
+    # its own code, or in a log write.)
+    signal.signal(signal.SIGTERM, inReactorThread(reactor, stop))
+    signal.signal(signal.SIGINT, inReactorThread(reactor, stop))
     uploads.line(f"watching {folder} for files to send to {uploads.url}")
     watcher.start()
     await stopped
