@@ -72,10 +72,19 @@ class WatchTests(TestCase):
         await again.protocol.waitFor(b"watching")
         (folder / "later.txt").write_bytes(b"after the restart")
         self.assertTrue(await eventually(lambda: (storage / "later.txt").exists(), 20))
+        # The uploader records a file once the proxy's answer reached it,
+        # a moment after the file is in place.
+        statePath = folder / ".streamrelay-state.json"
+
+        def recorded() -> list[str]:
+            return sorted(json.loads(statePath.read_text())) if statePath.exists() else []
+
+        self.assertTrue(
+            await eventually(lambda: "later.txt" in recorded(), 20), again.output.decode()
+        )
+        self.assertEqual(recorded(), ["later.txt", "slow-a.bin", "slow-b.bin"])
         for name in expected:
             self.assertEqual(storedCount(backend, name), 1, again.output.decode())
-        state = json.loads((folder / ".streamrelay-state.json").read_text())
-        self.assertEqual(sorted(state), ["later.txt", "slow-a.bin", "slow-b.bin"])
 
 
 class RetryTests(TestCase):
