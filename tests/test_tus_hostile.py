@@ -1,10 +1,12 @@
 """
 tus requests from clients that expect more than streamrelay does: a
-concatenation it does not support.
+concatenation it does not support, and a checksum refusal's status line.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 from twisted.internet.task import Clock
@@ -20,6 +22,11 @@ from tests.test_s3_units import FakeS3
 from tests.test_tus import OCTETS, TUS, TusTestCase, meta, patch, req
 
 CONCATS = (b"partial", b"final;/uploads/a /uploads/b", b"final; /uploads/a", b"", b"junk")
+
+
+def checksum(algorithm: str, data: bytes) -> bytes:
+    digest = hashlib.new(algorithm, data).digest()
+    return b"Upload-Checksum: " + algorithm.encode() + b" " + base64.b64encode(digest)
 
 
 class ConcatenationTests(TusTestCase):
@@ -99,3 +106,19 @@ class S3ConcatenationTests(SynchronousTestCase):
             self.assertEqual(response.status, 400, response.body)
             self.assertEqual(json.loads(response.body)["error"], "bad_request")
         self.assertEqual(s3.calls, [])
+
+
+class ChecksumRefusalTests(TusTestCase):
+    def refused(self) -> tuple[bytes, bytes]:
+        """An upload with 3 bytes, and the answer to a PATCH failing its checksum."""
+        location = self.create("k", 6)
+        self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
+        self.clock.advance(1000)
+        response = self.request(patch(location, 3, b"xyz", checksum("sha1", b"def")))
+        self.assertError(response, 460, "checksum_mismatch")
+        return location, response.raw
+
+    def test_reasonPhrase(self) -> None:
+        """460 goes out as C{460 Checksum Mismatch}, not an unknown status."""
+        _, raw = self.refused()
+        self.assertEqual(raw.split(b"\r\n", 1)[0], b"HTTP/1.1 460 Checksum Mismatch")
