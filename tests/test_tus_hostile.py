@@ -1,6 +1,7 @@
 """
 tus requests from clients that expect more than streamrelay does: a
-concatenation it does not support, and a checksum refusal's status line.
+concatenation it does not support, a checksum refusal's status line, and
+what a refused C{PATCH} may change.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.store.s3.store import S3Store
+from streamrelay.tus import protocol
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.tus.s3 import S3ResumableStore
 from streamrelay.webapp import appResource
@@ -122,3 +124,26 @@ class ChecksumRefusalTests(TusTestCase):
         """460 goes out as C{460 Checksum Mismatch}, not an unknown status."""
         _, raw = self.refused()
         self.assertEqual(raw.split(b"\r\n", 1)[0], b"HTTP/1.1 460 Checksum Mismatch")
+
+    def test_expiryNotExtended(self) -> None:
+        """
+        A PATCH refused for its checksum keeps nothing, so it is no write:
+        the upload expires when it would have without it.
+        """
+        created = self.clock.seconds()
+        location, _ = self.refused()
+        head = self.head(location)
+        self.assertEqual(head.headers[b"upload-expires"], protocol.httpDate(created + 3600))
+        upload = self.successResultOf(self.resumable.load(location.decode().rsplit("/")[-1]))
+        assert upload is not None
+        self.assertEqual((upload.offset, upload.expires), (3, created + 3600))
+        self.clock.advance(2600)
+        self.assertError(self.head(location), 410, "gone")
+
+    def test_keptBytesExtendExpiry(self) -> None:
+        """A PATCH that keeps bytes moves the expiry to an hour after it."""
+        location, _ = self.refused()
+        response = self.request(patch(location, 3, b"de", checksum("sha256", b"de")))
+        self.assertEqual(response.status, 204)
+        self.assertEqual(response.headers[b"upload-expires"],
+                         protocol.httpDate(self.clock.seconds() + 3600))

@@ -553,7 +553,10 @@ class TusUploads:
         finally:
             writer.close()
         upload.offset = start + kept
-        upload.expires = self.clock.seconds() + self.expiry
+        if kept:
+            # Only a write moves the expiry: a refused request (a checksum
+            # mismatch, a full disk) leaves it where it was.
+            upload.expires = self.clock.seconds() + self.expiry
         await self.resumable.save(upload)
         if kept == sink.size:
             self._hashes[upload.id] = (upload.offset, sink.running)
