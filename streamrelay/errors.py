@@ -11,6 +11,10 @@ from twisted.web.iweb import IRequest
 
 JSON_TYPE = b"application/json"
 
+#: Reason phrases for the statuses streamrelay answers that twisted.web does
+#: not name (it would send "Unknown Status"): tus's 460.
+REASONS: dict[int, bytes] = {460: b"Checksum Mismatch"}
+
 
 class StorageUnavailable(Exception):
     """
@@ -51,7 +55,7 @@ def writeJSON(request: IRequest, status: int, obj: Any) -> bytes:
     Set the status and JSON headers of C{request}; return the body to send.
     """
     body = jsonBytes(obj)
-    request.setResponseCode(status)
+    request.setResponseCode(status, REASONS.get(status))
     request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"content-length", b"%d" % (len(body),))
     return body

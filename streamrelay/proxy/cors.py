@@ -23,7 +23,10 @@ EXPOSE_HEADERS = (
     b"Upload-Metadata, Upload-Defer-Length, Content-Location, X-Request-Id, ETag, "
     b"Repr-Digest, Content-Range, Content-Disposition, Retry-After"
 )
-#: Request headers such a page may send.
+#: Request headers such a page may send.  C{Upload-Concat} stays although
+#: concatenation is refused: a page's parallel upload then reaches the
+#: backend and reads its C{400} saying why, instead of failing its preflight
+#: with no answer it may read.
 ALLOW_HEADERS = (
     b"Authorization, Content-Type, Content-Digest, If-None-Match, If-Range, Range, "
     b"Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, "

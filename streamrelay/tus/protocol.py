@@ -7,6 +7,8 @@ Supported: the core protocol and the extensions creation,
 creation-with-upload, creation-defer-length, termination, checksum (sha1,
 sha256) and expiration.  When the last byte arrives, the upload becomes the
 file named by its C{Upload-Metadata} C{filename}, like a plain upload.
+Concatenation is not: a creation with C{Upload-Concat} is refused, so no
+partial upload is ever published under the name it carries.
 
 One request at a time writes to an upload: a C{PATCH} (or C{DELETE})
 arriving while another C{PATCH} streams into the same upload takes it
@@ -299,6 +301,14 @@ class TusUploads:
 
     async def create(self, request: IRequest) -> bytes:
         self._begin(request)
+        if request.getHeader(b"upload-concat") is not None:
+            # A partial upload names the whole file in its metadata (as
+            # tus-js-client's parallel uploads do): created as a plain
+            # upload, it would replace that file with a fragment.
+            raise badRequest(
+                "Upload-Concat: concatenation is not supported here; "
+                "upload the file in one upload."
+            )
         length = _count(request, b"upload-length")
         deferred = request.getHeader(b"upload-defer-length")
         if deferred is not None and (deferred.strip() != b"1" or length is not None):
@@ -543,7 +553,10 @@ class TusUploads:
         finally:
             writer.close()
         upload.offset = start + kept
-        upload.expires = self.clock.seconds() + self.expiry
+        if kept:
+            # Only a write moves the expiry: a refused request (a checksum
+            # mismatch, a full disk) leaves it where it was.
+            upload.expires = self.clock.seconds() + self.expiry
         await self.resumable.save(upload)
         if kept == sink.size:
             self._hashes[upload.id] = (upload.offset, sink.running)
