@@ -142,6 +142,25 @@ class OwnFoldersRemovedTests(OutageTestCase):
         self.assertEqual(response.status, 204, response.body)
         self.assertEqual((self.root / "new.bin").read_bytes(), b"abc")
 
+    def test_tusFolderRemovedMidPatch(self) -> None:
+        """
+        C{.tus/} removed while a PATCH streams (taking the upload's bytes
+        with it): 503, and the upload is gone (404) instead of claiming
+        bytes that are not there any more.
+        """
+        location = self.createUpload("cut.bin", 20_000)
+        conn = self.connect()
+        request = patch(location, 0, b"x" * 10_000)
+        conn.send(request[:-50])
+        conn.turn()
+        shutil.rmtree(self.root / ".tus")
+        conn.send(request[-50:])
+        conn.turn()
+        [response] = conn.responses()
+        self.assertUnavailable(response)
+        self.assertEqual(self.request(req(b"HEAD", location, TUS)).status, 404)
+        self.assertEqual(os.listdir(self.root / ".tus"), [])
+
     def test_readOnlyWhenMakingThem(self) -> None:
         """
         A storage folder that refuses to have C{.partial/} made again (a

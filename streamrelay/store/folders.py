@@ -61,7 +61,7 @@ class StorageRoot:
         it was made.
         """
         self.check()
-        if folder == self.path:
+        if folder == self.path or os.path.isdir(folder):
             return False
         try:
             os.mkdir(folder)

@@ -262,7 +262,7 @@ class DiskResumableStore:
             await self.run(_createPart, self._part(upload.id))
         except BaseException as e:
             raise self._storage.failure(e) from e
-        await self._save(upload)
+        await self._save(upload, new=True)
 
     def create(self, upload: ResumableUpload) -> Deferred[None]:
         return Deferred.fromCoroutine(self._create(upload))
@@ -292,9 +292,13 @@ class DiskResumableStore:
     async def _load(self, uploadId: str) -> ResumableUpload | None:
         return self._loadNow(uploadId)
 
-    async def _save(self, upload: ResumableUpload) -> None:
+    async def _save(self, upload: ResumableUpload, new: bool = False) -> None:
         data = json.dumps(upload.asJSON(), ensure_ascii=False).encode("utf-8")
         self._ready()
+        if not new and upload.id not in self._cache:
+            # The folder it was read from was removed or replaced since:
+            # its bytes are gone, and a state saved now would claim them.
+            raise StorageUnavailable("the upload was removed from the storage")
         try:
             await self.run(_writeState, self.folder, upload.id, data)
         except BaseException as e:
