@@ -182,6 +182,26 @@ class OwnFoldersRemovedTests(OutageTestCase):
         self.assertEqual(self.request(put(b"/files/f", b"data")).status, 201)
 
 
+class FullDiskTests(OutageTestCase):
+    def test_tusCreate(self) -> None:
+        """
+        A resumable upload created on a full disk answers 507, like a plain
+        upload, not 500; nothing is kept of it.
+        """
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(os, "fsync", full)
+        response = self.request(
+            req(b"POST", b"/uploads", TUS, b"Upload-Length: 3", meta("full.bin"))
+        )
+        self.assertEqual(response.status, 507, response.body)
+        self.assertEqual(json.loads(response.body)["error"], "insufficient_storage")
+        self.assertFalse((self.root / "full.bin").exists())
+        self.assertEqual(os.listdir(self.root / ".tus"), [])
+
+
 class RootMissingTests(OutageTestCase):
     def test_everyRouteUnavailable(self) -> None:
         """

@@ -262,7 +262,15 @@ class DiskResumableStore:
             await self.run(_createPart, self._part(upload.id))
         except BaseException as e:
             raise self._storage.failure(e) from e
-        await self._save(upload, new=True)
+        try:
+            await self._save(upload, new=True)
+        except BaseException:
+            # Nothing of an upload that could not be created stays behind.
+            try:
+                await self.run(_removeFiles, self.folder, upload.id)
+            except OSError:
+                pass
+            raise
 
     def create(self, upload: ResumableUpload) -> Deferred[None]:
         return Deferred.fromCoroutine(self._create(upload))
