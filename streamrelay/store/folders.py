@@ -84,5 +84,5 @@ class StorageRoot:
         except StorageUnavailable as e:
             return e
         if isinstance(error, OSError) and error.errno in _VANISHED:
-            return StorageUnavailable("a file being written was removed from the storage")
+            return StorageUnavailable("a file in use was removed from the storage")
         return storageError(error)
