@@ -3,7 +3,8 @@ Storage that goes away under a running backend and comes back: its own
 folders removed (a cleanup job, an operator), the storage folder renamed
 away or unmounted.  While the storage folder is missing every request that
 needs it answers 503 C{storage_unavailable}; once it is back, the backend
-makes its folders and its lock again and serves without a restart.
+makes its folders and its lock again and serves without a restart.  A
+full disk is 507 on every route, a resumable upload's creation too.
 """
 
 from __future__ import annotations
