@@ -26,6 +26,7 @@ from streamrelay.errors import (
     writeError,
 )
 from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
+from streamrelay.store.interfaces import StorageFull
 
 _log = Logger()
 
@@ -78,6 +79,13 @@ def _storageUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes
     _log.warn("storage unavailable for {method} {uri}: {error}",
               method=request.method, uri=request.uri, error=str(error))
     return answerError(request, storageUnavailable(error))
+
+
+def _storageFull(self: Any, request: IRequest, failure: Failure) -> bytes:
+    return answerError(
+        request,
+        ApiError(507, "insufficient_storage", f"The storage is full: {failure.value}."),
+    )
 
 
 def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
@@ -143,4 +151,5 @@ def installJSONErrors(app: Klein) -> None:
     app.handle_errors(NotFound, RequestRedirect)(_notFound)
     app.handle_errors(MethodNotAllowed)(_methodNotAllowed)
     app.handle_errors(StorageUnavailable)(_storageUnavailable)
+    app.handle_errors(StorageFull)(_storageFull)
     app.handle_errors(Exception)(_internal)

@@ -32,9 +32,11 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from streamrelay.errors import StorageUnavailable
 from streamrelay.names import isValidName
 from streamrelay.splicing import FileTarget
 from streamrelay.store.direct import DirectPool, DirectWriter, bufferedIO, directIO
+from streamrelay.store.folders import StorageRoot
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
@@ -43,6 +45,7 @@ from streamrelay.store.interfaces import (
     IUploadStore,
     NameTaken,
     NotAFile,
+    StorageFull,
 )
 from streamrelay.store.writer import (
     SYNC_EVERY,
@@ -192,7 +195,7 @@ class DiskUpload:
             )
         except BaseException as e:
             self._discard()
-            raise storageError(e) from e
+            raise self._store.failure(e) from e
         if revocable:
             self._published = published
         return FileInfo(self.name, self.size, sha256, published.modified), published.replaced
@@ -546,6 +549,11 @@ class DiskStore:
     """
     Files kept under C{root}.
 
+    The root may go away while the backend runs and come back (see
+    L{streamrelay.store.folders}): meanwhile every operation raises
+    L{StorageUnavailable}; once it is back, C{.partial/} and the lock of
+    L{claim} are made again as uploads need them.
+
     @param run: runs file writes, fsyncs and renames; the service passes a
         thread pool so disk waits never stall the reactor (default: inline).
     @param writeRate: when set (with C{clock}), writes are slowed to about
@@ -572,14 +580,29 @@ class DiskStore:
         self.clock = clock
         self.writeRate = writeRate
         self.partialDir.mkdir(parents=True, exist_ok=True)
+        self.storage = StorageRoot(root)
+
+    def ready(self) -> None:
+        """
+        Raise L{StorageUnavailable} unless new files can be written here:
+        the root is there, and so are C{.partial/} and this process's lock
+        (both made again if they were removed, or the root replaced).
+        """
+        self.storage.ensure(self.partialDir)
+        self._keepClaim()
+
+    def failure(self, error: BaseException) -> BaseException:
+        """The error a failed file operation of this store is reported as."""
+        return self.storage.failure(error)
 
     def begin(self, name: str) -> DiskUpload:
+        self.ready()
         if _isFolder(self.root / name):
             raise NotAFile(name)
         try:
             return DiskUpload(self, name)
         except OSError as e:
-            raise storageError(e) from e
+            raise self.failure(e) from e
 
     def _openFile(self, name: str) -> int | None:
         try:
@@ -589,13 +612,14 @@ class DiskStore:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 return None
-            raise
+            raise self.failure(e) from e
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             return None
         return fd
 
     def stat(self, name: str) -> Deferred[FileInfo | None]:
+        self.storage.check()
         fd = self._openFile(name)
         if fd is None:
             return succeed(None)
@@ -605,6 +629,7 @@ class DiskStore:
             os.close(fd)
 
     def open(self, name: str) -> Deferred[IStoredFile | None]:
+        self.storage.check()
         fd = self._openFile(name)
         if fd is None:
             return succeed(None)
@@ -615,15 +640,19 @@ class DiskStore:
             raise
 
     def list(self, after: str | None, limit: int) -> Deferred[tuple[list[FileInfo], bool]]:
-        names = [
-            entry.name
-            for entry in os.scandir(self.root)
-            # Files put in the folder by other means may have names the API
-            # cannot name (not UTF-8: decoded with surrogate escapes).
-            if isValidName(entry.name)
-            and (after is None or entry.name > after)
-            and entry.is_file(follow_symlinks=False)
-        ]
+        self.storage.check()
+        try:
+            names = [
+                entry.name
+                for entry in os.scandir(self.root)
+                # Files put in the folder by other means may have names the
+                # API cannot name (not UTF-8: decoded with surrogate escapes).
+                if isValidName(entry.name)
+                and (after is None or entry.name > after)
+                and entry.is_file(follow_symlinks=False)
+            ]
+        except OSError as e:
+            raise self.failure(e) from e
         page = heapq.nsmallest(limit + 1, names)
         files = []
         for name in page[:limit]:
@@ -637,6 +666,7 @@ class DiskStore:
         return succeed((files, len(page) > limit))
 
     def delete(self, name: str) -> Deferred[bool]:
+        self.storage.check()
         path = self.root / name
         if not path.is_file() or path.is_symlink():
             return succeed(False)
@@ -644,7 +674,12 @@ class DiskStore:
             path.unlink()
         except FileNotFoundError:
             return succeed(False)
-        self.syncFolder()
+        except OSError as e:
+            raise self.failure(e) from e
+        try:
+            self.syncFolder()
+        except OSError as e:
+            raise self.failure(e) from e
         return succeed(True)
 
     def _clock(self) -> IReactorTime:
@@ -664,6 +699,49 @@ class DiskStore:
         flight, so while another process holds it this raises L{OSError}
         (C{EBUSY}) naming the folder and the holder's process id.  False
         where the file system has no locks (nothing is held then).
+
+        A lock file removed (with C{.partial/}, or the root replaced) is
+        made and locked again by L{ready}.
+        """
+        fd = self._lock()
+        if fd is None:
+            return False
+        self._claim = fd
+        return True
+
+    def _keepClaim(self) -> None:
+        """
+        Lock C{.partial/.lock} again if the file locked by L{claim} is no
+        longer there: else a second backend could take the folder.  If
+        one did meanwhile, it keeps it, and this store is
+        L{StorageUnavailable} until it lets go.
+        """
+        held = self._claim
+        if held is None:
+            return
+        try:
+            current = os.stat(self.partialDir / LOCK_FILE)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise self.failure(e) from e
+        else:
+            mine = os.fstat(held)
+            if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                return
+        try:
+            fd = self._lock()
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise StorageUnavailable(e.strerror) from None
+            raise self.failure(e) from e
+        os.close(held)
+        self._claim = fd
+
+    def _lock(self) -> int | None:
+        """
+        Lock C{.partial/.lock}: its open file, or None where the file
+        system has no locks; L{OSError} C{EBUSY} if another process holds it.
         """
         fd = os.open(self.partialDir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -679,12 +757,11 @@ class DiskStore:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                return False
+                return None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        self._claim = fd
-        return True
+        return fd
 
     def release(self) -> None:
         """Let go of the folder taken by L{claim}."""
@@ -705,4 +782,9 @@ class DiskStore:
         fsyncFolder(self.root)
 
     def writable(self) -> bool:
+        """Whether new files can be written (see L{ready}): what C{/readyz} says."""
+        try:
+            self.ready()
+        except (StorageUnavailable, StorageFull, OSError):
+            return False
         return os.access(self.partialDir, os.W_OK)

@@ -7,6 +7,11 @@ no file may take, so uploads survive restarts and are never listed.  The
 offset in the state only moves once the bytes it counts were fsynced, so
 after a crash the state never claims bytes the disk does not hold; bytes
 past it are dropped when the upload is next written.
+
+The folder is made again if it is removed under a running backend (the
+uploads it held are gone then); while the folder it lives in (the storage
+folder, for C{.tus/}) is missing, every operation is L{StorageUnavailable}
+(see L{streamrelay.store.folders}).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from twisted.internet.interfaces import IProducer, IPushProducer
 from zope.interface import implementer
 
 from streamrelay.digests import hashFilePrefix
-from streamrelay.store import FileInfo, IUploadStore
+from streamrelay.errors import StorageUnavailable
+from streamrelay.store import FileInfo, IUploadStore, StorageFull
 from streamrelay.store.disk import SHA256_XATTR, DiskStore, fsyncFolder, placeFile
+from streamrelay.store.folders import StorageRoot
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
     IPartialWriter,
@@ -212,13 +219,35 @@ class DiskResumableStore:
         self.run = run
         self.rename = rename
         folder.mkdir(parents=True, exist_ok=True)
+        # A folder that is a mount point itself is never made again.
+        self._storage = StorageRoot(folder if os.path.ismount(folder) else folder.parent)
         self._cache: dict[str, ResumableUpload] = {}
+        self._identity = _identity(os.stat(folder))
+
+    def _ready(self) -> None:
+        """
+        Make the folder again if it was removed, and forget the states read
+        from it if it is not the same folder any more.
+        """
+        made = self._storage.ensure(self.folder)
+        try:
+            identity = _identity(os.stat(self.folder))
+        except OSError as e:
+            raise self._storage.failure(e) from e
+        if made or identity != self._identity:
+            self._cache.clear()
+            self._identity = identity
 
     def _part(self, uploadId: str) -> Path:
         return self.folder / f"{uploadId}.part"
 
     def ids(self) -> Deferred[list[str]]:
-        return succeed(self._ids())
+        try:
+            self._ready()
+            return succeed(self._ids())
+        except (StorageUnavailable, StorageFull, OSError):
+            # Nothing to sweep while the storage is away.
+            return succeed([])
 
     def _ids(self) -> list[str]:
         return sorted(
@@ -228,8 +257,20 @@ class DiskResumableStore:
         )
 
     async def _create(self, upload: ResumableUpload) -> None:
-        await self.run(_createPart, self._part(upload.id))
-        await self._save(upload)
+        self._ready()
+        try:
+            await self.run(_createPart, self._part(upload.id))
+        except BaseException as e:
+            raise self._storage.failure(e) from e
+        try:
+            await self._save(upload, new=True)
+        except BaseException:
+            # Nothing of an upload that could not be created stays behind.
+            try:
+                await self.run(_removeFiles, self.folder, upload.id)
+            except OSError:
+                pass
+            raise
 
     def create(self, upload: ResumableUpload) -> Deferred[None]:
         return Deferred.fromCoroutine(self._create(upload))
@@ -237,6 +278,7 @@ class DiskResumableStore:
     def _loadNow(self, uploadId: str) -> ResumableUpload | None:
         if not ID_PATTERN.fullmatch(uploadId):
             return None
+        self._ready()
         cached = self._cache.get(uploadId)
         if cached is None:
             try:
@@ -244,6 +286,8 @@ class DiskResumableStore:
                 cached = ResumableUpload.fromJSON(data)
             except FileNotFoundError:
                 return None
+            except OSError as e:
+                raise self._storage.failure(e) from e
             except (ValueError, KeyError, TypeError):
                 # A damaged record names no usable upload; sweeping removes it.
                 return None
@@ -251,31 +295,44 @@ class DiskResumableStore:
         return dataclasses.replace(cached)
 
     def load(self, uploadId: str) -> Deferred[ResumableUpload | None]:
-        return succeed(self._loadNow(uploadId))
+        return Deferred.fromCoroutine(self._load(uploadId))
 
-    async def _save(self, upload: ResumableUpload) -> None:
+    async def _load(self, uploadId: str) -> ResumableUpload | None:
+        return self._loadNow(uploadId)
+
+    async def _save(self, upload: ResumableUpload, new: bool = False) -> None:
         data = json.dumps(upload.asJSON(), ensure_ascii=False).encode("utf-8")
+        self._ready()
+        if not new and upload.id not in self._cache:
+            # The folder it was read from was removed or replaced since:
+            # its bytes are gone, and a state saved now would claim them.
+            raise StorageUnavailable("the upload was removed from the storage")
         try:
             await self.run(_writeState, self.folder, upload.id, data)
         except BaseException as e:
-            raise storageError(e) from e
+            raise self._storage.failure(e) from e
         self._cache[upload.id] = dataclasses.replace(upload)
 
     def save(self, upload: ResumableUpload) -> Deferred[None]:
         return Deferred.fromCoroutine(self._save(upload))
 
     async def _openWriter(self, upload: ResumableUpload) -> IPartialWriter:
+        self._ready()
         try:
             fd = await self.run(_openForAppend, self._part(upload.id), upload.offset)
         except BaseException as e:
-            raise storageError(e) from e
+            raise self._storage.failure(e) from e
         return PartialWriter(fd, upload.offset, self.run)
 
     def openWriter(self, upload: ResumableUpload) -> Deferred[IPartialWriter]:
         return Deferred.fromCoroutine(self._openWriter(upload))
 
+    async def _hashPrefix(self, upload: ResumableUpload) -> hashlib._Hash:
+        self._ready()
+        return await self.run(hashFilePrefix, self._part(upload.id), upload.offset)
+
     def hashPrefix(self, upload: ResumableUpload) -> Deferred[hashlib._Hash]:
-        return self.run(hashFilePrefix, self._part(upload.id), upload.offset)
+        return Deferred.fromCoroutine(self._hashPrefix(upload))
 
     def _canRename(self, store: IUploadStore) -> bool:
         if not self.rename or not isinstance(store, DiskStore):
@@ -289,15 +346,17 @@ class DiskResumableStore:
         self, upload: ResumableUpload, store: IUploadStore, sha256: str
     ) -> tuple[FileInfo, bool]:
         assert upload.complete
+        self._ready()
         part = self._part(upload.id)
         if self._canRename(store):
             assert isinstance(store, DiskStore)
+            store.ready()
             try:
                 modified, replaced = await self.run(
                     _publishByRename, part, store.root / upload.name, sha256
                 )
             except BaseException as e:
-                raise storageError(e) from e
+                raise store.failure(e) from e
             return FileInfo(upload.name, upload.offset, sha256, modified), replaced
         result = await self._copy(part, upload, store, sha256)
         await self.run(_removePart, part)
@@ -307,7 +366,10 @@ class DiskResumableStore:
         self, part: Path, upload: ResumableUpload, store: IUploadStore, sha256: str
     ) -> tuple[FileInfo, bool]:
         """Stream the partial file into a new version in C{store}."""
-        fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise self._storage.failure(e) from e
         try:
             target = store.begin(upload.name)
         except BaseException:
@@ -334,7 +396,7 @@ class DiskResumableStore:
             return await target.commit(sha256)
         except BaseException as e:
             target.abort()
-            raise storageError(e) from e
+            raise self._storage.failure(e) from e
         finally:
             os.close(fd)
 
@@ -347,10 +409,18 @@ class DiskResumableStore:
         if not ID_PATTERN.fullmatch(uploadId):
             return
         self._cache.pop(uploadId, None)
-        await self.run(_removeFiles, self.folder, uploadId)
+        self._ready()
+        try:
+            await self.run(_removeFiles, self.folder, uploadId)
+        except BaseException as e:
+            raise self._storage.failure(e) from e
 
     def remove(self, uploadId: str) -> Deferred[None]:
         return Deferred.fromCoroutine(self._remove(uploadId))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _createPart(path: Path) -> None:
