@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -391,6 +392,27 @@ class ExpirationTests(TusTestCase):
         self.assertEqual(len(self.successResultOf(self.resumable.ids())), 1)
         self.clock.advance(3601)
         self.assertEqual(self.successResultOf(self.resumable.ids()), [])
+        service.stopService()
+
+    def test_sweepGoesOnAfterAFailure(self) -> None:
+        """A sweep that fails (the storage away meanwhile) is logged, and
+        the next one runs all the same."""
+        self.create("e", 10)
+        ids = self.resumable.ids
+        failing = [True]
+
+        def flakyIds() -> Deferred[list[str]]:
+            if failing:
+                failing.pop()
+                return fail(OSError(errno.EIO, "Input/output error"))
+            return ids()
+
+        self.patch(self.resumable, "ids", flakyIds)
+        service = TusService(self.tus, self.clock, interval=60)
+        service.startService()
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(3601)
+        self.assertEqual(self.successResultOf(ids()), [])
         service.stopService()
 
 
