@@ -287,6 +287,27 @@ class RootMissingTests(OutageTestCase):
         self.assertEqual(self.request(put(b"/files/next", b"n")).status, 201)
 
 
+    def test_counted(self) -> None:
+        """
+        Uploads refused because the storage is missing, when they start or
+        while their body streams, are counted under the reason
+        C{storage_unavailable}.
+        """
+        conn = self.connect()
+        request = put(b"/files/cut", b"x" * 10_000)
+        conn.send(request[:-50])
+        conn.turn()
+        away = self.moveRootAway()
+        conn.send(request[-50:])
+        self.assertUnavailable(self.request(put(b"/files/new", b"data")))
+        away.rename(self.root)
+        metrics = self.request(req(b"GET", b"/metrics")).body
+        self.assertIn(
+            b'streamrelay_uploads_failed_total{reason="storage_unavailable",service="backend"} 2.0',
+            metrics,
+        )
+
+
 class LockTests(SynchronousTestCase):
     """
     The lock that keeps a second backend off a storage folder is made again

@@ -24,6 +24,7 @@ from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.digests import HashingConsumer, parseSHA256Digest, reprDigest
 from streamrelay.errors import (
     ApiError,
+    StorageUnavailable,
     bodyTimeout,
     notFound,
     tooLarge,
@@ -194,10 +195,7 @@ class BackendRoutes:
     ) -> bytes:
         try:
             upload = self.store.begin(name)
-        except StorageFull as e:
-            self.metrics.failed("insufficient_storage")
-            raise _storageFull(e) from None
-        except NotAFile as e:
+        except (StorageFull, StorageUnavailable, NotAFile) as e:
             self.metrics.failed(_reason(e))
             raise _apiErrorFor(e) from None
         sink = HashingConsumer(upload, self.maxSize, _TooLarge)
@@ -495,6 +493,10 @@ def _reason(error: BaseException) -> str:
         return "exists"
     if isinstance(error, NotAFile):
         return "conflict"
+    if isinstance(error, StorageFull):
+        return "insufficient_storage"
+    if isinstance(error, StorageUnavailable):
+        return "storage_unavailable"
     return type(error).__name__
 
 
