@@ -986,15 +986,17 @@ class StreamingChannel(http.HTTPChannel):
     read a request otherwise than streamrelay does: a request whose
     C{Transfer-Encoding} is not C{chunked} alone (400, or 501 for codings
     before a final C{chunked}), with a folded header line (obs-fold), a
-    line ending in a bare LF, a chunk size over L{MAX_CHUNK_SIZE}, no
-    C{Host} on HTTP/1.1 or several C{Host} lines is refused, before any
-    resource sees it, and the connection closed.
+    request line or header ending in a bare LF, no C{Host} on HTTP/1.1 or
+    several C{Host} lines is refused at its headers, before any resource
+    sees it; a chunk size over L{MAX_CHUNK_SIZE} is malformed chunking.
+    A refused request's connection is closed, and nothing more is read.
     """
 
     _headerTimer: IDelayedCall | None = None
     _inHeaders = False
     #: The codings of the request's Transfer-Encoding lines so far.
     _transferCodings: list[bytes] | None = None
+    #: Whether a request was refused (the connection is closing).
     _refused = False
 
     # Headers must arrive whole within the idle timeout, however slowly
