@@ -922,16 +922,21 @@ def transferCodings(value: bytes) -> list[bytes]:
     return [coding for coding in codings if coding]
 
 
-def codingsRefusal(codings: list[bytes]) -> Refusal | None:
+def codingsRefusal(version: bytes, codings: list[bytes]) -> Refusal | None:
     """
-    Why a request whose C{Transfer-Encoding} lines list C{codings} (all of
-    them, in order) is refused, or None when its body is just chunked.
+    Why a request of HTTP C{version} whose C{Transfer-Encoding} lines list
+    C{codings} (all of them, in order) is refused, or None when its body is
+    just chunked.
 
     The body of a request is delimited only when C{chunked} is the last
     coding, and there once (RFC 9112 section 6.3): otherwise 400.  Codings
     before a final C{chunked} (gzip, identity, ...) are ones streamrelay
-    does not implement: 501 (RFC 9112 section 6.1).
+    does not implement: 501 (RFC 9112 section 6.1).  HTTP/1.0 has no
+    transfer codings: its framing is faulty then (400, same section).
     """
+    if version == b"HTTP/1.0":
+        return Refusal(400, b"Bad Request", "bad_request",
+                       "An HTTP/1.0 request cannot have a Transfer-Encoding.")
     if codings == [b"chunked"]:
         return None
     if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
@@ -1061,7 +1066,7 @@ class StreamingChannel(http.HTTPChannel):
         request = self.requests[-1]
         refusal = hostRefusal(self._version, request.requestHeaders.getRawHeaders(b"host"))
         if refusal is None and codings is not None:
-            refusal = codingsRefusal(codings)
+            refusal = codingsRefusal(self._version, codings)
         if refusal is not None:
             # Not dispatched: twisted.web would take a request with length
             # 0 as complete once this returns.

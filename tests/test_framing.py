@@ -128,6 +128,16 @@ class TransferEncodingTests(FramingTestCase):
         ]:
             self.refused(b"PUT /f HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + chunk(b"abc"))
 
+    def test_http10(self) -> None:
+        """
+        HTTP/1.0 has no Transfer-Encoding: a request carrying one has faulty
+        framing (RFC 9112 section 6.1), even a plain C{chunked}.
+        """
+        self.refused(
+            b"PUT /f HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"abc")
+            + b"0\r\n\r\n" + SMUGGLED
+        )
+
     def test_chunkedRead(self) -> None:
         """C{chunked} in any case, with list padding, is read as before."""
         for value in [b"chunked", b"Chunked", b"CHUNKED", b", chunked", b"chunked ,"]:
