@@ -175,7 +175,7 @@ class UpstreamURLTests(SynchronousTestCase):
         upstream = UpstreamURL("http://127.0.0.1:8081")
         url = upstream.of(b"/files/a", b"")
         headers = Headers()
-        for i in range(StreamingChannel.maxHeaders - 3):
+        for i in range(StreamingChannel.maxHeaders - 4):
             headers.addRawHeader(b"x-h%d" % i, b"v")
         self.assertTrue(fitsBackend(upstream, b"PUT", url, headers))
         headers.addRawHeader(b"x-request-id", b"r")

@@ -20,10 +20,13 @@ __all__ = ["UpstreamURL", "fitsBackend"]
 #: backend reads as the proxy did).  Anything else is percent-escaped.
 _UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]")
 
-#: Header lines the proxy's HTTP client adds to those it is given: C{Host},
-#: C{Accept-Encoding}, and C{Content-Length} or C{Transfer-Encoding}.
-_CLIENT_LINES = 3
-_CLIENT_BYTES = len(b"Accept-Encoding: gzip") + len(b"Content-Length: ") + 20
+#: Header lines the proxy's HTTP client may add to those it is given:
+#: C{Host}, C{Accept-Encoding}, C{Content-Length} or C{Transfer-Encoding},
+#: and C{Connection: close} on a connection it does not keep.
+_CLIENT_LINES = 4
+_CLIENT_BYTES = (
+    len(b"Accept-Encoding: gzip") + len(b"Content-Length: ") + 20 + len(b"Connection: close")
+)
 
 
 def _escape(part: bytes) -> bytes:
