@@ -83,6 +83,21 @@ def bodyTimeout(error: Exception) -> ApiError:
     return ApiError(408, "timeout", f"The upload stalled: {error}; nothing was stored.")
 
 
+def patchTimeout(error: Exception, checksummed: bool) -> ApiError:
+    """
+    A resumable upload's C{PATCH} that stalled: the upload keeps what
+    arrived of it, unless it carried C{Upload-Checksum}.
+    """
+    kept = (
+        "none of this PATCH's bytes were kept (its checksum cannot be verified)"
+        if checksummed else "the upload keeps the bytes of this PATCH that reached the backend"
+    )
+    return ApiError(
+        408, "timeout",
+        f"The upload stalled: {error}; {kept}. HEAD gives the offset to resume from.",
+    )
+
+
 def storageUnavailable(error: Exception) -> ApiError:
     return ApiError(
         503, "storage_unavailable",

@@ -47,6 +47,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from streamrelay import splicing
+from streamrelay.targets import ASTERISK, BadTarget, parseTarget
 
 __all__ = [
     "BodyIncomplete",
@@ -59,6 +60,9 @@ __all__ = [
     "sendEagerly",
     "LINGER_SECONDS",
 ]
+
+#: The methods streamrelay's services serve, as C{OPTIONS *} answers them.
+SERVER_METHODS = (b"DELETE", b"GET", b"HEAD", b"OPTIONS", b"PATCH", b"POST", b"PUT")
 
 #: How long an early response waits for the rest of a body before closing.
 LINGER_SECONDS = 30.0
@@ -366,6 +370,12 @@ class StreamingRequest(server.Request):
     handled as stock twisted.web does.  C{request.content} is always empty.
     C{request.args} holds UTF-8 bytes; a query string that is not UTF-8 is
     answered 400 C{bad_request} here, without reaching the resource.
+
+    The request target is parsed once (L{streamrelay.targets}): C{path},
+    C{query} and C{uri} (their origin form) are what every check and every
+    action on the request use.  A target streamrelay does not serve is
+    answered 400 C{bad_request} here too, and C{OPTIONS *} with the methods
+    the server allows.
     """
 
     body: RequestBody | None = None
@@ -378,7 +388,10 @@ class StreamingRequest(server.Request):
     _lingerCall: IDelayedCall | None = None
     _lingering = False
     _counted = False
-    _badQuery = False
+    #: Why the request is refused before any resource sees it, if it is.
+    _refusal: str | None = None
+    #: The query string (after C{?}) of the request target.
+    query: bytes = b""
     _splice: _Splice | None = None
 
     def _uncount(self) -> None:
@@ -429,14 +442,23 @@ class StreamingRequest(server.Request):
     def _setRequestLine(self, command: bytes, path: bytes, version: bytes) -> None:
         self.method, self.uri = command, path
         self.clientproto = version
-        self.path, _, query = path.partition(b"?")
+        self.args = {}
+        # Refusals are answered by process(): raising here would drop the
+        # connection without any answer.
         try:
-            self.args = parseQuery(query)
+            target = parseTarget(path, command, self.requestHeaders.getRawHeaders(b"host", []))
+        except BadTarget as e:
+            self.path = b"/"
+            self._refusal = str(e)
+            return
+        # Every check and every action on this request sees this one parse.
+        self.uri, self.path, self.query = target.originForm, target.path, target.query
+        if target.host is not None and not self.requestHeaders.hasHeader(b"host"):
+            self.requestHeaders.setRawHeaders(b"host", [target.host])
+        try:
+            self.args = parseQuery(target.query)
         except ValueError:
-            # Answered by process(): raising here would drop the connection
-            # without any answer.
-            self.args = {}
-            self._badQuery = True
+            self._refusal = "The query string is not valid UTF-8."
 
     def _dispatch(self) -> None:
         self._dispatchCall = None
@@ -444,21 +466,28 @@ class StreamingRequest(server.Request):
             self.process()
 
     def process(self) -> None:
-        if not self._badQuery:
+        if self._refusal is None and self.path != ASTERISK:
             super().process()
             return
-        # What server.Request.process sets up before rendering; then
-        # API.md's JSON 400, with no resource involved.  An unread body is
-        # dropped (see _cleanup) and the connection stays usable otherwise.
-        from streamrelay.errors import ApiError  # (the app layer, above this one)
-        from streamrelay.webapp import answerError
+        # What server.Request.process sets up before rendering; then an
+        # answer with no resource involved: API.md's JSON 400 for a target
+        # or query refused, or what the server allows for OPTIONS *.  An
+        # unread body is dropped (see _cleanup) and the connection stays
+        # usable otherwise.
+        from streamrelay.errors import ApiError, writeJSON  # (the app layer, above this one)
+        from streamrelay.webapp import answerError, requestId
 
         self.site = cast(Any, self.channel).site
         self.setHeader(b"server", server.version)
         self.setHeader(b"date", http.datetimeToString())
-        self.write(answerError(
-            self, ApiError(400, "bad_request", "The query string is not valid UTF-8.")
-        ))
+        if self._refusal is not None:
+            self.write(answerError(self, ApiError(400, "bad_request", self._refusal)))
+        else:
+            self.setHeader(b"allow", b", ".join(SERVER_METHODS))
+            self.setHeader(b"x-request-id", requestId(self).encode("ascii"))
+            self.write(writeJSON(
+                self, 200, {"methods": [m.decode("ascii") for m in SERVER_METHODS]}
+            ))
         self.finish()
 
     def _gone(self) -> bool:

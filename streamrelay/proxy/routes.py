@@ -17,12 +17,20 @@ from twisted.web.http import NO_BODY_CODES
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 
 from streamrelay.auth import TokenFile
-from streamrelay.errors import ApiError, bodyTimeout, notFound, tooLarge, writeJSON
+from streamrelay.errors import (
+    ApiError,
+    bodyTimeout,
+    notFound,
+    patchTimeout,
+    tooLarge,
+    writeJSON,
+)
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
 from streamrelay.proxy.pump import ResponsePump
+from streamrelay.proxy.upstream import UpstreamURL, fitsBackend
 from streamrelay.proxy.watchdog import BackendWatchdog
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody, clientGone
 from streamrelay.tus.protocol import exceedsMaxSize
@@ -81,6 +89,7 @@ class ProxyRoutes:
     ) -> None:
         self.client = client
         self.backendURL = backendURL.rstrip("/")
+        self.upstream = UpstreamURL(backendURL)
         self.maxSize = maxSize
         self.readyTimeout = readyTimeout
         self.tokens = tokens
@@ -229,12 +238,20 @@ class ProxyRoutes:
         client = request.getClientAddress()
         body: RequestBody | None = getattr(request, "body", None)
         method = request.method.decode("ascii")
-        url = self.backendURL.encode("ascii") + request.uri
+        # The path and query every check here saw, never the raw target.
+        url = self.upstream.of(request.path, getattr(request, "query", b""))
         headers = upstreamHeaders(request.requestHeaders, getattr(client, "host", None), rid)
         if self.secret is not None:
             headers.setRawHeaders(b"authorization", [b"Bearer " + self.secret])
         elif self.tokens is not None:
             headers.removeHeader(b"authorization")  # the client's token is the proxy's
+        if not fitsBackend(self.upstream, request.method, url, headers):
+            self._logOutcome(rid, request, None, started, "headers_too_large")
+            raise ApiError(
+                431, "headers_too_large",
+                "The request's headers are too large or too many once the proxy "
+                "adds its own (X-Forwarded-For, X-Request-Id).",
+            )
         limit = self.maxSize if request.method in _UPLOADS else None
         waiting = self.client.request(
             method, url, headers=headers, data=upstreamBody(body, limit), unbuffered=True,
@@ -255,6 +272,12 @@ class ProxyRoutes:
                 raise backendTimeout(self.backendTimeout) from None
             if body is not None and isinstance(body.error, BodyTimeout):
                 self._logOutcome(rid, request, None, started, "timeout")
+                if request.method == b"PATCH":
+                    # Only resumable uploads take PATCH: the backend keeps
+                    # what reached it (as tus and API.md say).
+                    raise patchTimeout(
+                        body.error, request.requestHeaders.hasHeader(b"upload-checksum")
+                    ) from None
                 raise bodyTimeout(body.error) from None
             if body is not None and isinstance(body.error, BodyTooLarge):
                 self._logOutcome(rid, request, None, started, "too_large")
