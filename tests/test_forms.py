@@ -20,12 +20,14 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from streamrelay.backend.multipart import MAX_OPEN_FILES, FormUpload
 from streamrelay.backend.routes import BackendRoutes
+from streamrelay.backend.tap import Options
 from streamrelay.store.disk import DiskStore
 from streamrelay.webapp import requestId
 from tests.httpfakes import parseResponses
@@ -186,6 +188,30 @@ class FormLimitTests(BackendTestCase):
         response = self.request(post(form(*parts, (b"note", None, b"a field"))))
         self.assertEqual(response.status, 201, response.body)
         self.assertEqual(len(json.loads(response.body)["files"]), 3)
+
+
+class MaxFormFilesOptionTests(SynchronousTestCase):
+    """C{--max-form-files}, or C{STREAMRELAY_MAX_FORM_FILES}."""
+
+    def parse(self, argv: list[str], environ: dict[str, str]) -> Options:
+        options = Options()
+        options.environ = environ
+        options.parseOptions(argv)
+        return options
+
+    def test_values(self) -> None:
+        self.assertEqual(self.parse([], {})["max-form-files"], 1000)
+        self.assertEqual(self.parse([], {"STREAMRELAY_MAX_FORM_FILES": "7"})["max-form-files"], 7)
+        self.assertEqual(
+            self.parse(["--max-form-files", "9"], {"STREAMRELAY_MAX_FORM_FILES": "7"})[
+                "max-form-files"
+            ],
+            9,
+        )
+
+    def test_refused(self) -> None:
+        for bad in ["0", "-1", "many", "1.5"]:
+            self.assertRaises(UsageError, self.parse, ["--max-form-files", bad], {})
 
 
 class RequestIdTests(SynchronousTestCase):
