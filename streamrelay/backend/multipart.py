@@ -38,8 +38,8 @@ MAX_FIELD_BYTES = 64 * 1024
 #: Files one form may hold unless told otherwise (C{--max-form-files}).
 DEFAULT_MAX_FORM_FILES = 1000
 
-#: Files of a form being sealed at once; while this many are, the form
-#: takes no more of its body.
+#: Files of a form being sealed at once (as many as the backend's disk
+#: threads); while this many are, the form takes no more of its body.
 MAX_OPEN_FILES = 16
 
 # python_multipart logs each parse error it raises, as a raw line in the
