@@ -5,6 +5,7 @@ including Klein's own 404 and 405.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -29,6 +30,10 @@ from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 from streamrelay.store.interfaces import StorageFull
 
 _log = Logger()
+
+#: An C{X-Request-Id} streamrelay takes from its client: it goes into log
+#: lines and headers as it is, so nothing else is taken.
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 
 def answerError(request: IRequest, error: ApiError) -> bytes:
@@ -100,11 +105,17 @@ def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
 
 
 def requestId(request: IRequest) -> str:
-    """The request's C{X-Request-Id}, or a new one when it has none."""
+    """
+    The request's C{X-Request-Id}: the client's when it is safe (1 to 128
+    of C{A-Z a-z 0-9 . _ -}), else a new one, which then replaces the
+    client's in the request so that every later call gives the same.
+    """
     value = request.getHeader(b"x-request-id")
-    if value and len(value) <= 200 and value.isascii():
+    if value is not None and _SAFE_REQUEST_ID.fullmatch(value):
         return value.decode("ascii")
-    return uuid.uuid4().hex
+    made = uuid.uuid4().hex
+    request.requestHeaders.setRawHeaders(b"x-request-id", [made.encode("ascii")])
+    return made
 
 
 def requestName(request: IRequest) -> str:

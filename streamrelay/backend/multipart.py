@@ -3,30 +3,62 @@ C{multipart/form-data} uploads, parsed as they stream: each file part goes
 straight into the store under its (sanitized) file name.  A form is stored
 whole or not at all: the files of a form are published once its body is
 complete, and if one fails to be, those published before it are taken back.
+
+A form holds at most C{maxFiles} files, and a few open files at a time:
+each file part is sealed (flushed and closed, see L{ISealableUpload}) as
+soon as it ends, and while L{MAX_OPEN_FILES} are still being sealed the
+form's body waits.  So a form of many small files is taken a few files per
+reactor turn, and other requests are served meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from twisted.internet.interfaces import IConsumer, IProducer
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from streamrelay.digests import HashingConsumer
 from streamrelay.errors import ApiError, badName
 from streamrelay.names import MAX_NAME_BYTES, BadName, validateName
 from streamrelay.store import FileInfo, IUpload, IUploadStore
-from streamrelay.store.interfaces import IRevocableUpload
+from streamrelay.store.interfaces import IRevocableUpload, ISealableUpload
 
 #: Bounds on what a part's headers and a plain (non-file) field may hold.
 MAX_PART_HEADERS = 16
 MAX_PART_HEADER_SIZE = 8192
 MAX_FIELD_BYTES = 64 * 1024
 
+#: Files one form may hold unless told otherwise (C{--max-form-files}).
+DEFAULT_MAX_FORM_FILES = 1000
+
+#: Files of a form being sealed at once (as many as the backend's disk
+#: threads); while this many are, the form takes no more of its body.
+MAX_OPEN_FILES = 16
+
+# python_multipart logs each parse error it raises, as a raw line in the
+# service's log that names no request; the form's 400 answer and its
+# "upload failed" line say it instead.
+_parserLog = logging.getLogger("python_multipart")
+_parserLog.addHandler(logging.NullHandler())
+_parserLog.propagate = False
+
 
 def malformed(why: str) -> ApiError:
     return ApiError(400, "bad_request", f"The multipart body is malformed: {why}.")
+
+
+def tooManyFiles(limit: int) -> ApiError:
+    return ApiError(
+        413, "too_many_files",
+        f"A form may hold at most {limit} files; nothing of it was stored.",
+    )
 
 
 def boundaryOf(contentType: bytes | None) -> bytes:
@@ -66,16 +98,51 @@ class _FilePart:
         self.sink = sink
 
 
+@implementer(IPushProducer)
+class _PartProducer:
+    """
+    What the upload of one file part pauses and resumes: while it is
+    paused, it holds the whole form (see L{FormUpload}).
+    """
+
+    def __init__(self, hold: Callable[[], None], release: Callable[[], None]) -> None:
+        self._hold = hold
+        self._release = release
+        self._paused = False
+
+    def pauseProducing(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._hold()
+
+    def resumeProducing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._release()
+
+    def stopProducing(self) -> None:
+        # The upload takes nothing more: it holds the form no longer.
+        self.resumeProducing()
+
+
 @implementer(IConsumer)
 class FormUpload:
     """
     Consumes a form body; after the body ended, L{commit} makes every file
     in it visible, or L{abort} throws all away.
 
+    The body is parsed a piece at a time (each piece holds at most one
+    boundary), and not while the form is held: by the upload of a file part
+    that paused it, or by L{MAX_OPEN_FILES} parts being sealed.  What a held
+    form has not parsed yet waits (at most one read of the body), and the
+    body is paused until the form is let go.
+
     With a store whose uploads are not L{IRevocableUpload}, a file that
     fails to be published leaves those published before it in place.
 
     @param tooLarge: raised (with the limit) when the body passes C{maxSize}.
+    @param maxFiles: the most file parts the form may hold; one more is
+        refused with C{413 too_many_files} before it is stored.
     """
 
     _log = Logger()
@@ -86,11 +153,13 @@ class FormUpload:
         boundary: bytes,
         maxSize: int | None,
         tooLarge: type[Exception],
+        maxFiles: int | None = DEFAULT_MAX_FORM_FILES,
     ) -> None:
         self._store = store
         self._maxSize = maxSize
         self._tooLarge = tooLarge
-        self._producer: IProducer | None = None
+        self._maxFiles = maxFiles
+        self._producer: IPushProducer | None = None
         self.size = 0
         self._ended = False
         self._headers: dict[bytes, bytes] = {}
@@ -99,6 +168,17 @@ class FormUpload:
         self._fieldBytes = 0
         self._current: _FilePart | None = None
         self._parts: list[_FilePart] = []
+        # Parsing a piece at a time, and holding.
+        self._delimiter = b"\r\n--" + boundary
+        self._unparsed = b""
+        self._offset = 0
+        self._parsing = False
+        self._pauses = 0
+        self._sealing: set[_FilePart] = set()
+        self._whenSealed: list[Deferred[None]] = []
+        self._bodyPaused = False
+        self._error: BaseException | None = None
+        self._aborted = False
         self._parser = MultipartParser(
             boundary,
             {
@@ -115,10 +195,15 @@ class FormUpload:
             max_header_size=MAX_PART_HEADER_SIZE,
         )
 
+    @property
+    def files(self) -> int:
+        """File parts received so far, the one arriving included."""
+        return len(self._parts) + (self._current is not None)
+
     # IConsumer
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._producer = producer
+        self._producer = producer if IPushProducer.providedBy(producer) else None
 
     def unregisterProducer(self) -> None:
         self._producer = None
@@ -127,12 +212,82 @@ class FormUpload:
         self.size += len(data)
         if self._maxSize is not None and self.size > self._maxSize:
             raise self._tooLarge(self._maxSize)
+        if self._error is not None:
+            raise self._error
         if self._ended:
             return  # the epilogue after the closing boundary
+        if self._offset < len(self._unparsed):
+            data = self._unparsed[self._offset :] + data
+        self._unparsed, self._offset = data, 0
+        self._parse()
+
+    # Parsing, a piece at a time
+
+    def _parse(self) -> None:
+        """
+        Feed the parser what came, a piece at a time, while the form is not
+        held; then pause the body if it is.
+        """
+        if self._parsing:
+            return  # the parsing under way goes on
+        self._parsing = True
         try:
-            self._parser.write(data)
-        except MultipartParseError as e:
-            raise malformed(str(e).rstrip(".") or "unreadable") from None
+            while self._offset < len(self._unparsed) and not self._ended and not self._held():
+                end = self._unparsed.find(self._delimiter, self._offset + 1)
+                end = len(self._unparsed) if end < 0 else end
+                piece = self._unparsed[self._offset : end]
+                self._offset = end
+                try:
+                    self._parser.write(piece)
+                except MultipartParseError as e:
+                    raise malformed(str(e).rstrip(".") or "unreadable") from None
+        finally:
+            self._parsing = False
+            if self._ended:
+                self._unparsed, self._offset = b"", 0
+        self._update()
+
+    def _held(self) -> bool:
+        return self._pauses > 0 or len(self._sealing) >= MAX_OPEN_FILES
+
+    def _hold(self) -> None:
+        self._pauses += 1
+        self._update()
+
+    def _release(self) -> None:
+        self._pauses -= 1
+        self._continue()
+
+    def _continue(self) -> None:
+        """
+        Go on once a hold ended: parse what waits, then let the body come.
+        A failure here fails the form: the body is let come, so that its
+        next write (or the commit) raises it.
+        """
+        if self._parsing or self._aborted:
+            return
+        try:
+            self._parse()
+        except Exception as e:
+            self._failed(e)
+
+    def _failed(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._unparsed, self._offset = b"", 0
+        self._update()
+
+    def _update(self) -> None:
+        """Pause the body while the form is held (and not failed); else resume it."""
+        if self._producer is None or self._aborted:
+            return
+        hold = self._held() and self._error is None
+        if hold and not self._bodyPaused:
+            self._bodyPaused = True
+            self._producer.pauseProducing()
+        elif not hold and self._bodyPaused and not self._parsing:
+            self._bodyPaused = False
+            self._producer.resumeProducing()
 
     # Parser callbacks
 
@@ -158,6 +313,8 @@ class FormUpload:
         raw = params.get(b"filename")
         if raw is None or raw == b"":
             return  # a plain field, or a file input left empty
+        if self._maxFiles is not None and self.files >= self._maxFiles:
+            raise tooManyFiles(self._maxFiles)
         try:
             name = sanitizeFileName(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -165,8 +322,7 @@ class FormUpload:
         except BadName as e:
             raise badName(str(e)) from None
         upload = self._store.begin(name)
-        if self._producer is not None:
-            upload.registerProducer(self._producer, True)
+        upload.registerProducer(_PartProducer(self._hold, self._release), True)
         self._current = _FilePart(name, upload, HashingConsumer(upload))
 
     def _partData(self, data: bytes, start: int, end: int) -> None:
@@ -178,21 +334,50 @@ class FormUpload:
                 raise malformed(f"its plain fields hold more than {MAX_FIELD_BYTES} bytes")
 
     def _partEnd(self) -> None:
-        if self._current is not None:
-            self._parts.append(self._current)
-            self._current = None
+        part, self._current = self._current, None
+        if part is None:
+            return
+        self._parts.append(part)
+        if ISealableUpload.providedBy(part.upload):
+            self._sealing.add(part)
+            part.upload.seal().addBoth(self._sealed, part)
 
     def _end(self) -> None:
         self._ended = True
+
+    # Sealing
+
+    def _sealed(self, result: None | Failure, part: _FilePart) -> None:
+        self._sealing.discard(part)
+        if isinstance(result, Failure):
+            assert result.value is not None
+            self._failed(result.value)
+        if not self._sealing:
+            waiting, self._whenSealed = self._whenSealed, []
+            for d in waiting:
+                d.callback(None)
+        self._continue()
+
+    def _allSealed(self) -> Deferred[None]:
+        if not self._sealing:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._whenSealed.append(d)
+        return d
 
     # After the body
 
     async def commit(self) -> list[FileInfo]:
         """Make every file of the form visible; the form must be complete."""
+        if self._error is not None:
+            raise self._error
         if not self._ended:
             raise malformed("it ended before its closing boundary")
         if not self._parts:
             raise ApiError(400, "bad_request", "The form holds no file.")
+        await self._allSealed()
+        if self._error is not None:
+            raise self._error
         stored = []
         published: list[IUpload] = []
         try:
@@ -230,6 +415,9 @@ class FormUpload:
             )
 
     def abort(self) -> None:
+        self._aborted = True
+        self._producer = None
+        self._unparsed, self._offset = b"", 0
         for part in [*self._parts, *([self._current] if self._current else [])]:
             part.upload.abort()
         self._parts = []

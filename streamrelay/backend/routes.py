@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from streamrelay.auth import bearerToken, matches, unauthorized
-from streamrelay.backend.multipart import FormUpload, boundaryOf
+from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES, FormUpload, boundaryOf
 from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.digests import HashingConsumer, parseSHA256Digest, reprDigest
 from streamrelay.errors import (
@@ -101,6 +101,7 @@ class BackendRoutes:
     The backend's routes over an L{IUploadStore}.
 
     @param maxSize: the largest body accepted, or L{None} for no limit.
+    @param maxFormFiles: the most files one C{POST /files} form may hold.
     """
 
     app = Klein()
@@ -115,9 +116,11 @@ class BackendRoutes:
         slots: UploadSlots | None = None,
         metrics: Metrics | None = None,
         tus: TusUploads | None = None,
+        maxFormFiles: int = DEFAULT_MAX_FORM_FILES,
     ) -> None:
         self.store = store
         self.maxSize = maxSize
+        self.maxFormFiles = maxFormFiles
         self.secret = secret
         self.slots = slots or UploadSlots(None)
         self.metrics = metrics or Metrics("backend")
@@ -248,7 +251,7 @@ class BackendRoutes:
         body: RequestBody | None = getattr(request, "body", None)
         self._checkLength(body)
         boundary = boundaryOf(request.getHeader(b"content-type"))
-        form = FormUpload(self.store, boundary, self.maxSize, _TooLarge)
+        form = FormUpload(self.store, boundary, self.maxSize, _TooLarge, self.maxFormFiles)
         with self._upload(request):
             try:
                 if body is not None:
@@ -269,8 +272,7 @@ class BackendRoutes:
                 form.abort()
                 self._logFailure(rid, request, "(form)", form.size, e)
                 raise _apiErrorFor(e) from None
-        for info in stored:
-            self._logStored(rid, info, started)
+        self._logFormStored(rid, stored, started)
         if len(stored) == 1:
             fileHeaders(request, stored[0])
         return writeJSON(request, 201, {"files": [info.asJSON() for info in stored]})
@@ -398,6 +400,19 @@ class BackendRoutes:
             "sha256={sha256} seconds={seconds:.3f}",
             rid=rid, name=info.name, size=info.size, sha256=info.sha256,
             seconds=time.monotonic() - started, outcome="stored",
+        )
+
+    def _logFormStored(self, rid: str, stored: list[FileInfo], started: float) -> None:
+        """One line for a form, however many files it held."""
+        seconds = time.monotonic() - started
+        for info in stored:
+            self.metrics.completed.inc()
+            self.metrics.bytesReceived.inc(info.size)
+            self.metrics.duration.observe(seconds)
+        self._log.info(
+            "form stored request_id={rid} files={files} size={size} seconds={seconds:.3f}",
+            rid=rid, files=len(stored), size=sum(info.size for info in stored),
+            seconds=seconds, outcome="stored",
         )
 
     def _logFailure(

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from streamrelay.auth import readSecret
+from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.limits import UploadSlots
 from streamrelay.memory import tuneMalloc
@@ -50,6 +51,10 @@ class Options(ServiceOptions):
         ["max-size", None, None,
          "Largest body accepted, in bytes (K, M, G, T suffixes); none by default. "
          "[env STREAMRELAY_MAX_SIZE]"],
+        ["max-form-files", None, str(DEFAULT_MAX_FORM_FILES),
+         "Most files one POST /files form may hold; a form with more is refused "
+         "(413 too_many_files) and nothing of it is stored. "
+         "[env STREAMRELAY_MAX_FORM_FILES]"],
         ["idle-timeout", None, "60",
          "Seconds a connection may send nothing before it is closed "
          "(not counted while streamrelay itself holds the client back). "
@@ -72,6 +77,12 @@ class Options(ServiceOptions):
         for key in ("max-size", "debug-write-rate"):
             if self[key] is not None:
                 self[key] = parseSize(str(self[key]))
+        try:
+            self["max-form-files"] = int(self["max-form-files"])
+        except ValueError:
+            raise usage.UsageError("--max-form-files takes a whole number") from None
+        if self["max-form-files"] < 1:
+            raise usage.UsageError("--max-form-files is at least 1")
         try:
             self["idle-timeout"] = float(self["idle-timeout"])
         except ValueError:
@@ -127,6 +138,7 @@ def makeService(options: Options) -> IService:
         secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
         slots=slots,
         tus=tus,
+        maxFormFiles=options["max-form-files"],
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"])
     handleSignals(reactor, "streamrelay-backend")

@@ -41,6 +41,7 @@ from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
     IRevocableUpload,
+    ISealableUpload,
     IStoredFile,
     IUploadStore,
     NameTaken,
@@ -74,12 +75,13 @@ WRITE_BUDGET = 24 << 20
 DIRECT_WRITE_BUDGET = 12 << 20
 
 
-@implementer(IExclusiveUpload, IRevocableUpload)
+@implementer(IExclusiveUpload, IRevocableUpload, ISealableUpload)
 class DiskUpload:
     """
     One file being written into a L{DiskStore}: written by threads through
     a L{DirectWriter} (or, where the file system refuses direct I/O, a
-    L{QueuedWriter}), fsynced and put in place by a thread.
+    L{QueuedWriter}), fsynced and put in place by a thread.  Sealed, it is
+    fsynced and closed at once, and only put in place when committed.
     """
 
     def __init__(self, store: DiskStore, name: str) -> None:
@@ -97,6 +99,8 @@ class DiskUpload:
             self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
         self._closed = False
         self._published: _Published | None = None
+        #: The file's status once sealed (flushed and closed).
+        self._sealed: os.stat_result | None = None
         #: Whether the body is written straight into the file (then this
         #: reads it back, see fileTarget).
         self._spliced = False
@@ -175,6 +179,25 @@ class DiskUpload:
             return succeed(None)
         return self._store.run(published.kept.unlink, True)
 
+    # ISealableUpload
+
+    def seal(self) -> Deferred[None]:
+        if self._closed:
+            raise RuntimeError(f"upload of {self.name!r} is closed")
+        return Deferred.fromCoroutine(self._seal())
+
+    async def _seal(self) -> None:
+        try:
+            await self._writer.finish()
+            if self._closed:
+                return  # aborted meanwhile: the file is discarded
+            self._closeReader()
+            fd, self._fd = self._fd, None
+            assert fd is not None
+            self._sealed = await self._store.run(_flush, fd)
+        except BaseException as e:
+            raise storageError(e) from e
+
     def _startCommit(
         self, sha256: str, replace: bool, revocable: bool
     ) -> Deferred[tuple[FileInfo, bool]]:
@@ -189,9 +212,11 @@ class DiskUpload:
             await self._writer.finish()
             self._closeReader()
             fd, self._fd = self._fd, None
-            assert fd is not None
+            flushed = self._sealed if fd is None else fd
+            assert flushed is not None
             published = await self._store.run(
-                _publish, fd, self._path, self._store.root / self.name, sha256, replace, keep
+                _publish, flushed, self._path, self._store.root / self.name, sha256, replace,
+                keep,
             )
         except BaseException as e:
             self._discard()
@@ -242,21 +267,31 @@ class _Published:
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
-def _publish(
-    fd: int, partial: Path, target: Path, sha256: str, replace: bool, keep: Path | None
-) -> _Published:
-    """
-    (In a thread.) Flush the file, keep its digest with it, close it, and
-    put it in place (see L{placeFile}); fsync the folder so that survives a
-    crash.
-    """
+def _flush(fd: int) -> os.stat_result:
+    """(In a thread.) Flush a written file to the disk and close it; its status."""
     try:
         os.fsync(fd)
         dropCached(fd)
-        _setSHA256(fd, sha256)
-        st = os.fstat(fd)
+        return os.fstat(fd)
     finally:
         os.close(fd)
+
+
+def _publish(
+    file: int | os.stat_result,
+    partial: Path,
+    target: Path,
+    sha256: str,
+    replace: bool,
+    keep: Path | None,
+) -> _Published:
+    """
+    (In a thread.) Flush the file and close it (given open; given by its
+    status, L{_flush} did already), keep its digest with it, and put it in
+    place (see L{placeFile}); fsync the folder so that survives a crash.
+    """
+    st = _flush(file) if isinstance(file, int) else file
+    _setSHA256(partial, sha256)
     replaced, kept = placeFile(partial, target, replace, keep)
     fsyncFolder(target.parent)
     return _Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
@@ -426,9 +461,9 @@ class _Throttle:
         self._call = None
 
 
-def _setSHA256(fd: int, sha256: str) -> None:
+def _setSHA256(file: int | Path, sha256: str) -> None:
     try:
-        os.setxattr(fd, SHA256_XATTR, sha256.encode("ascii"))
+        os.setxattr(file, SHA256_XATTR, sha256.encode("ascii"))
     except OSError:
         # The file system keeps no extended attributes: the digest is
         # computed again when asked for.

@@ -124,6 +124,21 @@ class IRevocableUpload(IUpload):
         """Keep the commit: drop the version kept aside for L{revoke}."""
 
 
+class ISealableUpload(IUpload):
+    """
+    An upload that can let go of what it holds open (its file) once its
+    last byte is written, and be committed later: how a form with many
+    files holds a few open files at a time, not one per file.
+    """
+
+    def seal() -> Deferred[None]:
+        """
+        Flush what was written to where it is kept, and release the file;
+        after that only a commit (of any kind) or L{IUpload.abort} may
+        follow.  Called at most once.
+        """
+
+
 class IStoredFile(Interface):
     """
     A stored file opened for reading: its info and bytes stay those of the
