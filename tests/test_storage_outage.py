@@ -92,6 +92,20 @@ class OutageTestCase(SynchronousTestCase):
         self.assertEqual(response.status, 201, response.body)
         return response.headers[b"location"]
 
+    def cutByMissingStorage(self) -> tuple[Response, Path]:
+        """
+        The answer to an upload whose storage folder is taken away while
+        its body streams, and where the folder went.
+        """
+        conn = self.connect()
+        request = put(b"/files/cut", b"x" * 10_000)
+        conn.send(request[:-50])
+        conn.turn()
+        away = self.moveRootAway()
+        conn.send(request[-50:])
+        [response] = conn.responses()
+        return response, away
+
     def moveRootAway(self) -> Path:
         away = self.root.with_name(self.root.name + "-away")
         self.root.rename(away)
@@ -274,13 +288,7 @@ class RootMissingTests(OutageTestCase):
         The storage folder taken away while a body streams: 503, and the
         file does not appear when the folder is back.
         """
-        conn = self.connect()
-        request = put(b"/files/cut", b"x" * 10_000)
-        conn.send(request[:-50])
-        conn.turn()
-        away = self.moveRootAway()
-        conn.send(request[-50:])
-        [response] = conn.responses()
+        response, away = self.cutByMissingStorage()
         self.assertUnavailable(response)
         away.rename(self.root)
         self.assertFalse((self.root / "cut").exists())
@@ -293,12 +301,7 @@ class RootMissingTests(OutageTestCase):
         while their body streams, are counted under the reason
         C{storage_unavailable}.
         """
-        conn = self.connect()
-        request = put(b"/files/cut", b"x" * 10_000)
-        conn.send(request[:-50])
-        conn.turn()
-        away = self.moveRootAway()
-        conn.send(request[-50:])
+        _, away = self.cutByMissingStorage()
         self.assertUnavailable(self.request(put(b"/files/new", b"data")))
         away.rename(self.root)
         metrics = self.request(req(b"GET", b"/metrics")).body
