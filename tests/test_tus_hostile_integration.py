@@ -57,7 +57,7 @@ class ConcatenationTests(TestCase):
 
         fragment, _ = sharedFile(22 * MiB)
         code, output = await run(self, "tus-js-client", [
-            shutil.which("node") or "node", str(CLIENTS / "tusjs_parallel.js"), str(client),
+            shutil.which("node") or "node", str(CLIENTS / "tusjs_upload.js"), str(client),
             proxy.url + "/uploads/", str(fragment), "photo.bin", "2",
         ])
         self.assertEqual(code, 1, output.decode())

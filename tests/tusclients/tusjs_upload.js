@@ -1,22 +1,36 @@
 // Upload a file with tus-js-client (the tus project's JavaScript client)
-// under node, retrying from the server's offset after a failure.
-//   node tusjs_upload.js TUS_JS_CLIENT_DIR ENDPOINT FILE NAME
+// under node, retrying from the server's offset after a failure; print
+// DONE, or ERROR and exit 1.  With PARTS, the file goes in that many
+// parallel partial uploads (its parallelUploads option), each carrying the
+// file's name in its metadata, and nothing is retried.
+//   node tusjs_upload.js TUS_JS_CLIENT_DIR ENDPOINT FILE NAME [PARTS]
 "use strict";
 const fs = require("fs");
-const [clientDir, endpoint, path, name] = process.argv.slice(2);
+const [clientDir, endpoint, path, name, parts] = process.argv.slice(2);
 const tus = require(clientDir);
 
+// A read stream with a path is read as a file, in slices (parallel
+// uploads take no uploadSize).
+const options = parts
+  ? {
+      parallelUploads: Number(parts),
+      metadataForPartialUploads: { filename: name },
+      retryDelays: [],
+    }
+  : {
+      uploadSize: fs.statSync(path).size,
+      retryDelays: [0, 500, 1000, 2000, 3000, 5000, 5000, 5000],
+      onProgress: (sent, total) => {
+        if (sent >= total / 4 && !upload.quarter) {
+          upload.quarter = true;
+          console.log("QUARTER " + sent);
+        }
+      },
+    };
 const upload = new tus.Upload(fs.createReadStream(path), {
   endpoint,
-  uploadSize: fs.statSync(path).size,
   metadata: { filename: name },
-  retryDelays: [0, 500, 1000, 2000, 3000, 5000, 5000, 5000],
-  onProgress: (sent, total) => {
-    if (sent >= total / 4 && !upload.quarter) {
-      upload.quarter = true;
-      console.log("QUARTER " + sent);
-    }
-  },
+  ...options,
   onError: (error) => {
     console.log("ERROR " + error);
     process.exit(1);
