@@ -30,9 +30,11 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.backend.tap import Options
 from streamrelay.store.disk import DiskStore
 from streamrelay.webapp import requestId
+from tests.backendcases import BackendTestCase
 from tests.httpfakes import parseResponses
 from tests.processes import (
     Program,
+    call,
     eventually,
     partials,
     reactor,
@@ -41,9 +43,7 @@ from tests.processes import (
     startService,
     startStack,
 )
-from tests.test_backend_routes import BackendTestCase
-from tests.test_file_api import BOUNDARY, form, post
-from tests.test_file_api_integration import call
+from tests.rawrequests import BOUNDARY, form, post
 
 _GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
