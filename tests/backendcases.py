@@ -23,7 +23,22 @@ from tests.httpfakes import Connection, Response
 from tests.rawrequests import OCTETS, TUS, meta, req
 
 
-class BackendTestCase(SynchronousTestCase):
+class RoutesTestCase(SynchronousTestCase):
+    """Requests to routes served in memory, one connection each."""
+
+    def connect(self) -> Connection:
+        raise NotImplementedError()
+
+    def request(self, data: bytes) -> Response:
+        conn = self.connect()
+        conn.send(data)
+        conn.turn()
+        responses = [r for r in conn.responses() if r.status >= 200]
+        self.assertEqual(len(responses), 1, conn.output())
+        return responses[0]
+
+
+class BackendTestCase(RoutesTestCase):
     maxSize: int | None = None
 
     def setUp(self) -> None:
@@ -33,14 +48,6 @@ class BackendTestCase(SynchronousTestCase):
 
     def connect(self) -> Connection:
         return Connection(appResource(self.routes.app))
-
-    def request(self, data: bytes) -> Response:
-        conn = self.connect()
-        conn.send(data)
-        conn.turn()
-        responses = [r for r in conn.responses() if r.status >= 200]
-        self.assertEqual(len(responses), 1, conn.output())
-        return responses[0]
 
     def assertError(self, response: Response, status: int, code: str) -> None:
         self.assertEqual(response.status, status, response.body)
@@ -89,7 +96,7 @@ def answerToFailedWrite(conn: Connection, request: bytes, held: int, failing: in
     return response
 
 
-class TusTestCase(SynchronousTestCase):
+class TusTestCase(RoutesTestCase):
     maxSize: int | None = None
     rename = True
 
@@ -105,14 +112,6 @@ class TusTestCase(SynchronousTestCase):
 
     def connect(self) -> Connection:
         return Connection(appResource(self.routes.app), clock=self.clock)
-
-    def request(self, data: bytes) -> Response:
-        conn = self.connect()
-        conn.send(data)
-        conn.turn()
-        responses = [r for r in conn.responses() if r.status >= 200]
-        self.assertEqual(len(responses), 1, conn.output())
-        return responses[0]
 
     def create(self, name: str = "f.bin", length: int | None = 10, *headers: bytes,
                body: bytes | None = None) -> bytes:

@@ -26,6 +26,12 @@ class HandRunner:
         f, args, d = self.calls.pop(0)
         maybeDeferred(f, *args).chainDeferred(d)
 
+    def runAll(self) -> None:
+        """Run the calls waiting now (not those they make)."""
+        calls, self.calls = self.calls, []
+        for f, args, d in calls:
+            maybeDeferred(f, *args).chainDeferred(d)
+
 
 class Producer:
     def __init__(self) -> None:
