@@ -1,6 +1,7 @@
 """
 In-memory HTTP/1.1 connections to a twisted.web Site using
-L{StreamingRequest}: real parsing, fake transport and clock.
+L{StreamingRequest}: real parsing, fake transport and clock; and a
+resource that takes uploads through them.
 """
 
 from __future__ import annotations
@@ -8,12 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
-from streamrelay.streaming import makeSite
+from streamrelay.streaming import BodyTimeout, StreamingRequest, makeSite
 
 
 @dataclass
@@ -110,3 +115,80 @@ def parseResponses(data: bytes) -> list[Response]:
         responses.append(Response(status, headers, body, head))
         data = rest
     return responses
+
+
+@implementer(IConsumer)
+class ListConsumer:
+    """Keeps what it is written; can pause its producer on each write."""
+
+    def __init__(self, pauseEach: bool = False, failAfter: int | None = None) -> None:
+        self.chunks: list[bytes] = []
+        self.producer: IPushProducer | None = None
+        self.pauseEach = pauseEach
+        self.failAfter = failAfter
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        assert IPushProducer.providedBy(producer)
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.failAfter is not None and len(self.chunks) > self.failAfter:
+            raise OSError("disk on fire")
+        if self.pauseEach and self.producer is not None:
+            self.producer.pauseProducing()
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class Upload(Resource):
+    """
+    A PUT target: records its requests; C{consume} decides whether it reads
+    the body or answers at once with 413.
+    """
+
+    isLeaf = True
+
+    def __init__(self, consume: bool = True, consumer: ListConsumer | None = None) -> None:
+        super().__init__()
+        self.consume = consume
+        self.consumer = consumer or ListConsumer()
+        self.requests: list[StreamingRequest] = []
+        self.results: list[object] = []
+
+    def render_PUT(self, request: StreamingRequest) -> object:
+        self.requests.append(request)
+        if not self.consume or request.body is None:
+            request.setResponseCode(413 if request.body is not None else 200)
+            request.setHeader(b"content-length", b"2")
+            return b"no"
+        body = request.body
+        if self.consumer.producer is None:
+            self.consumer.registerProducer(body, True)
+        d = body.startProducing(self.consumer)
+
+        def done(result: object) -> None:
+            self.results.append(result)
+            if isinstance(result, Failure):
+                if result.check(BodyTimeout):
+                    request.setResponseCode(408)
+                    request.setHeader(b"content-length", b"0")
+                    request.finish()
+                return
+            answer = b"%d" % (len(self.consumer.data),)
+            request.setHeader(b"content-length", b"%d" % (len(answer),))
+            request.write(answer)
+            request.finish()
+
+        d.addBoth(done)
+        return NOT_DONE_YET
+
+    def render_GET(self, request: StreamingRequest) -> bytes:
+        self.requests.append(request)
+        request.setHeader(b"content-length", b"2")
+        return b"ok"

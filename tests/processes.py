@@ -1,5 +1,7 @@
 """
-Running streamrelay's real programs in integration tests.
+Running streamrelay's real programs in integration tests, and what those
+tests send them: shared random files, curl's command line, one-call HTTP
+requests, a client that sends half a body.
 
 Services listen on C{tcp:0:interface=127.0.0.1}; the port is read from the
 program's own "listening on" log line.
@@ -7,24 +9,30 @@ program's own "listening on" log line.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import UNKNOWN_LENGTH
 
 reactor: Any = _reactor
 
@@ -272,3 +280,51 @@ def mountTmpfs(test: TestCase, size: str) -> Path:
         raise SkipTest(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     test.addCleanup(subprocess.run, ["umount", "-l", str(mountpoint)])
     return mountpoint
+
+
+GiB = 1 << 30
+MiB = 1 << 20
+#: Allowed growth of a service's peak RSS over its idle RSS during a transfer.
+MEMORY_BOUND = 32 * MiB
+
+_shared: dict[str, tuple[Path, str]] = {}
+
+
+def sharedFile(size: int) -> tuple[Path, str]:
+    """A random file of C{size} bytes made once per test run, and its SHA-256."""
+    key = str(size)
+    if key not in _shared:
+        folder = Path(tempfile.mkdtemp(prefix="streamrelay-test-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / f"random-{size}"
+        _shared[key] = (path, makeRandomFile(path, size, seed=size))
+    return _shared[key]
+
+
+def curl(*args: str) -> list[str]:
+    return ["/usr/bin/curl", "--silent", "--show-error", *args]
+
+
+def client() -> HTTPClient:
+    """A client that keeps no connection open after a test."""
+    from twisted.internet import reactor
+
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+async def call(method: str, url: str, body: bytes | None = None,
+               headers: dict[bytes | str, bytes | str] | None = None,
+               ) -> tuple[int, dict[str, str], bytes]:
+    """One request; its status, headers (with Content-Length) and body."""
+    response = await client().request(method, url, data=body, headers=headers or {})
+    content = await response.content()
+    flat = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
+    if method != "HEAD" and response.length is not UNKNOWN_LENGTH:
+        flat["content-length"] = str(response.length)
+    return response.code, flat, content
+
+
+def halfSender(test: TestCase, port: int, name: str, source: Path):  # type: ignore[no-untyped-def]
+    return spawn(test, "halfsender", [
+        sys.executable, "-m", "tests.halfsender", str(port), f"/files/{name}", str(source),
+    ])

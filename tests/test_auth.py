@@ -11,9 +11,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay.auth import TokenFile, bearerToken, matches, readSecret
-from tests.processes import deferLater, run, startService
-from tests.test_file_api_integration import call
-from tests.test_upload_path import curl
+from tests.processes import call, curl, deferLater, run, startService
 
 
 class FakeRequest:

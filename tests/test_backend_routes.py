@@ -9,18 +9,16 @@ import errno
 import hashlib
 import json
 import os
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.store.disk import DiskStore
-from streamrelay.webapp import appResource
-from tests.httpfakes import Connection, Response
-from tests.test_streaming import chunk, chunkedHead, put
+from tests.backendcases import BackendTestCase, answerToFailedWrite, failWritesAfterFirst
+from tests.httpfakes import Response
+from tests.rawrequests import chunk, chunkedHead, put
 
 
 def sha(data: bytes) -> str:
@@ -29,37 +27,6 @@ def sha(data: bytes) -> str:
 
 def contentDigest(data: bytes) -> bytes:
     return b"Content-Digest: sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()) + b":"
-
-
-class BackendTestCase(SynchronousTestCase):
-    maxSize: int | None = None
-
-    def setUp(self) -> None:
-        self.root = Path(self.mktemp())
-        self.store = DiskStore(self.root)
-        self.routes = BackendRoutes(self.store, maxSize=self.maxSize)
-
-    def connect(self) -> Connection:
-        return Connection(appResource(self.routes.app))
-
-    def request(self, data: bytes) -> Response:
-        conn = self.connect()
-        conn.send(data)
-        conn.turn()
-        responses = [r for r in conn.responses() if r.status >= 200]
-        self.assertEqual(len(responses), 1, conn.output())
-        return responses[0]
-
-    def assertError(self, response: Response, status: int, code: str) -> None:
-        self.assertEqual(response.status, status, response.body)
-        self.assertEqual(response.headers[b"content-type"], b"application/json")
-        answer = json.loads(response.body)
-        self.assertEqual(answer["error"], code)
-        self.assertIsInstance(answer["message"], str)
-
-    def assertNothingStored(self) -> None:
-        self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial"])
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
 
 
 class PutTests(BackendTestCase):
@@ -228,41 +195,6 @@ class LimitTests(BackendTestCase):
 
     def test_atLimit(self) -> None:
         self.assertEqual(self.request(put(b"/files/ok", b"x" * 10)).status, 201)
-
-
-def failWritesAfterFirst(test: SynchronousTestCase, code: int = errno.ENOSPC) -> None:
-    """
-    Make every file write after the first fail with C{code}, as on a full
-    disk by default (writes through the page cache and direct ones alike).
-    """
-    written: list[object] = []
-
-    def failing(write: Any) -> Any:
-        def fail(*args: Any) -> int:
-            if written:
-                raise OSError(code, os.strerror(code))
-            written.append(args)
-            return cast(int, write(*args))
-
-        return fail
-
-    test.patch(os, "writev", failing(os.writev))
-    test.patch(os, "pwrite", failing(os.pwrite))
-
-
-def answerToFailedWrite(conn: Connection, request: bytes, held: int, failing: int) -> Response:
-    """
-    Send C{request} but its last C{held} bytes, let the server take that
-    in, then C{failing} bytes more (whose write fails: see
-    L{failWritesAfterFirst}) and a few after them, by which time the
-    failure is answered: that answer.
-    """
-    conn.send(request[:-held])
-    conn.turn()
-    conn.send(request[-held:][:failing])
-    conn.send(request[-held:][failing : failing + 5])
-    [response] = conn.responses()
-    return response
 
 
 class DiskFullTests(BackendTestCase):

@@ -13,8 +13,8 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.processes import eventually, partials, sha256File, startStack
-from tests.test_upload_path import MiB, sharedFile
+from tests.processes import MiB, eventually, partials, sha256File, sharedFile, startStack
+from tests.tusenv import Cutter, patches
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -171,8 +171,6 @@ class BrowserResumeTests(TestCase):
         half-way, it resumes from the backend's offset, sending only the
         rest, and the stored file is the source.
         """
-        from tests.test_tus_integration import Cutter, patches
-
         storage = Path(self.mktemp()) / "uploads"
         source, sha = sharedFile(64 * MiB)
         backend, proxy = await startStack(

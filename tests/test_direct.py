@@ -17,7 +17,7 @@ from streamrelay.store.direct import ALIGN, DirectPool, DirectWriter, directIO
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import StorageFull
 from streamrelay.store.writer import QueuedWriter, WriteBudget, inline
-from tests.test_writer import HandRunner, Producer
+from tests.fakes import HandRunner, Producer
 
 PIECE = 2 * ALIGN
 

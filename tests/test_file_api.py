@@ -21,38 +21,9 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.names import BadName
 from streamrelay.store.disk import DiskStore
 from streamrelay.webapp import appResource
+from tests.backendcases import BackendTestCase
 from tests.httpfakes import Connection, Response
-from tests.test_backend_routes import BackendTestCase
-from tests.test_streaming import put
-
-BOUNDARY = b"----streamrelayBoundary7MA4YWxk"
-
-
-def form(*parts: tuple[bytes, bytes | None, bytes]) -> bytes:
-    """A multipart body of (field, filename or None, content) parts."""
-    out = b""
-    for field, filename, content in parts:
-        disposition = b'form-data; name="' + field + b'"'
-        if filename is not None:
-            disposition += b'; filename="' + filename + b'"'
-        out += (
-            b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition
-            + b"\r\nContent-Type: application/octet-stream\r\n\r\n" + content + b"\r\n"
-        )
-    return out + b"--" + BOUNDARY + b"--\r\n"
-
-
-def post(body: bytes, contentType: bytes | None = None) -> bytes:
-    ctype = contentType or b"multipart/form-data; boundary=" + BOUNDARY
-    return (
-        b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: " + ctype
-        + b"\r\nContent-Length: %d\r\n\r\n" % (len(body),) + body
-    )
-
-
-def get(path: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
-    extra = b"".join(h + b"\r\n" for h in headers)
-    return method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
+from tests.rawrequests import BOUNDARY, form, get, post, put
 
 
 class RangeParsingTests(SynchronousTestCase):

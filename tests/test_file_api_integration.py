@@ -12,41 +12,25 @@ import json
 import time
 from pathlib import Path
 
-from treq.client import HTTPClient
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import UNKNOWN_LENGTH
 
 from tests.processes import (
+    MEMORY_BOUND,
+    GiB,
+    MiB,
     Program,
+    call,
+    client,
+    curl,
     eventually,
     mountTmpfs,
     partials,
     run,
     sha256File,
+    sharedFile,
     startService,
     startStack,
 )
-from tests.test_upload_path import MEMORY_BOUND, GiB, MiB, curl, sharedFile
-
-
-def client() -> HTTPClient:
-    """A client that keeps no connection open after a test."""
-    from twisted.internet import reactor
-
-    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
-
-
-async def call(method: str, url: str, body: bytes | None = None,
-               headers: dict[bytes | str, bytes | str] | None = None,
-               ) -> tuple[int, dict[str, str], bytes]:
-    """One request; its status, headers (with Content-Length) and body."""
-    response = await client().request(method, url, data=body, headers=headers or {})
-    content = await response.content()
-    flat = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
-    if method != "HEAD" and response.length is not UNKNOWN_LENGTH:
-        flat["content-length"] = str(response.length)
-    return response.code, flat, content
 
 
 class EndpointTests(TestCase):

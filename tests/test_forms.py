@@ -11,11 +11,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -30,9 +29,12 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.backend.tap import Options
 from streamrelay.store.disk import DiskStore
 from streamrelay.webapp import requestId
+from tests.backendcases import BackendTestCase
+from tests.fakes import HandRunner
 from tests.httpfakes import parseResponses
 from tests.processes import (
     Program,
+    call,
     eventually,
     partials,
     reactor,
@@ -41,9 +43,7 @@ from tests.processes import (
     startService,
     startStack,
 )
-from tests.test_backend_routes import BackendTestCase
-from tests.test_file_api import BOUNDARY, form, post
-from tests.test_file_api_integration import call
+from tests.rawrequests import BOUNDARY, form, post
 
 _GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -74,28 +74,6 @@ def openDescriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-class _Jobs:
-    """A store's runner whose jobs wait until the test runs them: the thread pool, by hand."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.waiting.append((f, args, d))
-        return d
-
-    def runAll(self) -> None:
-        """Run the jobs waiting now (not those they start)."""
-        waiting, self.waiting = self.waiting, []
-        for f, args, d in waiting:
-            maybeDeferred(f, *args).chainDeferred(d)
-
-    def runOne(self) -> None:
-        f, args, d = self.waiting.pop(0)
-        maybeDeferred(f, *args).chainDeferred(d)
-
-
 @implementer(IPushProducer)
 class _Body:
     """Stands in for a request body: only records whether it is paused."""
@@ -124,7 +102,7 @@ class FormStepsTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.root = Path(self.mktemp())
-        self.jobs = _Jobs()
+        self.jobs = HandRunner()
         self.store = DiskStore(self.root, run=self.jobs)
         self.body = _Body()
         self.form = FormUpload(self.store, BOUNDARY, None, _TooLarge)
@@ -140,15 +118,15 @@ class FormStepsTests(SynchronousTestCase):
         self.assertLessEqual(openDescriptors() - before, MAX_OPEN_FILES + 2)
         self.assertLessEqual(self.form.files, MAX_OPEN_FILES + 2)
         self.assertTrue(self.body.paused)
-        self.jobs.runOne()
+        self.jobs.step()
         self.assertGreater(self.form.files, MAX_OPEN_FILES)
-        while self.jobs.waiting:
+        while self.jobs.calls:
             self.jobs.runAll()
             self.assertLessEqual(openDescriptors() - before, MAX_OPEN_FILES + 2)
         self.assertEqual(self.form.files, 1000)
         self.assertFalse(self.body.paused)
         committing = Deferred.fromCoroutine(self.form.commit())
-        while self.jobs.waiting:
+        while self.jobs.calls:
             self.jobs.runAll()
         stored = self.successResultOf(committing)
         self.assertEqual([info.name for info in stored], [f"f{i}" for i in range(1000)])
@@ -161,7 +139,7 @@ class FormStepsTests(SynchronousTestCase):
         before = openDescriptors()
         self.form.write(emptyParts(40))
         self.form.abort()
-        while self.jobs.waiting:
+        while self.jobs.calls:
             self.jobs.runAll()
         self.assertEqual(os.listdir(self.root), [".partial"])
         self.assertEqual(os.listdir(self.root / ".partial"), [])

@@ -18,10 +18,9 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.httpfakes import Connection, Response, parseResponses
-from tests.processes import Program, eventually, reactor, startStack
-from tests.test_file_api_integration import call
-from tests.test_streaming import Upload, chunk, chunkedHead, put
+from tests.httpfakes import Connection, Response, Upload, parseResponses
+from tests.processes import Program, call, eventually, reactor, startStack
+from tests.rawrequests import chunk, chunkedHead, put
 
 #: The smuggled request of the tests: it must never run.
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -22,7 +22,7 @@ from streamrelay.names import BadName, validateName
 from streamrelay.store.disk import DiskStore
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection
-from tests.test_streaming import put
+from tests.rawrequests import put
 
 hostile = st.one_of(
     st.text(min_size=0, max_size=300),

@@ -22,25 +22,23 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone
 
 from tests.processes import (
+    MiB,
     Program,
+    call,
+    client,
+    curl,
     deferLater,
     eventually,
+    halfSender,
     partials,
     run,
     serviceArgv,
     sha256File,
+    sharedFile,
     spawn,
     startService,
     startStack,
 )
-from tests.test_file_api_integration import call
-from tests.test_upload_path import MiB, curl, sharedFile
-
-
-def halfSender(test: TestCase, port: int, name: str, source: Path):  # type: ignore[no-untyped-def]
-    return spawn(test, "halfsender", [
-        sys.executable, "-m", "tests.halfsender", str(port), f"/files/{name}", str(source),
-    ])
 
 
 class LimitTests(TestCase):
@@ -274,8 +272,6 @@ class CrashTests(TestCase):
 async def pausingDownload(url: str, pause: float) -> str:
     """GET C{url}, pausing the connection for C{pause} s after the first bytes; the SHA-256."""
     from twisted.internet import reactor
-
-    from tests.test_file_api_integration import client
 
     response = await client().request("GET", url, unbuffered=True)
     done: Deferred[None] = Deferred()

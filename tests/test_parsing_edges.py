@@ -18,9 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.digests import parseSHA256Digest, reprDigest
 from streamrelay.upload import cli
-from tests.test_backend_routes import BackendTestCase
-from tests.test_file_api import get
-from tests.test_streaming import put
+from tests.backendcases import BackendTestCase
+from tests.rawrequests import get, put
 
 SHA = hashlib.sha256(b"data").hexdigest()
 B64 = base64.b64encode(hashlib.sha256(b"data").digest()).decode("ascii")

@@ -22,17 +22,20 @@ from streamrelay.store.s3.client import ObjectHead
 from streamrelay.store.s3.store import S3Store
 from tests.processes import (
     BIN,
+    GiB,
+    MiB,
     Program,
+    call,
+    curl,
     deferLater,
     eventually,
     run,
     sha256File,
+    sharedFile,
     spawn,
     startService,
 )
 from tests.s3env import SERVER, allKeys, newBucket, pendingUploads, skipUnlessServer
-from tests.test_file_api_integration import call
-from tests.test_upload_path import GiB, MiB, curl, sharedFile
 
 #: Allowed growth of the backend's peak RSS over its idle RSS (issue 9).
 S3_MEMORY_BOUND = 64 * MiB

@@ -20,17 +20,19 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay import splicing
 from tests.processes import (
+    MiB,
+    call,
+    curl,
     eventually,
+    halfSender,
     mountTmpfs,
     partials,
     run,
     sha256File,
+    sharedFile,
     startService,
     startStack,
 )
-from tests.test_file_api_integration import call
-from tests.test_hardening import halfSender
-from tests.test_upload_path import MiB, curl, sharedFile
 
 if not splicing.available():
     skip = "this system cannot splice"

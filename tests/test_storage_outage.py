@@ -29,6 +29,7 @@ from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
 from tests.processes import (
     Program,
+    call,
     mountTmpfs,
     partials,
     run,
@@ -36,9 +37,7 @@ from tests.processes import (
     startService,
     startStack,
 )
-from tests.test_file_api_integration import call
-from tests.test_streaming import put
-from tests.test_tus import OCTETS, TUS, meta, patch, req
+from tests.rawrequests import OCTETS, TUS, meta, patch, put, req
 
 BOUNDARY = b"b0undary"
 

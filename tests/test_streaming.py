@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -26,84 +26,8 @@ from streamrelay.streaming import (
     StreamingRequest,
     sendEagerly,
 )
-from tests.httpfakes import Connection
-
-
-@implementer(IConsumer)
-class ListConsumer:
-    """Keeps what it is written; can pause its producer on each write."""
-
-    def __init__(self, pauseEach: bool = False, failAfter: int | None = None) -> None:
-        self.chunks: list[bytes] = []
-        self.producer: IPushProducer | None = None
-        self.pauseEach = pauseEach
-        self.failAfter = failAfter
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        assert IPushProducer.providedBy(producer)
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if self.failAfter is not None and len(self.chunks) > self.failAfter:
-            raise OSError("disk on fire")
-        if self.pauseEach and self.producer is not None:
-            self.producer.pauseProducing()
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-class Upload(Resource):
-    """
-    A PUT target: records its requests; C{consume} decides whether it reads
-    the body or answers at once with 413.
-    """
-
-    isLeaf = True
-
-    def __init__(self, consume: bool = True, consumer: ListConsumer | None = None) -> None:
-        super().__init__()
-        self.consume = consume
-        self.consumer = consumer or ListConsumer()
-        self.requests: list[StreamingRequest] = []
-        self.results: list[object] = []
-
-    def render_PUT(self, request: StreamingRequest) -> object:
-        self.requests.append(request)
-        if not self.consume or request.body is None:
-            request.setResponseCode(413 if request.body is not None else 200)
-            request.setHeader(b"content-length", b"2")
-            return b"no"
-        body = request.body
-        if self.consumer.producer is None:
-            self.consumer.registerProducer(body, True)
-        d = body.startProducing(self.consumer)
-
-        def done(result: object) -> None:
-            self.results.append(result)
-            if isinstance(result, Failure):
-                if result.check(BodyTimeout):
-                    request.setResponseCode(408)
-                    request.setHeader(b"content-length", b"0")
-                    request.finish()
-                return
-            answer = b"%d" % (len(self.consumer.data),)
-            request.setHeader(b"content-length", b"%d" % (len(answer),))
-            request.write(answer)
-            request.finish()
-
-        d.addBoth(done)
-        return NOT_DONE_YET
-
-    def render_GET(self, request: StreamingRequest) -> bytes:
-        self.requests.append(request)
-        request.setHeader(b"content-length", b"2")
-        return b"ok"
+from tests.httpfakes import Connection, ListConsumer, Upload
+from tests.rawrequests import chunk, chunkedHead, put
 
 
 class Hold(Resource):
@@ -118,22 +42,6 @@ class Hold(Resource):
     def render_PUT(self, request: StreamingRequest) -> object:
         self.requests.append(request)
         return NOT_DONE_YET
-
-
-def put(path: bytes, body: bytes, *headers: bytes) -> bytes:
-    extra = b"".join(h + b"\r\n" for h in headers)
-    return (
-        b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (len(body),)
-        + extra + b"\r\n" + body
-    )
-
-
-def chunkedHead(path: bytes) -> bytes:
-    return b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n" % (len(data),) + data + b"\r\n"
 
 
 class DispatchTests(SynchronousTestCase):

@@ -15,8 +15,8 @@ from streamrelay.errors import patchTimeout
 from streamrelay.proxy.upstream import UpstreamURL, fitsBackend
 from streamrelay.streaming import BodyTimeout, StreamingChannel
 from streamrelay.targets import BadTarget, Target, parseTarget
-from tests.httpfakes import Connection
-from tests.test_streaming import Upload, chunk, chunkedHead, put
+from tests.httpfakes import Connection, Upload
+from tests.rawrequests import chunk, chunkedHead, put
 
 
 class ParseTargetTests(SynchronousTestCase):

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import TestCase
 
-from tests.processes import run, startService
-from tests.test_upload_path import curl
+from tests.processes import curl, run, startService
 
 
 def makeCertificate(folder: Path) -> tuple[Path, Path]:

@@ -10,96 +10,18 @@ import errno
 import hashlib
 import json
 import os
-from pathlib import Path
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.routes import BackendRoutes
-from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.disk import SHA256_XATTR
 from streamrelay.tus import protocol
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
 from streamrelay.tus.protocol import TusService, TusUploads, parseMetadata
-from streamrelay.webapp import appResource
-from tests.httpfakes import Connection, Response
-from tests.test_backend_routes import answerToFailedWrite, failWritesAfterFirst
-
-TUS = b"Tus-Resumable: 1.0.0"
-OCTETS = b"Content-Type: application/offset+octet-stream"
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def meta(name: str, **more: str) -> bytes:
-    pairs = [f"filename {b64(name)}"] + [f"{k} {b64(v)}" for k, v in more.items()]
-    return b"Upload-Metadata: " + ",".join(pairs).encode("ascii")
-
-
-def req(method: bytes, path: bytes, *headers: bytes, body: bytes | None = None) -> bytes:
-    lines = [method + b" " + path + b" HTTP/1.1", b"Host: x", *headers]
-    if body is not None:
-        lines.append(b"Content-Length: %d" % (len(body),))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
-
-
-def patch(path: bytes, offset: int, body: bytes, *headers: bytes) -> bytes:
-    return req(b"PATCH", path, TUS, OCTETS, b"Upload-Offset: %d" % (offset,), *headers,
-               body=body)
-
-
-class TusTestCase(SynchronousTestCase):
-    maxSize: int | None = None
-    rename = True
-
-    def setUp(self) -> None:
-        self.root = Path(self.mktemp())
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
-        self.store = DiskStore(self.root)
-        self.resumable = DiskResumableStore(self.root / ".tus", rename=self.rename)
-        self.tus = TusUploads(self.resumable, self.store, self.clock, maxSize=self.maxSize,
-                              expiry=3600)
-        self.routes = BackendRoutes(self.store, maxSize=self.maxSize, tus=self.tus)
-
-    def connect(self) -> Connection:
-        return Connection(appResource(self.routes.app), clock=self.clock)
-
-    def request(self, data: bytes) -> Response:
-        conn = self.connect()
-        conn.send(data)
-        conn.turn()
-        responses = [r for r in conn.responses() if r.status >= 200]
-        self.assertEqual(len(responses), 1, conn.output())
-        return responses[0]
-
-    def create(self, name: str = "f.bin", length: int | None = 10, *headers: bytes,
-               body: bytes | None = None) -> bytes:
-        size = (b"Upload-Length: %d" % (length,)) if length is not None else (
-            b"Upload-Defer-Length: 1")
-        extra = (OCTETS,) if body is not None else ()
-        response = self.request(
-            req(b"POST", b"/uploads", TUS, size, meta(name), *extra, *headers, body=body)
-        )
-        self.assertEqual(response.status, 201, response.body)
-        location = response.headers[b"location"]
-        self.assertRegex(location.decode(), r"^/uploads/[0-9a-f]{32}$")
-        return location
-
-    def head(self, location: bytes) -> Response:
-        return self.request(req(b"HEAD", location, TUS))
-
-    def assertError(self, response: Response, status: int, code: str | None = None) -> None:
-        self.assertEqual(response.status, status, response.body)
-        if code is not None and response.body:
-            self.assertEqual(json.loads(response.body)["error"], code)
-
-    def files(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+from tests.backendcases import TusTestCase, answerToFailedWrite, failWritesAfterFirst
+from tests.rawrequests import OCTETS, TUS, meta, patch, req
 
 
 class OptionsTests(TusTestCase):

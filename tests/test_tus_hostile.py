@@ -19,9 +19,10 @@ from streamrelay.tus import protocol
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.tus.s3 import S3ResumableStore
 from streamrelay.webapp import appResource
+from tests.backendcases import TusTestCase
 from tests.httpfakes import Connection
-from tests.test_s3_units import FakeS3
-from tests.test_tus import OCTETS, TUS, TusTestCase, meta, patch, req
+from tests.rawrequests import OCTETS, TUS, meta, patch, req
+from tests.s3fakes import FakeS3
 
 CONCATS = (b"partial", b"final;/uploads/a /uploads/b", b"final; /uploads/a", b"", b"junk")
 

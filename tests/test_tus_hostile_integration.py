@@ -15,9 +15,8 @@ from pathlib import Path
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.processes import Program, run, sha256File, startStack
-from tests.test_tus_integration import CLIENTS, tusJSClient
-from tests.test_upload_path import MiB, curl, sharedFile
+from tests.processes import MiB, Program, curl, run, sha256File, sharedFile, startStack
+from tests.tusenv import CLIENTS, tusJSClient
 
 
 def exchange(port: int, data: bytes) -> bytes:

@@ -20,7 +20,7 @@ from streamrelay.store.s3.messages import S3Error
 from streamrelay.store.s3.store import S3Store
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
 from streamrelay.tus.s3 import S3ResumableStore
-from tests.test_s3_units import FakeBody, FakeS3
+from tests.s3fakes import FakeBody, FakeS3
 
 MiB = 1 << 20
 ID = "0123456789abcdef0123456789abcdef"

@@ -5,12 +5,9 @@ uploader or curl → proxy → backend → storage folder.
 
 from __future__ import annotations
 
-import atexit
 import json
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,44 +15,26 @@ from twisted.trial.unittest import TestCase
 
 from tests.processes import (
     BIN,
+    MEMORY_BOUND,
+    GiB,
+    MiB,
+    curl,
     deferLater,
     eventually,
-    makeRandomFile,
     partials,
     run,
     sha256File,
+    sharedFile,
     spawn,
     startService,
     startStack,
 )
-
-GiB = 1 << 30
-MiB = 1 << 20
-#: Allowed growth of a service's peak RSS over its idle RSS during a transfer.
-MEMORY_BOUND = 32 * MiB
-
-_shared: dict[str, tuple[Path, str]] = {}
 
 
 def minorFaults(pid: int) -> int:
     """The minor page faults of process C{pid} so far (C{/proc/PID/stat})."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[7])
-
-
-def sharedFile(size: int) -> tuple[Path, str]:
-    """A random file of C{size} bytes made once per test run, and its SHA-256."""
-    key = str(size)
-    if key not in _shared:
-        folder = Path(tempfile.mkdtemp(prefix="streamrelay-test-"))
-        atexit.register(shutil.rmtree, folder, True)
-        path = folder / f"random-{size}"
-        _shared[key] = (path, makeRandomFile(path, size, seed=size))
-    return _shared[key]
-
-
-def curl(*args: str) -> list[str]:
-    return ["/usr/bin/curl", "--silent", "--show-error", *args]
 
 
 class UploadPathTests(TestCase):

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.errors import StorageUnavailable
@@ -22,6 +22,7 @@ from streamrelay.store.writer import (
     _writeEach,
     storageError,
 )
+from tests.fakes import HandRunner, Producer
 
 
 class StorageErrorTests(SynchronousTestCase):
@@ -51,36 +52,6 @@ class StorageErrorTests(SynchronousTestCase):
         self.assertIs(storageError(own), own)
         other = ValueError("x")
         self.assertIs(storageError(other), other)
-
-
-class HandRunner:
-    """Runs each call only when the test says so."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.calls.append((f, args, d))
-        return d
-
-    def step(self) -> None:
-        f, args, d = self.calls.pop(0)
-        maybeDeferred(f, *args).chainDeferred(d)
-
-
-class Producer:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.events.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.events.append("resume")
-
-    def stopProducing(self) -> None:
-        self.events.append("stop")
 
 
 class QueuedWriterTests(SynchronousTestCase):
