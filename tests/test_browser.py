@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.processes import MiB, eventually, partials, sha256File, sharedFile, startStack
+from tests.processes import MiB, call, eventually, partials, sha256File, sharedFile, startStack
 from tests.tusenv import Cutter, patches
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -241,3 +241,68 @@ class BrowserTokenTests(TestCase):
         self.assertTrue(seen["authHidden"])
         self.assertTrue(seen["stored"])
         self.assertEqual(sha256File(folder / "uploads" / small.name), sha)
+
+
+def loadScenario(url: str) -> dict[str, Any]:
+    """Runs in a thread: open the page and wait for it to settle."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {"console": [], "failed": [], "icons": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: seen["console"].append(m.text)
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: seen["console"].append(str(e)))
+
+            def answered(response: Any) -> None:
+                if response.status >= 400:
+                    seen["failed"].append((response.status, response.url))
+                if "favicon" in response.url:
+                    seen["icons"].append((response.status, response.url))
+
+            page.on("response", answered)
+            page.goto(url)
+            page.wait_for_selector("#empty:not([hidden])")
+            # Chromium asks for the page's icon once the page has loaded.
+            page.wait_for_function("document.readyState === 'complete'")
+            page.wait_for_load_state("networkidle")
+        finally:
+            browser.close()
+    return seen
+
+
+class PageTests(TestCase):
+    timeout = 120
+
+    setUp = BrowserTests.setUp
+
+    async def test_loadsCleanly(self) -> None:
+        """
+        The page loads with no console error and no failed request: before
+        it had an icon, Chromium logged the 404 of C{/favicon.ico}.
+        """
+        _, proxy = await startStack(self, Path(self.mktemp()) / "uploads")
+        seen = await deferToThread(loadScenario, proxy.url + "/")
+        self.assertEqual(seen["console"], [])
+        self.assertEqual(seen["failed"], [])
+        self.assertEqual([status for status, _ in seen["icons"]], [200])
+
+
+class IconTests(TestCase):
+    timeout = 60
+
+    async def test_icon(self) -> None:
+        """
+        The icon is served at C{/static/favicon.svg}, which the page names,
+        and at C{/favicon.ico}, which browsers ask for on their own.
+        """
+        _, proxy = await startStack(self, Path(self.mktemp()) / "uploads")
+        page = (await call("GET", proxy.url + "/"))[2]
+        self.assertIn(b'<link rel="icon" href="/static/favicon.svg"', page)
+        for path in ["/static/favicon.svg", "/favicon.ico"]:
+            code, headers, body = await call("GET", proxy.url + path)
+            self.assertEqual(code, 200, path)
+            self.assertEqual(headers["content-type"], "image/svg+xml")
+            self.assertTrue(body.startswith(b"<svg "), body[:40])

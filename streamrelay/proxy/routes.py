@@ -141,6 +141,12 @@ class ProxyRoutes:
     def page(self, request: IRequest) -> bytes:
         return self._asset(request, "index.html")
 
+    @app.route("/favicon.ico", methods=["GET", "HEAD"])
+    def favicon(self, request: IRequest) -> bytes:
+        # Browsers ask for it on their own, also on pages the proxy answers
+        # with JSON; the page itself names the same icon.
+        return self._asset(request, "favicon.svg")
+
     @app.route("/static/<name>", methods=["GET", "HEAD"])
     def static(self, request: IRequest, name: str) -> bytes:
         return self._asset(request, name)

@@ -12,6 +12,7 @@ ASSETS = {
     "app.js": b"text/javascript; charset=utf-8",
     "app.css": b"text/css; charset=utf-8",
     "tus.min.js": b"text/javascript; charset=utf-8",
+    "favicon.svg": b"image/svg+xml",
 }
 
 
