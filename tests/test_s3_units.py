@@ -27,8 +27,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.tap import Options as BackendOptions
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore, StorageFull
+from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.store.s3.client import (
     EMPTY_SHA256,
     ChunksProducer,

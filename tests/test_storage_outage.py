@@ -21,8 +21,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay.backend.routes import BackendRoutes
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store.disk import LOCK_FILE, DiskStore
+from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import appResource

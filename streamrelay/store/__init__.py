@@ -8,6 +8,9 @@ from streamrelay.store.interfaces import (
     IUpload,
     IUploadStore,
     StorageFull,
+    StorageUnavailable,
 )
 
-__all__ = ["FileInfo", "IStoredFile", "IUpload", "IUploadStore", "StorageFull"]
+__all__ = [
+    "FileInfo", "IStoredFile", "IUpload", "IUploadStore", "StorageFull", "StorageUnavailable",
+]

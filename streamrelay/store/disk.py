@@ -42,6 +42,7 @@ from streamrelay.store.interfaces import (
     IExclusiveUpload,
     IRevocableUpload,
     ISealableUpload,
+    ISpliceTarget,
     IStoredFile,
     IUploadStore,
     NameTaken,
@@ -75,7 +76,7 @@ WRITE_BUDGET = 24 << 20
 DIRECT_WRITE_BUDGET = 12 << 20
 
 
-@implementer(IExclusiveUpload, IRevocableUpload, ISealableUpload)
+@implementer(IExclusiveUpload, IRevocableUpload, ISealableUpload, ISpliceTarget)
 class DiskUpload:
     """
     One file being written into a L{DiskStore}: written by threads through
@@ -132,7 +133,7 @@ class DiskUpload:
         if self._throttle is not None and self._writer.producer is not None:
             self._throttle.wrote(count, self._writer.producer)
 
-    # The file itself, for a body spliced into it (see streaming.RequestBody)
+    # ISpliceTarget: the file itself, for a body spliced into it
 
     def fileTarget(self) -> FileTarget | None:
         """

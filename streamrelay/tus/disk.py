@@ -29,10 +29,10 @@ from twisted.internet.interfaces import IProducer, IPushProducer
 from zope.interface import implementer
 
 from streamrelay.digests import hashFilePrefix
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
 from streamrelay.store.disk import SHA256_XATTR, DiskStore, fsyncFolder, placeFile
 from streamrelay.store.folders import StorageRoot
+from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
     IPartialWriter,

@@ -27,7 +27,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
@@ -35,25 +35,23 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from streamrelay.backend.answers import fileJSON, location, rfc3339
 from streamrelay.errors import (
     ApiError,
-    StorageUnavailable,
     storageUnavailable,
     tooLarge,
     writeJSON,
 )
 from streamrelay.names import BadName, validateName
-from streamrelay.store import IUploadStore, StorageFull
-from streamrelay.store.interfaces import NotAFile, rfc3339
+from streamrelay.receiving import TooLarge, shielded
+from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
+from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
 from streamrelay.webapp import requestId
-
-T = TypeVar("T")
 
 TUS_VERSION = b"1.0.0"
 EXTENSIONS = (
@@ -74,10 +72,6 @@ CHECKPOINT_EVERY = 64 << 20
 
 #: Errors that mean the request's body stopped arriving.
 _CUT = (BodyIncomplete, BodyTimeout, ConnectionLost, ConnectionDone, CancelledError)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _TakenOver(Exception):
@@ -165,27 +159,6 @@ def httpDate(timestamp: float) -> bytes:
     return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
 
 
-def shielded(d: Deferred[T]) -> Deferred[T]:
-    """
-    A Deferred with C{d}'s result whose cancellation leaves C{d} running:
-    what a request started must finish (flush, record the offset) even when
-    its client has gone.
-    """
-    out: Deferred[T] = Deferred()
-
-    def relay(result: object) -> None:
-        if out.called:
-            return None  # cancelled: the result has nobody to go to
-        if isinstance(result, Failure):
-            out.errback(result)
-        else:
-            out.callback(result)  # type: ignore[arg-type]
-        return None
-
-    d.addBoth(relay)
-    return out
-
-
 class _Holder:
     """The one request writing to an upload, and who waits for it."""
 
@@ -248,7 +221,7 @@ class _ChunkSink:
 
     def write(self, data: bytes) -> None:
         if self._room is not None and self.size + len(data) > self._room:
-            raise _TooLarge()
+            raise TooLarge()
         self._writer.write(data)
         self.size += len(data)
         self.running.update(data)
@@ -572,7 +545,7 @@ class TusUploads:
             return upload
         if isinstance(error, _TakenOver):
             raise _stopping() if self._stopping else locked()
-        if isinstance(error, _TooLarge):
+        if isinstance(error, TooLarge):
             raise ApiError(413, "too_large", "The body is larger than the room left in the upload.")
         if isinstance(error, BodyTimeout):
             raise ApiError(408, "timeout", f"The body stalled: {error}; its bytes were kept.")
@@ -623,7 +596,7 @@ class TusUploads:
                     409, "conflict",
                     f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
                 ) from None
-        upload.stored = {**stored.asJSON(), "replaced": replaced}
+        upload.stored = {**fileJSON(stored), "replaced": replaced}
         await self.resumable.save(upload)
         self._hashes.pop(upload.id, None)
         self._log.info(
@@ -725,7 +698,7 @@ class TusUploads:
         if upload.stored is None:
             request.setHeader(b"upload-expires", httpDate(upload.expires))
         else:
-            request.setHeader(b"content-location", b"/files/" + _quote(upload.name))
+            request.setHeader(b"content-location", location(upload.name))
 
 
 class TusService(Service):
@@ -781,12 +754,6 @@ def _checksum(request: IRequest) -> tuple[str, bytes] | None:
     return None if value is None else parseChecksum(value)
 
 
-def _quote(name: str) -> bytes:
-    from urllib.parse import quote
-
-    return quote(name, safe="").encode("ascii")
-
-
 def _outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
@@ -796,6 +763,6 @@ def _outcome(error: BaseException | None) -> str:
         return "cut"
     if isinstance(error, ApiError):
         return error.code
-    if isinstance(error, _TooLarge):
+    if isinstance(error, TooLarge):
         return "too_large"
     return type(error).__name__

@@ -26,8 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from streamrelay.errors import StorageUnavailable
-from streamrelay.store.interfaces import FileInfo, IUpload, StorageFull
+from streamrelay.store.interfaces import FileInfo, IUpload, StorageFull, StorageUnavailable
 from streamrelay.store.s3.client import SHA256_META
 from streamrelay.store.s3.messages import S3Error
 
