@@ -17,9 +17,9 @@ _log = Logger()
 
 
 class TooLarge(Exception):
-    """A body went past the limit of C{limit} bytes (raised by a HashingConsumer)."""
+    """A body went past the limit of C{limit} bytes."""
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int) -> None:
         super().__init__(limit)
         self.limit = limit
 

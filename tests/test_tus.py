@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.routes import BackendRoutes
-from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.disk import DiskStore
+from streamrelay.store.placing import SHA256_XATTR
 from streamrelay.tus import protocol
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore

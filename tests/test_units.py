@@ -25,8 +25,9 @@ from streamrelay.options import parseSize
 from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
 from streamrelay.proxy.tap import Options as ProxyOptions
 from streamrelay.store import FileInfo, IUpload, IUploadStore
-from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.placing import SHA256_XATTR
 from streamrelay.upload.sender import answerFailed
 
 

@@ -30,9 +30,10 @@ from zope.interface import implementer
 
 from streamrelay.digests import hashFilePrefix
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
-from streamrelay.store.disk import SHA256_XATTR, DiskStore, fsyncFolder, placeFile
+from streamrelay.store.disk import DiskStore
 from streamrelay.store.folders import StorageRoot
 from streamrelay.store.interfaces import StorageUnavailable
+from streamrelay.store.placing import fsyncFolder, publishByRename
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
     IPartialWriter,
@@ -145,30 +146,6 @@ def _removeFiles(folder: Path, uploadId: str) -> None:
     for suffix in (".part", ".json", ".json.tmp"):
         (folder / f"{uploadId}{suffix}").unlink(missing_ok=True)
     fsyncFolder(folder)
-
-
-def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]:
-    """
-    (In a thread.) What the disk store does for a plain upload: the digest
-    goes with the file, which is put in place under its name as the store
-    does it (so whether it replaced a file is known, not guessed, and a
-    folder at the name is L{NotAFile}); both folders are synced so the move
-    survives a crash.
-    """
-    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            os.setxattr(fd, SHA256_XATTR, sha256.encode("ascii"))
-        except OSError:
-            pass  # no extended attributes here: the store hashes when asked
-        os.fsync(fd)
-        modified = os.fstat(fd).st_mtime
-    finally:
-        os.close(fd)
-    replaced, _ = placeFile(part, target)
-    fsyncFolder(target.parent)
-    fsyncFolder(part.parent)
-    return modified, replaced
 
 
 @implementer(IPushProducer)
@@ -353,7 +330,7 @@ class DiskResumableStore:
             store.ready()
             try:
                 modified, replaced = await self.run(
-                    _publishByRename, part, store.root / upload.name, sha256
+                    publishByRename, part, store.root / upload.name, sha256
                 )
             except BaseException as e:
                 raise store.failure(e) from e

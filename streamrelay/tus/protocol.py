@@ -221,7 +221,7 @@ class _ChunkSink:
 
     def write(self, data: bytes) -> None:
         if self._room is not None and self.size + len(data) > self._room:
-            raise TooLarge()
+            raise TooLarge(self._room)
         self._writer.write(data)
         self.size += len(data)
         self.running.update(data)
