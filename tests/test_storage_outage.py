@@ -60,7 +60,7 @@ class OutageTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.store = DiskStore(self.root, clock=self.clock)
-        self.resumable = DiskResumableStore(self.root / ".tus")
+        self.resumable = DiskResumableStore(self.root / ".tus", self.store)
         self.tus = TusUploads(self.resumable, self.store, self.clock, expiry=3600)
         self.routes = BackendRoutes(self.store, tus=self.tus)
 

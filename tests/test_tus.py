@@ -62,7 +62,7 @@ class TusTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.store = DiskStore(self.root)
-        self.resumable = DiskResumableStore(self.root / ".tus", rename=self.rename)
+        self.resumable = DiskResumableStore(self.root / ".tus", self.store, rename=self.rename)
         self.tus = TusUploads(self.resumable, self.store, self.clock, maxSize=self.maxSize,
                               expiry=3600)
         self.routes = BackendRoutes(self.store, maxSize=self.maxSize, tus=self.tus)
@@ -468,7 +468,8 @@ class InterruptionTests(TusTestCase):
         """A new backend over the same folder resumes where the old one was."""
         location = self.create("r", 6)
         self.request(patch(location, 0, b"abc"))
-        self.tus = TusUploads(DiskResumableStore(self.root / ".tus"), self.store, self.clock)
+        resumable = DiskResumableStore(self.root / ".tus", self.store)
+        self.tus = TusUploads(resumable, self.store, self.clock)
         self.routes = BackendRoutes(self.store, tus=self.tus)
         self.assertEqual(self.head(location).headers[b"upload-offset"], b"3")
         self.assertEqual(self.request(patch(location, 3, b"def")).status, 204)
@@ -482,7 +483,8 @@ class InterruptionTests(TusTestCase):
         uploadId = location.decode().rsplit("/", 1)[1]
         with open(self.root / ".tus" / f"{uploadId}.part", "ab") as f:
             f.write(b"garbage")
-        self.tus = TusUploads(DiskResumableStore(self.root / ".tus"), self.store, self.clock)
+        resumable = DiskResumableStore(self.root / ".tus", self.store)
+        self.tus = TusUploads(resumable, self.store, self.clock)
         self.routes = BackendRoutes(self.store, tus=self.tus)
         self.assertEqual(self.head(location).headers[b"upload-offset"], b"3")
         self.assertEqual(self.request(patch(location, 3, b"def")).status, 204)

@@ -182,17 +182,20 @@ class _Gate:
 @implementer(IResumableStore)
 class DiskResumableStore:
     """
-    Resumable uploads in C{folder}.
+    Resumable uploads in C{folder}, published into C{store}.
 
     @param run: runs file writes, fsyncs and renames (the backend passes a
         thread pool).
     @param rename: publish into a L{DiskStore} on the same file system by
-        renaming the partial file; otherwise the bytes are copied through
-        the store's C{begin}/C{commit}.
+        renaming the partial file; otherwise (or into any other store) the
+        bytes are copied through the store's C{begin}/C{commit}.
     """
 
-    def __init__(self, folder: Path, run: Runner = inline, rename: bool = True) -> None:
+    def __init__(
+        self, folder: Path, store: IUploadStore, run: Runner = inline, rename: bool = True
+    ) -> None:
         self.folder = folder
+        self.store = store
         self.run = run
         self.rename = rename
         folder.mkdir(parents=True, exist_ok=True)
@@ -311,7 +314,8 @@ class DiskResumableStore:
     def hashPrefix(self, upload: ResumableUpload) -> Deferred[hashlib._Hash]:
         return Deferred.fromCoroutine(self._hashPrefix(upload))
 
-    def _canRename(self, store: IUploadStore) -> bool:
+    def _canRename(self) -> bool:
+        store = self.store
         if not self.rename or not isinstance(store, DiskStore):
             return False
         try:
@@ -319,13 +323,12 @@ class DiskResumableStore:
         except OSError:
             return False
 
-    async def _publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> tuple[FileInfo, bool]:
+    async def _publish(self, upload: ResumableUpload, sha256: str) -> tuple[FileInfo, bool]:
         assert upload.complete
         self._ready()
         part = self._part(upload.id)
-        if self._canRename(store):
+        store = self.store
+        if self._canRename():
             assert isinstance(store, DiskStore)
             store.ready()
             try:
@@ -377,10 +380,8 @@ class DiskResumableStore:
         finally:
             os.close(fd)
 
-    def publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> Deferred[tuple[FileInfo, bool]]:
-        return Deferred.fromCoroutine(self._publish(upload, store, sha256))
+    def publish(self, upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        return Deferred.fromCoroutine(self._publish(upload, sha256))
 
     async def _remove(self, uploadId: str) -> None:
         if not ID_PATTERN.fullmatch(uploadId):

@@ -97,7 +97,14 @@ class IPartialWriter(IConsumer):
 
 
 class IResumableStore(Interface):
-    """Resumable uploads: their state and their partial bytes."""
+    """
+    Resumable uploads: their state and their partial bytes, and the store
+    they are published into once complete.
+    """
+
+    store: IUploadStore = Attribute(
+        "The store complete uploads become files of (see L{publish})."
+    )
 
     def create(upload: ResumableUpload) -> Deferred[None]:
         """Keep a new upload with no bytes yet."""
@@ -120,11 +127,9 @@ class IResumableStore(Interface):
     def hashPrefix(upload: ResumableUpload) -> Deferred[hashlib._Hash]:
         """The SHA-256 state of the upload's first C{offset} bytes."""
 
-    def publish(
-        upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> Deferred[tuple[FileInfo, bool]]:
+    def publish(upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
         """
-        Make the complete bytes the file C{upload.name} of C{store},
+        Make the complete bytes the file C{upload.name} of L{store},
         atomically, with SHA-256 C{sha256}; whether it replaced one.  The
         partial bytes are gone afterwards.
         """

@@ -250,6 +250,8 @@ class TusUploads:
         maxSize: int | None = None,
         expiry: float = DEFAULT_EXPIRY,
     ) -> None:
+        if resumable.store is not store:
+            raise ValueError("the resumable store publishes into another store")
         self.resumable = resumable
         self.store = store
         self.clock = clock
@@ -587,7 +589,7 @@ class TusUploads:
             stored, replaced = info, True
         else:
             try:
-                stored, replaced = await self.resumable.publish(upload, self.store, sha256)
+                stored, replaced = await self.resumable.publish(upload, sha256)
             except StorageFull as e:
                 raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
             except NotAFile as e:

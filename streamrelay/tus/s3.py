@@ -54,7 +54,7 @@ from twisted.internet.defer import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from streamrelay.store import FileInfo, IUploadStore
+from streamrelay.store import FileInfo
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.messages import S3Error
 from streamrelay.store.s3.store import (
@@ -281,12 +281,8 @@ class S3ResumableStore:
     def hashPrefix(self, upload: ResumableUpload) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._hashPrefix(upload))
 
-    async def _publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> tuple[FileInfo, bool]:
+    async def _publish(self, upload: ResumableUpload, sha256: str) -> tuple[FileInfo, bool]:
         assert upload.complete
-        if store is not self.store:
-            raise TypeError("uploads kept in S3 are published into the same S3 store")
         layout = self.layout(upload)
         key = self.store.key(upload.name)
         try:
@@ -324,10 +320,8 @@ class S3ResumableStore:
         )
         return self.store.remember(upload.name, head), before is not None
 
-    def publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> Deferred[tuple[FileInfo, bool]]:
-        return Deferred.fromCoroutine(self._publish(upload, store, sha256))
+    def publish(self, upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        return Deferred.fromCoroutine(self._publish(upload, sha256))
 
     async def _removeSegments(self, uploadId: str) -> None:
         """Remove every object of the upload but its record."""
