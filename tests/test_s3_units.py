@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from streamrelay.store.s3.client import (
     syncSHA256,
 )
 from streamrelay.store.s3.config import checkS3Options, parseS3URL
+from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ListedObject,
     MalformedAnswer,
@@ -55,8 +57,9 @@ from streamrelay.store.s3.messages import (
     parseUploadPage,
     raiseIfError,
 )
-from streamrelay.store.s3.store import PROBE_EVERY, ObjectChanged, S3File, S3Store
-from streamrelay.store.s3.upload import UploadFailed, partTarget
+from streamrelay.store.s3.publishing import UploadFailed, partTarget
+from streamrelay.store.s3.reading import ObjectChanged, S3File
+from streamrelay.store.s3.store import PROBE_EVERY, S3Store
 
 MiB = 1 << 20
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
@@ -435,6 +438,7 @@ class Call:
     cancelled: bool = False
 
 
+@implementer(IS3Client)
 class FakeS3:
     """Stands in for L{S3Client}: each operation waits for the test's answer."""
 
@@ -454,12 +458,65 @@ class FakeS3:
         self.calls.append(call)
         return call.result
 
-    def __getattr__(self, name: str) -> Any:
-        if name in {"createUpload", "uploadPart", "complete", "abortUpload", "head", "put",
-                    "copy", "delete", "listObjects", "listUploads", "lastPartTime",
-                    "bucketReachable", "get", "copyPart", "read"}:
-            return lambda *args, **kwargs: self._call(name, *args, *kwargs.values())
-        raise AttributeError(name)
+    # IS3Client: each operation is recorded with its arguments, in order.
+
+    def bucketReachable(self) -> Deferred[None]:
+        return self._call("bucketReachable")
+
+    def head(self, key: str) -> Deferred[ObjectHead | None]:
+        return self._call("head", key)
+
+    def read(self, key: str) -> Deferred[bytes | None]:
+        return self._call("read", key)
+
+    def get(self, key: str, start: int, end: int, etag: str | None) -> Deferred[Any]:
+        return self._call("get", key, start, end, etag)
+
+    def put(self, key: str, chunks: Sequence[bytes], sha256: str) -> Deferred[str]:
+        return self._call("put", key, chunks, sha256)
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self._call("delete", key)
+
+    def copy(
+        self, source: str, target: str, sourceETag: str, metadata: dict[str, str]
+    ) -> Deferred[str]:
+        return self._call("copy", source, target, sourceETag, metadata)
+
+    def listObjects(
+        self, prefix: str, startAfter: str | None = None, continuation: str | None = None,
+        maxKeys: int = 1000,
+    ) -> Deferred[ObjectPage]:
+        return self._call("listObjects", prefix, startAfter, continuation, maxKeys)
+
+    def createUpload(self, key: str, metadata: dict[str, str] | None = None) -> Deferred[str]:
+        return self._call("createUpload", key, *([] if metadata is None else [metadata]))
+
+    def uploadPart(
+        self, key: str, uploadId: str, number: int, chunks: Sequence[bytes],
+        sha256: str | None = None,
+    ) -> Deferred[str]:
+        return self._call("uploadPart", key, uploadId, number, chunks, sha256)
+
+    def copyPart(
+        self, source: str, sourceETag: str, key: str, uploadId: str, number: int,
+        start: int, end: int,
+    ) -> Deferred[str]:
+        return self._call("copyPart", source, sourceETag, key, uploadId, number, start, end)
+
+    def complete(self, key: str, uploadId: str, parts: list[tuple[int, str]]) -> Deferred[None]:
+        return self._call("complete", key, uploadId, parts)
+
+    def abortUpload(self, key: str, uploadId: str) -> Deferred[None]:
+        return self._call("abortUpload", key, uploadId)
+
+    def listUploads(
+        self, prefix: str, keyMarker: str | None = None, uploadIdMarker: str | None = None
+    ) -> Deferred[UploadPage]:
+        return self._call("listUploads", prefix, keyMarker, uploadIdMarker)
+
+    def lastPartTime(self, key: str, uploadId: str) -> Deferred[float | None]:
+        return self._call("lastPartTime", key, uploadId)
 
     def pending(self) -> list[str]:
         return [c.name for c in self.calls if not c.result.called]
@@ -477,6 +534,20 @@ class FakeS3:
         else:
             call.result.callback(result)
         return call
+
+
+class ClientInterfaceTests(SynchronousTestCase):
+    """The real client and the fake both provide what the stores rely on."""
+
+    def test_client(self) -> None:
+        client = S3Client(
+            FakeHTTP(), Clock(), "http://127.0.0.1:1", "b",  # type: ignore[arg-type]
+            Signer(Credentials("k", "s"), "us-east-1"),
+        )
+        self.assertTrue(verifyObject(IS3Client, client))
+
+    def test_fake(self) -> None:
+        self.assertTrue(verifyObject(IS3Client, FakeS3()))
 
 
 @implementer(IPushProducer)
@@ -787,7 +858,7 @@ class StoreTests(SynchronousTestCase):
         Names come in order, past C{after}, over pages; keys no file can
         have are skipped; digests known by (key, ETag) need no HEAD.
         """
-        self.store._remember("p/a", "e-a", sha(b"a"))
+        self.store.digests.remember("p/a", "e-a", sha(b"a"))
         d = self.store.list("0", 2)
         call = self.s3.take("listObjects")
         self.assertEqual(call.args, ("p/", "p/0", None, 3))

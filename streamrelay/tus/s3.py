@@ -47,7 +47,6 @@ from twisted.internet.defer import (
     Deferred,
     DeferredSemaphore,
     FirstError,
-    ensureDeferred,
     gatherResults,
     succeed,
 )
@@ -56,23 +55,19 @@ from zope.interface import implementer
 
 from streamrelay.store import FileInfo
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
+from streamrelay.store.s3.interfaces import started
 from streamrelay.store.s3.messages import S3Error
-from streamrelay.store.s3.store import (
-    OWN_FOLDER,
-    CopySource,
-    HashSink,
-    ObjectChanged,
-    S3File,
-    S3Store,
-)
-from streamrelay.store.s3.upload import (
+from streamrelay.store.s3.publishing import (
     MAX_COPY_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
+    CopySource,
     ProducerHolder,
     partTarget,
     storeError,
 )
+from streamrelay.store.s3.reading import HashSink, ObjectChanged, S3File
+from streamrelay.store.s3.store import OWN_FOLDER, S3Store
 from streamrelay.tus.disk import ID_PATTERN
 from streamrelay.tus.interfaces import (
     IPartialWriter,
@@ -130,6 +125,7 @@ class S3ResumableStore:
     def __init__(self, store: S3Store, staleAfter: float | None = None) -> None:
         self.store = store
         self.client = store.client
+        self.publisher = store.publisher
         self.folder = store.prefix + TUS_FOLDER
         self.staleAfter = store.staleAfter if staleAfter is None else staleAfter
         #: upload id -> offset -> the segments holding the bytes before it
@@ -208,7 +204,7 @@ class S3ResumableStore:
         named = {s.token for s in layout}
         garbage = self._garbage.get(upload.id, set())
         for token in sorted(garbage - named):
-            self.store.removeLater(self.segmentKey(upload.id, token))
+            self.publisher.removeLater(self.segmentKey(upload.id, token))
         garbage &= named
 
     def save(self, upload: ResumableUpload) -> Deferred[None]:
@@ -240,7 +236,7 @@ class S3ResumableStore:
         for uploadId, keys in others.items():
             if uploadId not in records and all(modified <= cutoff for _, modified in keys):
                 for key, _ in keys:
-                    self.store.removeLater(key)
+                    self.publisher.removeLater(key)
         return sorted(records)
 
     def ids(self) -> Deferred[list[str]]:
@@ -292,11 +288,11 @@ class S3ResumableStore:
             elif len(layout) == 1:
                 only = layout[0]
                 staged = ObjectHead(only.size, only.etag, 0.0, None)
-                await self.store.publish(
+                await self.publisher.publish(
                     self.segmentKey(upload.id, only.token), staged, key, {SHA256_META: sha256}
                 )
             else:
-                await self.store.copyParts(key, {SHA256_META: sha256}, [
+                await self.publisher.copyParts(key, {SHA256_META: sha256}, [
                     CopySource(self.segmentKey(upload.id, s.token), s.etag, 0, s.size)
                     for s in layout
                 ])
@@ -314,7 +310,7 @@ class S3ResumableStore:
         head = await self.client.head(key)
         if head is None or head.size != upload.offset or head.sha256 != sha256:
             raise storeError(S3Error(500, "Replaced", f"{key!r} changed as it was stored"))
-        self.store.background(
+        self.publisher.background(
             f"removing the segments of upload {upload.id}",
             lambda: self._removeSegments(upload.id),
         )
@@ -347,7 +343,7 @@ class S3ResumableStore:
         self._garbage.pop(uploadId, None)
 
     def _delete(self, key: str) -> Deferred[None]:
-        return ensureDeferred(self.client.delete(key))
+        return started(self.client.delete(key))
 
     def remove(self, uploadId: str) -> Deferred[None]:
         return Deferred.fromCoroutine(self._remove(uploadId))

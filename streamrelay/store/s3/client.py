@@ -31,6 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
+from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ObjectPage,
     S3Error,
@@ -247,6 +248,7 @@ def _retriable(error: BaseException) -> bool:
     )
 
 
+@implementer(IS3Client)
 class S3Client:
     """
     One bucket of an S3-compatible service, addressed path-style
