@@ -20,7 +20,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from streamrelay.store.s3.client import SHA256_META, ObjectHead, syncSHA256
+from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ListedObject,
@@ -29,6 +29,7 @@ from streamrelay.store.s3.messages import (
     S3Error,
     UploadPage,
 )
+from streamrelay.store.s3.signing import syncSHA256
 
 
 @dataclass

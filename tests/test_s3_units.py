@@ -30,15 +30,7 @@ from zope.interface.verify import verifyObject
 from streamrelay.backend.tap import Options as BackendOptions
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore, StorageFull
 from streamrelay.store.interfaces import StorageUnavailable
-from streamrelay.store.s3.client import (
-    EMPTY_SHA256,
-    ChunksProducer,
-    ObjectHead,
-    RequestTimedOut,
-    S3Client,
-    Signer,
-    syncSHA256,
-)
+from streamrelay.store.s3.client import ObjectHead, RequestTimedOut, S3Client
 from streamrelay.store.s3.config import checkS3Options, parseS3URL
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
@@ -59,6 +51,7 @@ from streamrelay.store.s3.messages import (
 )
 from streamrelay.store.s3.publishing import UploadFailed, partTarget
 from streamrelay.store.s3.reading import ObjectChanged, S3File
+from streamrelay.store.s3.signing import EMPTY_SHA256, ChunksProducer, Signer, syncSHA256
 from streamrelay.store.s3.store import PROBE_EVERY, S3Store
 
 MiB = 1 << 20
