@@ -22,8 +22,9 @@ from streamrelay.store.disk import DiskStore
 from streamrelay.store.placing import SHA256_XATTR
 from streamrelay.tus import protocol
 from streamrelay.tus.disk import DiskResumableStore
+from streamrelay.tus.headers import parseMetadata
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
-from streamrelay.tus.protocol import TusService, TusUploads, parseMetadata
+from streamrelay.tus.protocol import TusService, TusUploads
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
 from tests.test_backend_routes import answerToFailedWrite, failWritesAfterFirst

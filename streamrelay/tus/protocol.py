@@ -20,9 +20,6 @@ verified), and C{HEAD} reports them.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email.utils
 import hashlib
 import secrets
 import time
@@ -50,15 +47,21 @@ from streamrelay.receiving import TooLarge, shielded
 from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
 from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.tus.headers import (
+    CHECKSUMS,
+    EXTENSIONS,
+    OFFSET_STREAM,
+    TUS_VERSION,
+    badRequest,
+    checksumOf,
+    contentType,
+    count,
+    httpDate,
+    parseMetadata,
+    requestBody,
+)
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
 from streamrelay.webapp import requestId
-
-TUS_VERSION = b"1.0.0"
-EXTENSIONS = (
-    b"creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
-)
-CHECKSUMS: dict[str, Callable[[], Any]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
-OFFSET_STREAM = b"application/offset+octet-stream"
 
 #: Where uploads live in the HTTP API.
 UPLOADS_PATH = b"/uploads/"
@@ -82,81 +85,6 @@ def locked() -> ApiError:
     return ApiError(
         423, "locked", "Another request took this upload over; ask for its offset again."
     )
-
-
-def badRequest(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
-
-
-def parseMetadata(value: str) -> dict[str, bytes]:
-    """
-    The pairs of an C{Upload-Metadata} header (C{key base64value}, comma
-    separated, value optional); L{ValueError} when malformed.
-    """
-    result: dict[str, bytes] = {}
-    if not value.strip():
-        return result
-    for pair in value.split(","):
-        parts = pair.strip().split(" ")
-        if len(parts) > 2 or not parts[0]:
-            raise ValueError(f"malformed pair {pair.strip()!r}")
-        key = parts[0]
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice")
-        try:
-            result[key] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
-        except binascii.Error:
-            raise ValueError(f"the value of {key!r} is not base64") from None
-    return result
-
-
-def parseChecksum(value: bytes) -> tuple[str, bytes]:
-    """The algorithm and digest of an C{Upload-Checksum} header."""
-    try:
-        algorithm, encoded = value.decode("ascii").strip().split(" ")
-        digest = base64.b64decode(encoded, validate=True)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise badRequest("Upload-Checksum is 'ALGORITHM BASE64DIGEST'.") from None
-    if algorithm not in CHECKSUMS:
-        raise badRequest(
-            f"Upload-Checksum algorithm {algorithm!r} is not supported "
-            f"(Tus-Checksum-Algorithm: {', '.join(CHECKSUMS)})."
-        )
-    return algorithm, digest
-
-
-def _count(request: IRequest, header: bytes) -> int | None:
-    value = request.getHeader(header)
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 19:
-        raise badRequest(f"{header.decode().title()} is a whole number of bytes.")
-    return int(value)
-
-
-def exceedsMaxSize(request: IRequest, maxSize: int | None) -> bool:
-    """
-    Whether a tus request declares more than C{maxSize} bytes in all (its
-    C{Upload-Length}, or C{Upload-Offset} plus its body): what a proxy can
-    refuse before any byte is forwarded.
-    """
-    if maxSize is None:
-        return False
-    try:
-        length = _count(request, b"upload-length")
-        offset = _count(request, b"upload-offset")
-    except ApiError:
-        return False  # the backend answers what is wrong
-    body = _body(request)
-    declared = body.declaredLength if body is not None else 0
-    return (length is not None and length > maxSize) or (
-        offset is not None and declared is not None and offset + declared > maxSize
-    )
-
-
-def httpDate(timestamp: float) -> bytes:
-    return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
 
 
 class _Holder:
@@ -284,7 +212,7 @@ class TusUploads:
                 "Upload-Concat: concatenation is not supported here; "
                 "upload the file in one upload."
             )
-        length = _count(request, b"upload-length")
+        length = count(request, b"upload-length")
         deferred = request.getHeader(b"upload-defer-length")
         if deferred is not None and (deferred.strip() != b"1" or length is not None):
             raise badRequest("Upload-Defer-Length is 1, and only without Upload-Length.")
@@ -293,13 +221,13 @@ class TusUploads:
         if length is not None and self.maxSize is not None and length > self.maxSize:
             raise tooLarge(self.maxSize)
         metadata, name = self._metadata(request)
-        body = _body(request)
-        if body is not None and _contentType(request) != OFFSET_STREAM:
+        body = requestBody(request)
+        if body is not None and contentType(request) != OFFSET_STREAM:
             raise ApiError(
                 415, "unsupported_media_type",
                 "An upload's bytes are sent as application/offset+octet-stream.",
             )
-        checksum = _checksum(request)
+        checksum = checksumOf(request)
         if body is not None and length is not None and (body.declaredLength or 0) > length:
             raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
         now = self.clock.seconds()
@@ -361,16 +289,16 @@ class TusUploads:
 
     async def patch(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
-        if _contentType(request) != OFFSET_STREAM:
+        if contentType(request) != OFFSET_STREAM:
             raise ApiError(
                 415, "unsupported_media_type",
                 "PATCH takes Content-Type: application/offset+octet-stream.",
             )
-        offset = _count(request, b"upload-offset")
+        offset = count(request, b"upload-offset")
         if offset is None:
             raise badRequest("PATCH needs Upload-Offset.")
-        newLength = _count(request, b"upload-length")
-        checksum = _checksum(request)
+        newLength = count(request, b"upload-length")
+        checksum = checksumOf(request)
         await self._live(uploadId)
         upload = await shielded(
             Deferred.fromCoroutine(self._write(request, uploadId, offset, newLength, checksum))
@@ -423,7 +351,7 @@ class TusUploads:
                     {b"upload-offset": b"%d" % (upload.offset,),
                      b"tus-resumable": TUS_VERSION},
                 )
-            body = _body(request)
+            body = requestBody(request)
             room = self._room(upload)
             declared = body.declaredLength if body is not None else 0
             if room is not None and declared is not None and declared > room:
@@ -740,20 +668,6 @@ def _stopping() -> ApiError:
     return ApiError(
         503, "busy", "The backend is stopping; resume in a moment.", {b"retry-after": b"1"}
     )
-
-
-def _body(request: IRequest) -> RequestBody | None:
-    return getattr(request, "body", None)
-
-
-def _contentType(request: IRequest) -> bytes:
-    value = request.getHeader(b"content-type") or b""
-    return value.split(b";")[0].strip().lower()
-
-
-def _checksum(request: IRequest) -> tuple[str, bytes] | None:
-    value = request.getHeader(b"upload-checksum")
-    return None if value is None else parseChecksum(value)
 
 
 def _outcome(error: BaseException | None) -> str:
