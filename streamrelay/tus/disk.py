@@ -21,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -36,13 +35,11 @@ from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.store.placing import fsyncFolder, publishByRename
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
+    ID_PATTERN,
     IPartialWriter,
     IResumableStore,
     ResumableUpload,
 )
-
-#: What an upload id looks like; anything else names no upload.
-ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 #: Bytes read at a time when hashing or copying partial data.
 READ_SIZE = 1 << 20

@@ -12,6 +12,7 @@ locks, checksums, limits) are the protocol layer's business.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +21,10 @@ from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
 
 from streamrelay.store import FileInfo, IUploadStore
+
+#: What an upload id looks like (C{secrets.token_hex(16)}); anything else
+#: names no upload, in any resumable store.
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass

@@ -68,8 +68,8 @@ from streamrelay.store.s3.publishing import (
 )
 from streamrelay.store.s3.reading import HashSink, ObjectChanged, S3File
 from streamrelay.store.s3.store import OWN_FOLDER, S3Store
-from streamrelay.tus.disk import ID_PATTERN
 from streamrelay.tus.interfaces import (
+    ID_PATTERN,
     IPartialWriter,
     IResumableStore,
     ResumableUpload,
