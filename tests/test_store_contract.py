@@ -19,7 +19,12 @@ from zope.interface.verify import verifyObject
 
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore
 from streamrelay.store.disk import LOCK_FILE, DiskStore
-from streamrelay.store.interfaces import IExclusiveUpload, NameTaken
+from streamrelay.store.interfaces import (
+    IExclusiveUpload,
+    IRevocableUpload,
+    ISealableUpload,
+    NameTaken,
+)
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.store import OWN_FOLDER, S3Store
 from streamrelay.tus.disk import DiskResumableStore
@@ -158,7 +163,8 @@ class UploadStoreContract(_Contract):
         upload.write(b"x" * 100)
         upload.abort()
         other = self.store.begin("gone")
-        other.write(b"y" * 100)
+        for _ in range(6):  # past a part: a multipart upload in S3
+            other.write(b"y" * MiB)
         other.abort()
         self.assertIsNone(await self.store.stat("gone"))
         self.assertEqual(await read(self.store, "kept"), b"kept")
@@ -190,6 +196,48 @@ class UploadStoreContract(_Contract):
         with self.assertRaises(NameTaken):
             await second.commitNew(sha(b"two"))
         self.assertEqual(await read(self.store, "x"), b"one")
+        self.assertEqual(await self.leftovers(), [])
+
+    async def test_revocable(self) -> None:
+        """A revocable commit taken back puts the older version back; settled, it stays."""
+        await stored(self.store, "r", b"older")
+        upload = self.store.begin("r")
+        if not IRevocableUpload.providedBy(upload):
+            upload.abort()
+            raise self.skipTest("this store has no revocable uploads")
+        upload.write(b"newer")
+        _, replaced = await upload.commitRevocably(sha(b"newer"))
+        self.assertTrue(replaced)
+        self.assertEqual(await read(self.store, "r"), b"newer")
+        await upload.revoke()
+        self.assertEqual(await read(self.store, "r"), b"older")
+        fresh = self.store.begin("fresh")
+        assert IRevocableUpload.providedBy(fresh)
+        fresh.write(b"kept")
+        await fresh.commitRevocably(sha(b"kept"))
+        await fresh.settle()
+        await fresh.revoke()  # nothing left to take back
+        self.assertEqual(await read(self.store, "fresh"), b"kept")
+        self.assertEqual(await self.leftovers(), [])
+
+    async def test_sealed(self) -> None:
+        """A sealed upload is committed later, whole, or aborted, leaving nothing."""
+        upload = self.store.begin("s")
+        if not ISealableUpload.providedBy(upload):
+            upload.abort()
+            raise self.skipTest("this store has no sealable uploads")
+        upload.write(b"sealed bytes")
+        await upload.seal()
+        self.assertIsNone(await self.store.stat("s"))
+        info, _ = await upload.commit(sha(b"sealed bytes"))
+        self.assertEqual(info.size, 12)
+        self.assertEqual(await read(self.store, "s"), b"sealed bytes")
+        other = self.store.begin("t")
+        assert ISealableUpload.providedBy(other)
+        other.write(b"dropped")
+        await other.seal()
+        other.abort()
+        self.assertIsNone(await self.store.stat("t"))
         self.assertEqual(await self.leftovers(), [])
 
     async def test_missing(self) -> None:
