@@ -9,10 +9,15 @@ import errno
 import hashlib
 import os
 import re
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IConsumer, IProducer
 from zope.interface import implementer
+
+from streamrelay.store.interfaces import ISpliceTarget
+
+if TYPE_CHECKING:
+    from streamrelay.splicing import FileTarget
 
 #: A dictionary member's key, and the C{=} before its value if it has one.
 _MEMBER_KEY = re.compile(r"\s*([^=;,\s]*)\s*(=?)\s*")
@@ -106,7 +111,7 @@ def hashFilePrefix(path: str | os.PathLike[str], size: int) -> Any:
     return digest
 
 
-@implementer(IConsumer)
+@implementer(ISpliceTarget)
 class HashingConsumer:
     """
     Passes bytes on to C{consumer}, hashing and counting them; raises
@@ -139,15 +144,16 @@ class HashingConsumer:
         self._count(data)
         self._consumer.write(data)
 
-    # The file the consumer offers (see streaming.RequestBody)
+    # The file the consumer offers, if it is an ISpliceTarget
 
-    def fileTarget(self) -> Any:
-        offer = getattr(self._consumer, "fileTarget", None)
-        return offer() if offer is not None else None
+    def fileTarget(self) -> FileTarget | None:
+        if not ISpliceTarget.providedBy(self._consumer):
+            return None
+        return ISpliceTarget(self._consumer).fileTarget()
 
     def wroteToFile(self, data: memoryview) -> None:
         self._count(data)
-        cast(Any, self._consumer).wroteToFile(data)
+        ISpliceTarget(self._consumer).wroteToFile(data)
 
     def _count(self, data: bytes | memoryview) -> None:
         self.size += len(data)

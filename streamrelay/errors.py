@@ -16,14 +16,6 @@ JSON_TYPE = b"application/json"
 REASONS: dict[int, bytes] = {460: b"Checksum Mismatch"}
 
 
-class StorageUnavailable(Exception):
-    """
-    The storage did not answer, or failed inside, even after retries (an
-    S3 service down), or refuses writes (a disk remounted read-only):
-    answered C{503 storage_unavailable}, to try again.
-    """
-
-
 class ApiError(Exception):
     """
     An error answered as C{{"error": code, "message": message}}.

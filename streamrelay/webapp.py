@@ -20,14 +20,13 @@ from werkzeug.routing import RequestRedirect
 
 from streamrelay.errors import (
     ApiError,
-    StorageUnavailable,
     badName,
     notFound,
     storageUnavailable,
     writeError,
 )
 from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
-from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.interfaces import StorageFull, StorageUnavailable
 
 _log = Logger()
 

@@ -105,7 +105,7 @@ class TusTestCase(RoutesTestCase):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.store = DiskStore(self.root)
-        self.resumable = DiskResumableStore(self.root / ".tus", rename=self.rename)
+        self.resumable = DiskResumableStore(self.root / ".tus", self.store, rename=self.rename)
         self.tus = TusUploads(self.resumable, self.store, self.clock, maxSize=self.maxSize,
                               expiry=3600)
         self.routes = BackendRoutes(self.store, maxSize=self.maxSize, tus=self.tus)

@@ -25,8 +25,9 @@ from treq.client import HTTPClient
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from streamrelay.store.s3.client import S3Client, Signer
+from streamrelay.store.s3.client import S3Client
 from streamrelay.store.s3.messages import S3Error
+from streamrelay.store.s3.signing import Signer
 
 DEFAULT_ENV_FILE = "/tmp/ci-ceph-s3/env"
 _ASSIGNMENT = re.compile(r"(S3_[A-Z_]+)=(\S*)")

@@ -1,10 +1,11 @@
 """
-Fakes of the S3 store's collaborators: an S3 client whose calls the test
-answers by hand, and a body producer.
+Fakes of the S3 store's collaborators: an S3 client (L{IS3Client}) whose
+calls the test answers by hand, and a body producer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from streamrelay.store.s3.client import syncSHA256
+from streamrelay.store.s3.client import ObjectHead
+from streamrelay.store.s3.interfaces import IS3Client
+from streamrelay.store.s3.messages import ObjectPage, UploadPage
+from streamrelay.store.s3.signing import syncSHA256
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Call:
     cancelled: bool = False
 
 
+@implementer(IS3Client)
 class FakeS3:
     """Stands in for L{S3Client}: each operation waits for the test's answer."""
 
@@ -43,12 +48,65 @@ class FakeS3:
         self.calls.append(call)
         return call.result
 
-    def __getattr__(self, name: str) -> Any:
-        if name in {"createUpload", "uploadPart", "complete", "abortUpload", "head", "put",
-                    "copy", "delete", "listObjects", "listUploads", "lastPartTime",
-                    "bucketReachable", "get", "copyPart", "read"}:
-            return lambda *args, **kwargs: self._call(name, *args, *kwargs.values())
-        raise AttributeError(name)
+    # IS3Client: each operation is recorded with its arguments, in order.
+
+    def bucketReachable(self) -> Deferred[None]:
+        return self._call("bucketReachable")
+
+    def head(self, key: str) -> Deferred[ObjectHead | None]:
+        return self._call("head", key)
+
+    def read(self, key: str) -> Deferred[bytes | None]:
+        return self._call("read", key)
+
+    def get(self, key: str, start: int, end: int, etag: str | None) -> Deferred[Any]:
+        return self._call("get", key, start, end, etag)
+
+    def put(self, key: str, chunks: Sequence[bytes], sha256: str) -> Deferred[str]:
+        return self._call("put", key, chunks, sha256)
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self._call("delete", key)
+
+    def copy(
+        self, source: str, target: str, sourceETag: str, metadata: dict[str, str]
+    ) -> Deferred[str]:
+        return self._call("copy", source, target, sourceETag, metadata)
+
+    def listObjects(
+        self, prefix: str, startAfter: str | None = None, continuation: str | None = None,
+        maxKeys: int = 1000,
+    ) -> Deferred[ObjectPage]:
+        return self._call("listObjects", prefix, startAfter, continuation, maxKeys)
+
+    def createUpload(self, key: str, metadata: dict[str, str] | None = None) -> Deferred[str]:
+        return self._call("createUpload", key, *([] if metadata is None else [metadata]))
+
+    def uploadPart(
+        self, key: str, uploadId: str, number: int, chunks: Sequence[bytes],
+        sha256: str | None = None,
+    ) -> Deferred[str]:
+        return self._call("uploadPart", key, uploadId, number, chunks, sha256)
+
+    def copyPart(
+        self, source: str, sourceETag: str, key: str, uploadId: str, number: int,
+        start: int, end: int,
+    ) -> Deferred[str]:
+        return self._call("copyPart", source, sourceETag, key, uploadId, number, start, end)
+
+    def complete(self, key: str, uploadId: str, parts: list[tuple[int, str]]) -> Deferred[None]:
+        return self._call("complete", key, uploadId, parts)
+
+    def abortUpload(self, key: str, uploadId: str) -> Deferred[None]:
+        return self._call("abortUpload", key, uploadId)
+
+    def listUploads(
+        self, prefix: str, keyMarker: str | None = None, uploadIdMarker: str | None = None
+    ) -> Deferred[UploadPage]:
+        return self._call("listUploads", prefix, keyMarker, uploadIdMarker)
+
+    def lastPartTime(self, key: str, uploadId: str) -> Deferred[float | None]:
+        return self._call("lastPartTime", key, uploadId)
 
     def pending(self) -> list[str]:
         return [c.name for c in self.calls if not c.result.called]

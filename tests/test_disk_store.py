@@ -14,8 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from streamrelay.store import FileInfo, IUpload, IUploadStore
-from streamrelay.store.disk import SHA256_XATTR, DiskStore
+from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.placing import SHA256_XATTR
 
 
 class DiskStoreTests(SynchronousTestCase):

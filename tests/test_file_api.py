@@ -20,6 +20,7 @@ from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.names import BadName
 from streamrelay.store.disk import DiskStore
+from streamrelay.store.placing import publishFile
 from streamrelay.webapp import appResource
 from tests.backendcases import BackendTestCase
 from tests.httpfakes import Connection, Response
@@ -463,7 +464,7 @@ class HeldPublishing:
         self.held: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
 
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        if f.__name__ != "_publish":
+        if f is not publishFile:
             return maybeDeferred(f, *args)
         d: Deferred[Any] = Deferred()
         self.held.append((f, args, d))

@@ -503,7 +503,7 @@ class S3StoreTests(TestCase):
         stored = await store.open("v.txt")
         assert stored is not None
         await client.put(PREFIX + "v.txt", [b"two"], hashlib.sha256(b"two").hexdigest())
-        from streamrelay.store.s3.store import ObjectChanged
+        from streamrelay.store.s3.reading import ObjectChanged
 
         with self.assertRaises(ObjectChanged):
             await _read(stored, 0, 3)

@@ -25,18 +25,11 @@ from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.tap import Options as BackendOptions
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore, StorageFull
-from streamrelay.store.s3.client import (
-    EMPTY_SHA256,
-    ChunksProducer,
-    ObjectHead,
-    RequestTimedOut,
-    S3Client,
-    Signer,
-    syncSHA256,
-)
+from streamrelay.store.interfaces import StorageUnavailable
+from streamrelay.store.s3.client import ObjectHead, RequestTimedOut, S3Client
 from streamrelay.store.s3.config import checkS3Options, parseS3URL
+from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ListedObject,
     MalformedAnswer,
@@ -53,8 +46,10 @@ from streamrelay.store.s3.messages import (
     parseUploadPage,
     raiseIfError,
 )
-from streamrelay.store.s3.store import PROBE_EVERY, ObjectChanged, S3File, S3Store
-from streamrelay.store.s3.upload import UploadFailed, partTarget
+from streamrelay.store.s3.publishing import UploadFailed, partTarget
+from streamrelay.store.s3.reading import ObjectChanged, S3File
+from streamrelay.store.s3.signing import EMPTY_SHA256, ChunksProducer, Signer, syncSHA256
+from streamrelay.store.s3.store import PROBE_EVERY, S3Store
 from tests.s3fakes import FakeBody, FakeS3
 
 MiB = 1 << 20
@@ -426,6 +421,20 @@ class MessageTests(SynchronousTestCase):
 # Uploads, with a fake S3 client
 
 
+class ClientInterfaceTests(SynchronousTestCase):
+    """The real client and the fake both provide what the stores rely on."""
+
+    def test_client(self) -> None:
+        client = S3Client(
+            FakeHTTP(), Clock(), "http://127.0.0.1:1", "b",  # type: ignore[arg-type]
+            Signer(Credentials("k", "s"), "us-east-1"),
+        )
+        self.assertTrue(verifyObject(IS3Client, client))
+
+    def test_fake(self) -> None:
+        self.assertTrue(verifyObject(IS3Client, FakeS3()))
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -714,7 +723,7 @@ class StoreTests(SynchronousTestCase):
         Names come in order, past C{after}, over pages; keys no file can
         have are skipped; digests known by (key, ETag) need no HEAD.
         """
-        self.store._remember("p/a", "e-a", sha(b"a"))
+        self.store.digests.remember("p/a", "e-a", sha(b"a"))
         d = self.store.list("0", 2)
         call = self.s3.take("listObjects")
         self.assertEqual(call.args, ("p/", "p/0", None, 3))

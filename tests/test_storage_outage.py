@@ -21,8 +21,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay.backend.routes import BackendRoutes
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store.disk import LOCK_FILE, DiskStore
+from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import appResource
@@ -59,7 +59,7 @@ class OutageTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.store = DiskStore(self.root, clock=self.clock)
-        self.resumable = DiskResumableStore(self.root / ".tus")
+        self.resumable = DiskResumableStore(self.root / ".tus", self.store)
         self.tus = TusUploads(self.resumable, self.store, self.clock, expiry=3600)
         self.routes = BackendRoutes(self.store, tus=self.tus)
 

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from streamrelay.store.disk import SHA256_XATTR, DiskStore, DiskUpload
+from streamrelay.store.disk import DiskStore, DiskUpload
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
@@ -22,7 +22,8 @@ from streamrelay.store.interfaces import (
     NameTaken,
     NotAFile,
 )
-from streamrelay.tus.disk import _publishByRename
+from streamrelay.store.placing import SHA256_XATTR
+from streamrelay.store.placing import publishByRename as _publishByRename
 
 
 def sha(data: bytes) -> str:
@@ -195,7 +196,7 @@ class RevocableCommitTests(StoreTestCase):
         so another upload's steps never fall between their check and their
         rename.
         """
-        from streamrelay.store import disk
+        from streamrelay.store import placing as disk
 
         held: list[tuple[str, bool]] = []
         for name in ("link", "replace", "lstat", "unlink"):

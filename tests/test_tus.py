@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface.verify import verifyObject
 
 from streamrelay.backend.routes import BackendRoutes
-from streamrelay.store.disk import SHA256_XATTR
+from streamrelay.store.placing import SHA256_XATTR
 from streamrelay.tus import protocol
 from streamrelay.tus.disk import DiskResumableStore
+from streamrelay.tus.headers import parseMetadata
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
-from streamrelay.tus.protocol import TusService, TusUploads, parseMetadata
+from streamrelay.tus.protocol import TusService, TusUploads
 from tests.backendcases import TusTestCase, answerToFailedWrite, failWritesAfterFirst
 from tests.rawrequests import OCTETS, TUS, meta, patch, req
 
@@ -389,7 +390,8 @@ class InterruptionTests(TusTestCase):
         """A new backend over the same folder resumes where the old one was."""
         location = self.create("r", 6)
         self.request(patch(location, 0, b"abc"))
-        self.tus = TusUploads(DiskResumableStore(self.root / ".tus"), self.store, self.clock)
+        resumable = DiskResumableStore(self.root / ".tus", self.store)
+        self.tus = TusUploads(resumable, self.store, self.clock)
         self.routes = BackendRoutes(self.store, tus=self.tus)
         self.assertEqual(self.head(location).headers[b"upload-offset"], b"3")
         self.assertEqual(self.request(patch(location, 3, b"def")).status, 204)
@@ -403,7 +405,8 @@ class InterruptionTests(TusTestCase):
         uploadId = location.decode().rsplit("/", 1)[1]
         with open(self.root / ".tus" / f"{uploadId}.part", "ab") as f:
             f.write(b"garbage")
-        self.tus = TusUploads(DiskResumableStore(self.root / ".tus"), self.store, self.clock)
+        resumable = DiskResumableStore(self.root / ".tus", self.store)
+        self.tus = TusUploads(resumable, self.store, self.clock)
         self.routes = BackendRoutes(self.store, tus=self.tus)
         self.assertEqual(self.head(location).headers[b"upload-offset"], b"3")
         self.assertEqual(self.request(patch(location, 3, b"def")).status, 204)

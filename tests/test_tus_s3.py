@@ -218,7 +218,7 @@ class S3ResumableTests(SynchronousTestCase):
             newUpload(offset=size, length=size),
             [["1" * 16, 5 * MiB, "e1"], ["2" * 16, 3, "e2"]],
         )
-        d = self.resumable.publish(upload, self.store, "ab" * 32)
+        d = self.resumable.publish(upload, "ab" * 32)
         self.assertEqual(self.s3.answer("head", None).args, ("p/f.bin",))
         self.assertEqual(self.s3.answer("createUpload", "U").args,
                          ("p/f.bin", {SHA256_META: "ab" * 32}))
@@ -251,7 +251,7 @@ class S3ResumableTests(SynchronousTestCase):
             newUpload(offset=size, length=size),
             [["1" * 16, 5 * MiB, "e1"], ["2" * 16, 3, "e2"]],
         )
-        d = self.resumable.publish(upload, self.store, "ab" * 32)
+        d = self.resumable.publish(upload, "ab" * 32)
         self.s3.answer("head", None)
         self.s3.answer("createUpload", "U")
         self.s3.answer("copyPart", S3Error(403, "AccessDenied"))
@@ -267,7 +267,7 @@ class S3ResumableTests(SynchronousTestCase):
         SHA-256: a backend published it and stopped before noting it.
         """
         upload = self.loaded(newUpload(offset=6, length=6), [["1" * 16, 6, "e1"]])
-        d = self.resumable.publish(upload, self.store, "cd" * 32)
+        d = self.resumable.publish(upload, "cd" * 32)
         self.s3.answer("head", ObjectHead(6, "E", 1.0, "cd" * 32))
         self.s3.answer("copy", S3Error(404, "NoSuchKey"))
         self.s3.answer("head", ObjectHead(6, "E", 1.0, "cd" * 32))

@@ -12,8 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamrelay.errors import StorageUnavailable
-from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.interfaces import StorageFull, StorageUnavailable
 from streamrelay.store.writer import (
     QueuedWriter,
     WriteBudget,

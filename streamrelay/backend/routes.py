@@ -9,22 +9,21 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from streamrelay.auth import bearerToken, matches, unauthorized
+from streamrelay.backend.answers import etag, fileHeaders, fileJSON
 from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES, FormUpload, boundaryOf
 from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.digests import HashingConsumer, parseSHA256Digest, reprDigest
 from streamrelay.errors import (
     ApiError,
-    StorageUnavailable,
     bodyTimeout,
     notFound,
     tooLarge,
@@ -33,7 +32,8 @@ from streamrelay.errors import (
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
-from streamrelay.store import FileInfo, IUpload, IUploadStore, StorageFull
+from streamrelay.receiving import TooLarge, shielded
+from streamrelay.store import FileInfo, IUpload, IUploadStore, StorageFull, StorageUnavailable
 from streamrelay.store.interfaces import IExclusiveUpload, NameTaken, NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.protocol import TusUploads
@@ -42,58 +42,6 @@ from streamrelay.webapp import answerError, installJSONErrors, requestId, reques
 #: Listing pages: the default and the largest C{?limit=}.
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
-
-
-T = TypeVar("T")
-
-_log = Logger()
-
-
-def _shielded(d: Deferred[T], what: str) -> Deferred[T]:
-    """
-    C{d}'s result, in a Deferred whose cancelling leaves C{d} running.
-
-    Publishing moves files in a thread, which a cancel cannot stop: a
-    client that leaves while its files are put in place must not make the
-    upload give up half-way (a form half-published, a version kept aside
-    for taking back dropped).  The publishing ends as it would have; only
-    the answer has nobody to go to.
-    """
-    outer: Deferred[T] = Deferred()
-
-    def done(result: T | Failure) -> None:
-        if not outer.called:
-            if isinstance(result, Failure):
-                outer.errback(result)
-            else:
-                outer.callback(result)
-        elif isinstance(result, Failure):
-            _log.info("{what} failed after its client left: {error}",
-                      what=what, error=result.getErrorMessage())
-
-    d.addBoth(done)
-    return outer
-
-
-class _TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
-def fileHeaders(request: IRequest, info: FileInfo) -> None:
-    """The headers that describe a stored file, on any answer about it."""
-    request.setHeader(b"etag", etag(info))
-    request.setHeader(b"repr-digest", reprDigest(info.sha256))
-    request.setHeader(b"location", location(info.name))
-
-
-def etag(info: FileInfo) -> bytes:
-    return b'"' + info.sha256.encode("ascii") + b'"'
-
-
-def location(name: str) -> bytes:
-    return b"/files/" + quote(name, safe="").encode("ascii")
 
 
 class BackendRoutes:
@@ -201,7 +149,7 @@ class BackendRoutes:
         except (StorageFull, StorageUnavailable, NotAFile) as e:
             self.metrics.failed(_reason(e))
             raise _apiErrorFor(e) from None
-        sink = HashingConsumer(upload, self.maxSize, _TooLarge)
+        sink = HashingConsumer(upload, self.maxSize, TooLarge)
         try:
             if body is not None:
                 upload.registerProducer(body, True)
@@ -217,7 +165,7 @@ class BackendRoutes:
                     "digest_mismatch",
                     "The body does not match its Content-Digest; nothing was stored.",
                 )
-            info, replaced = await _shielded(
+            info, replaced = await shielded(
                 Deferred.fromCoroutine(self._commit(upload, sha256, onlyIfNew)), name
             )
         except BaseException as e:
@@ -226,7 +174,7 @@ class BackendRoutes:
             raise _apiErrorFor(e) from None
         self._logStored(rid, info, started)
         fileHeaders(request, info)
-        return writeJSON(request, 200 if replaced else 201, info.asJSON())
+        return writeJSON(request, 200 if replaced else 201, fileJSON(info))
 
     async def _commit(
         self, upload: IUpload, sha256: str, onlyIfNew: bool
@@ -251,7 +199,7 @@ class BackendRoutes:
         body: RequestBody | None = getattr(request, "body", None)
         self._checkLength(body)
         boundary = boundaryOf(request.getHeader(b"content-type"))
-        form = FormUpload(self.store, boundary, self.maxSize, _TooLarge, self.maxFormFiles)
+        form = FormUpload(self.store, boundary, self.maxSize, TooLarge, self.maxFormFiles)
         with self._upload(request):
             try:
                 if body is not None:
@@ -263,7 +211,7 @@ class BackendRoutes:
                 self._logFailure(rid, request, "(form)", form.size, e)
                 raise _apiErrorFor(e) from None
             try:
-                stored = await _shielded(committing, "(form)")
+                stored = await shielded(committing, "(form)")
             except CancelledError as e:
                 # The form goes on being published (or taken back) as a whole.
                 self._logFailure(rid, request, "(form)", form.size, e)
@@ -275,7 +223,7 @@ class BackendRoutes:
         self._logFormStored(rid, stored, started)
         if len(stored) == 1:
             fileHeaders(request, stored[0])
-        return writeJSON(request, 201, {"files": [info.asJSON() for info in stored]})
+        return writeJSON(request, 201, {"files": [fileJSON(info) for info in stored]})
 
     # Reading
 
@@ -292,7 +240,7 @@ class BackendRoutes:
             except BadName as e:
                 raise ApiError(400, "bad_request", f"after: {e}") from None
         files, more = await self.store.list(after or None, limit)
-        answer: dict[str, Any] = {"files": [info.asJSON() for info in files]}
+        answer: dict[str, Any] = {"files": [fileJSON(info) for info in files]}
         if more and files:
             answer["next"] = files[-1].name
         return writeJSON(request, 200, answer)
@@ -519,7 +467,7 @@ def _apiErrorFor(error: BaseException) -> BaseException:
     """The error a failed upload answers, or the exception itself."""
     if isinstance(error, ApiError):
         return error
-    if isinstance(error, _TooLarge):
+    if isinstance(error, TooLarge):
         return tooLarge(error.limit)
     if isinstance(error, StorageFull):
         return _storageFull(error)

@@ -33,7 +33,7 @@ from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.upstream import UpstreamURL, fitsBackend
 from streamrelay.proxy.watchdog import BackendWatchdog
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody, clientGone
-from streamrelay.tus.protocol import exceedsMaxSize
+from streamrelay.tus.headers import exceedsMaxSize
 from streamrelay.web import asset
 from streamrelay.webapp import installJSONErrors, requestId, requestName
 

@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import heapq
 import os
 import secrets
 import stat
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
-    IConsumer,
     IDelayedCall,
     IProducer,
     IPushProducer,
@@ -32,21 +28,30 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from streamrelay.errors import StorageUnavailable
 from streamrelay.names import isValidName
 from streamrelay.splicing import FileTarget
 from streamrelay.store.direct import DirectPool, DirectWriter, bufferedIO, directIO
+from streamrelay.store.diskfile import DiskFile, fileInfo
 from streamrelay.store.folders import StorageRoot
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
     IRevocableUpload,
     ISealableUpload,
+    ISpliceTarget,
     IStoredFile,
     IUploadStore,
-    NameTaken,
     NotAFile,
     StorageFull,
+    StorageUnavailable,
+)
+from streamrelay.store.placing import (
+    Published,
+    flushFile,
+    fsyncFolder,
+    isFolder,
+    publishFile,
+    revokeFile,
 )
 from streamrelay.store.writer import (
     SYNC_EVERY,
@@ -54,7 +59,6 @@ from streamrelay.store.writer import (
     Runner,
     WriteBudget,
     WritePool,
-    dropCached,
     inline,
     storageError,
 )
@@ -63,7 +67,6 @@ PARTIAL_DIR = ".partial"
 #: In PARTIAL_DIR: the lock a backend holds on its storage folder while it
 #: runs (see L{DiskStore.claim}); it holds the backend's process id.
 LOCK_FILE = ".lock"
-SHA256_XATTR = "user.streamrelay.sha256"
 
 
 #: Bytes all uploads together may hold queued for the disk (one upload
@@ -75,7 +78,7 @@ WRITE_BUDGET = 24 << 20
 DIRECT_WRITE_BUDGET = 12 << 20
 
 
-@implementer(IExclusiveUpload, IRevocableUpload, ISealableUpload)
+@implementer(IExclusiveUpload, IRevocableUpload, ISealableUpload, ISpliceTarget)
 class DiskUpload:
     """
     One file being written into a L{DiskStore}: written by threads through
@@ -98,7 +101,7 @@ class DiskUpload:
         else:
             self._writer = QueuedWriter(fd, store.writes, budget=store.budget)
         self._closed = False
-        self._published: _Published | None = None
+        self._published: Published | None = None
         #: The file's status once sealed (flushed and closed).
         self._sealed: os.stat_result | None = None
         #: Whether the body is written straight into the file (then this
@@ -132,7 +135,7 @@ class DiskUpload:
         if self._throttle is not None and self._writer.producer is not None:
             self._throttle.wrote(count, self._writer.producer)
 
-    # The file itself, for a body spliced into it (see streaming.RequestBody)
+    # ISpliceTarget: the file itself, for a body spliced into it
 
     def fileTarget(self) -> FileTarget | None:
         """
@@ -171,7 +174,7 @@ class DiskUpload:
         published, self._published = self._published, None
         if published is None:
             return succeed(None)
-        return self._store.run(_revoke, self._store.root / self.name, published)
+        return self._store.run(revokeFile, self._store.root / self.name, published)
 
     def settle(self) -> Deferred[None]:
         published, self._published = self._published, None
@@ -194,7 +197,7 @@ class DiskUpload:
             self._closeReader()
             fd, self._fd = self._fd, None
             assert fd is not None
-            self._sealed = await self._store.run(_flush, fd)
+            self._sealed = await self._store.run(flushFile, fd)
         except BaseException as e:
             raise storageError(e) from e
 
@@ -215,7 +218,7 @@ class DiskUpload:
             flushed = self._sealed if fd is None else fd
             assert flushed is not None
             published = await self._store.run(
-                _publish, flushed, self._path, self._store.root / self.name, sha256, replace,
+                publishFile, flushed, self._path, self._store.root / self.name, sha256, replace,
                 keep,
             )
         except BaseException as e:
@@ -251,185 +254,6 @@ class DiskUpload:
             pass
 
 
-@dataclass(frozen=True)
-class _Published:
-    """A version put in place, and what it replaced."""
-
-    modified: float
-    replaced: bool
-    #: (st_dev, st_ino): whether the name still holds this version.
-    inode: tuple[int, int]
-    #: Where the version replaced is kept aside, for a revocable commit.
-    kept: Path | None
-
-
-#: Errors of link() where the file system keeps no hard links.
-_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
-
-
-def _flush(fd: int) -> os.stat_result:
-    """(In a thread.) Flush a written file to the disk and close it; its status."""
-    try:
-        os.fsync(fd)
-        dropCached(fd)
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
-
-
-def _publish(
-    file: int | os.stat_result,
-    partial: Path,
-    target: Path,
-    sha256: str,
-    replace: bool,
-    keep: Path | None,
-) -> _Published:
-    """
-    (In a thread.) Flush the file and close it (given open; given by its
-    status, L{_flush} did already), keep its digest with it, and put it in
-    place (see L{placeFile}); fsync the folder so that survives a crash.
-    """
-    st = _flush(file) if isinstance(file, int) else file
-    _setSHA256(partial, sha256)
-    replaced, kept = placeFile(partial, target, replace, keep)
-    fsyncFolder(target.parent)
-    return _Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
-
-
-#: Held while a file is put in place or taken back: each of those is a few
-#: steps (check, keep aside, rename), and another upload's steps between
-#: them would be lost or undone.
-_PLACING = threading.Lock()
-
-
-def placeFile(
-    partial: Path, target: Path, replace: bool = True, keep: Path | None = None
-) -> tuple[bool, Path | None]:
-    with _PLACING:
-        return _placeFile(partial, target, replace, keep)
-
-
-def _placeFile(
-    partial: Path, target: Path, replace: bool, keep: Path | None
-) -> tuple[bool, Path | None]:
-    """
-    (In a thread.) Move C{partial} to C{target}: whether it replaced a
-    file there, and where that file is kept aside (at C{keep}, when given
-    and the file system keeps hard links).
-
-    A free name is taken by linking, which fails when the name is taken
-    meanwhile: with C{replace} false, that is L{NameTaken}, in one atomic
-    step.  A taken name is replaced by an atomic rename.  A folder at the
-    name is L{NotAFile}.  On failure, C{partial} is left for the caller.
-    """
-    name = target.name
-    try:
-        os.link(partial, target, follow_symlinks=False)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        if e.errno not in _NO_LINKS:
-            raise
-        return _placeWithoutLinks(partial, target, replace), None
-    else:
-        os.unlink(partial)
-        return False, None
-    if _isFolder(target):
-        raise NotAFile(name)
-    if not replace:
-        raise NameTaken(name)
-    kept = _keepAside(target, keep) if keep is not None else None
-    try:
-        os.replace(partial, target)
-    except BaseException as e:
-        if kept is not None:
-            kept.unlink(missing_ok=True)
-        if isinstance(e, IsADirectoryError):
-            raise NotAFile(name) from e
-        raise
-    # A rename between two links of one file does nothing: so it goes when
-    # publishing again what a crash stopped between link and unlink.
-    partial.unlink(missing_ok=True)
-    return True, kept
-
-
-def _placeWithoutLinks(partial: Path, target: Path, replace: bool) -> bool:
-    """
-    Where the file system keeps no hard links, the check that the name is
-    free and the rename are two steps: the best it allows.
-    """
-    if _isFolder(target):
-        raise NotAFile(target.name)
-    existed = os.path.lexists(target)
-    if existed and not replace:
-        raise NameTaken(target.name)
-    try:
-        os.replace(partial, target)
-    except IsADirectoryError as e:
-        raise NotAFile(target.name) from e
-    return existed
-
-
-def _keepAside(target: Path, keep: Path) -> Path | None:
-    """
-    A second name for the version at C{target}, so that it can be put back;
-    L{None} if it is gone, or the file system keeps no hard links (then it
-    cannot be put back).
-    """
-    try:
-        os.link(target, keep, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno in _NO_LINKS:
-            return None
-        raise
-    return keep
-
-
-def _revoke(target: Path, published: _Published) -> None:
-    """
-    (In a thread.) Take back a published version, if the name still holds
-    it: put back the version it replaced, or free the name.
-    """
-    with _PLACING:
-        _takeBack(target, published)
-    fsyncFolder(target.parent)
-
-
-def _takeBack(target: Path, published: _Published) -> None:
-    try:
-        st = os.lstat(target)
-        ours = (st.st_dev, st.st_ino) == published.inode
-    except FileNotFoundError:
-        ours = False
-    if ours:
-        if published.kept is not None:
-            os.replace(published.kept, target)
-        elif not published.replaced:
-            os.unlink(target)
-        # else the version replaced could not be kept: the new one stays.
-    if published.kept is not None:
-        published.kept.unlink(missing_ok=True)
-
-
-def _isFolder(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
-def fsyncFolder(folder: Path) -> None:
-    """(Blocking.) fsync a folder, so that renames and links in it survive a crash."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Throttle:
     """
     Slows writes to about C{rate} bytes a second by pausing the producer:
@@ -460,123 +284,6 @@ class _Throttle:
             self._call.cancel()
         self._call = None
 
-
-def _setSHA256(file: int | Path, sha256: str) -> None:
-    try:
-        os.setxattr(file, SHA256_XATTR, sha256.encode("ascii"))
-    except OSError:
-        # The file system keeps no extended attributes: the digest is
-        # computed again when asked for.
-        pass
-
-
-def _getSHA256(fd: int) -> str:
-    """
-    The SHA-256 kept with an open file; computed (and then kept) for a file
-    placed in the folder by other means.
-    """
-    try:
-        return os.getxattr(fd, SHA256_XATTR).decode("ascii")
-    except OSError:
-        pass
-    digest = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-    sha256 = digest.hexdigest()
-    _setSHA256(fd, sha256)
-    return sha256
-
-
-def _info(name: str, fd: int) -> FileInfo:
-    st = os.fstat(fd)
-    return FileInfo(name, st.st_size, _getSHA256(fd), st.st_mtime)
-
-
-@implementer(IPushProducer)
-class _FileStreamer:
-    """
-    Writes a byte range of an open file to a consumer, one C{CHUNK} per
-    reactor turn while the consumer does not pause it.
-    """
-
-    CHUNK = 1 << 20
-
-    def __init__(
-        self, clock: IReactorTime, fd: int, start: int, end: int, consumer: IConsumer
-    ) -> None:
-        self._clock = clock
-        self._fd = fd
-        self._offset = start
-        self._end = end
-        self._consumer = consumer
-        self._paused = False
-        self._call: IDelayedCall | None = None
-        self.done: Deferred[None] = Deferred(lambda d: self.stopProducing())
-
-    def start(self) -> Deferred[None]:
-        self._consumer.registerProducer(self, True)
-        self._schedule()
-        return self.done
-
-    def _schedule(self) -> None:
-        if self._call is None and not self._paused and not self.done.called:
-            self._call = self._clock.callLater(0, self._produce)
-
-    def _produce(self) -> None:
-        self._call = None
-        if self._paused or self.done.called:
-            return
-        if self._offset >= self._end:
-            self._consumer.unregisterProducer()
-            self.done.callback(None)
-            return
-        try:
-            data = os.pread(self._fd, min(self.CHUNK, self._end - self._offset), self._offset)
-        except OSError as e:
-            self._consumer.unregisterProducer()
-            self.done.errback(e)
-            return
-        if not data:
-            self._consumer.unregisterProducer()
-            self.done.errback(OSError(errno.EIO, "the file is shorter than it was"))
-            return
-        self._offset += len(data)
-        self._consumer.write(data)
-        self._schedule()
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._schedule()
-
-    def stopProducing(self) -> None:
-        self._paused = True
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-
-@implementer(IStoredFile)
-class DiskFile:
-    """A stored file open for reading."""
-
-    def __init__(self, clock: IReactorTime, name: str, fd: int) -> None:
-        self._clock = clock
-        self._fd: int | None = fd
-        self.info = _info(name, fd)
-
-    def stream(self, start: int, end: int, consumer: IConsumer) -> Deferred[None]:
-        assert self._fd is not None
-        return _FileStreamer(self._clock, self._fd, start, end, consumer).start()
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
 
 
 @implementer(IUploadStore)
@@ -632,7 +339,7 @@ class DiskStore:
 
     def begin(self, name: str) -> DiskUpload:
         self.ready()
-        if _isFolder(self.root / name):
+        if isFolder(self.root / name):
             raise NotAFile(name)
         try:
             return DiskUpload(self, name)
@@ -659,7 +366,7 @@ class DiskStore:
         if fd is None:
             return succeed(None)
         try:
-            return succeed(_info(name, fd))
+            return succeed(fileInfo(name, fd))
         finally:
             os.close(fd)
 
@@ -695,7 +402,7 @@ class DiskStore:
             if fd is None:
                 continue  # removed meanwhile
             try:
-                files.append(_info(name, fd))
+                files.append(fileInfo(name, fd))
             finally:
                 os.close(fd)
         return succeed((files, len(page) > limit))

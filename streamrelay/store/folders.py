@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from streamrelay.errors import StorageUnavailable
+from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.store.writer import storageError
 
 #: Errors of a file operation under the storage folder that mean a folder

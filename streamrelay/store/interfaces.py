@@ -10,12 +10,22 @@ and HTTP errors are the routes' business.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from streamrelay.splicing import FileTarget
+
+
+class StorageUnavailable(Exception):
+    """
+    The storage did not answer, or failed inside, even after retries (an
+    S3 service down), or refuses writes (a disk remounted read-only):
+    answered C{503 storage_unavailable}, to try again.
+    """
 
 
 class StorageFull(Exception):
@@ -48,20 +58,8 @@ class FileInfo:
     name: str
     size: int
     sha256: str
+    #: POSIX time of the version's last write.
     modified: float
-
-    def asJSON(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "size": self.size,
-            "sha256": self.sha256,
-            "modified": rfc3339(self.modified),
-        }
-
-
-def rfc3339(timestamp: float) -> str:
-    when = datetime.fromtimestamp(timestamp, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class IUpload(IConsumer):
@@ -86,6 +84,28 @@ class IUpload(IConsumer):
 
     def abort() -> None:
         """Throw away what was written; nothing stays behind."""
+
+
+class ISpliceTarget(IConsumer):
+    """
+    A consumer (an upload, or what passes bytes on to one) kept in a local
+    file that a request body may be written into directly, with
+    C{splice(2)} (see L{streamrelay.splicing}), sparing the copies through
+    Python: what the streaming layer looks for (C{providedBy}) before it
+    splices a body into its consumer.  C{fileTarget} may still decline.
+    """
+
+    def fileTarget() -> FileTarget | None:
+        """
+        The file to write the body into, from its start; L{None} when it
+        cannot be lent (anything was written already, or it was lent once).
+        """
+
+    def wroteToFile(data: memoryview) -> None:
+        """
+        C{data} landed in the file lent by L{fileTarget} (read back from
+        it), in order: counted as if written with C{write}.
+        """
 
 
 class IExclusiveUpload(IUpload):

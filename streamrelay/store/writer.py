@@ -15,8 +15,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
-from streamrelay.errors import StorageUnavailable
-from streamrelay.store.interfaces import StorageFull
+from streamrelay.store.interfaces import StorageFull, StorageUnavailable
 
 #: Runs a function, in a thread or inline, and gives its result.
 Runner = Callable[..., "Deferred[Any]"]

@@ -47,11 +47,11 @@ def makeResumable(
     folder = options["resumable-dir"]
     resumable: IResumableStore
     if folder:
-        resumable = DiskResumableStore(Path(folder), run=run)
+        resumable = DiskResumableStore(Path(folder), store, run=run)
     elif isinstance(store, S3Store):
         resumable = S3ResumableStore(store)
     else:
-        resumable = DiskResumableStore(Path(options["storage"]) / TUS_FOLDER, run=run)
+        resumable = DiskResumableStore(Path(options["storage"]) / TUS_FOLDER, store, run=run)
     uploads = TusUploads(
         resumable,
         store,

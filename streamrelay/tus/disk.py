@@ -21,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -29,19 +28,18 @@ from twisted.internet.interfaces import IProducer, IPushProducer
 from zope.interface import implementer
 
 from streamrelay.digests import hashFilePrefix
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
-from streamrelay.store.disk import SHA256_XATTR, DiskStore, fsyncFolder, placeFile
+from streamrelay.store.disk import DiskStore
 from streamrelay.store.folders import StorageRoot
+from streamrelay.store.interfaces import StorageUnavailable
+from streamrelay.store.placing import fsyncFolder, publishByRename
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.interfaces import (
+    ID_PATTERN,
     IPartialWriter,
     IResumableStore,
     ResumableUpload,
 )
-
-#: What an upload id looks like; anything else names no upload.
-ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 #: Bytes read at a time when hashing or copying partial data.
 READ_SIZE = 1 << 20
@@ -147,30 +145,6 @@ def _removeFiles(folder: Path, uploadId: str) -> None:
     fsyncFolder(folder)
 
 
-def _publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]:
-    """
-    (In a thread.) What the disk store does for a plain upload: the digest
-    goes with the file, which is put in place under its name as the store
-    does it (so whether it replaced a file is known, not guessed, and a
-    folder at the name is L{NotAFile}); both folders are synced so the move
-    survives a crash.
-    """
-    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            os.setxattr(fd, SHA256_XATTR, sha256.encode("ascii"))
-        except OSError:
-            pass  # no extended attributes here: the store hashes when asked
-        os.fsync(fd)
-        modified = os.fstat(fd).st_mtime
-    finally:
-        os.close(fd)
-    replaced, _ = placeFile(part, target)
-    fsyncFolder(target.parent)
-    fsyncFolder(part.parent)
-    return modified, replaced
-
-
 @implementer(IPushProducer)
 class _Gate:
     """A push producer for a copy loop: the loop waits while it is paused."""
@@ -205,17 +179,20 @@ class _Gate:
 @implementer(IResumableStore)
 class DiskResumableStore:
     """
-    Resumable uploads in C{folder}.
+    Resumable uploads in C{folder}, published into C{store}.
 
     @param run: runs file writes, fsyncs and renames (the backend passes a
         thread pool).
     @param rename: publish into a L{DiskStore} on the same file system by
-        renaming the partial file; otherwise the bytes are copied through
-        the store's C{begin}/C{commit}.
+        renaming the partial file; otherwise (or into any other store) the
+        bytes are copied through the store's C{begin}/C{commit}.
     """
 
-    def __init__(self, folder: Path, run: Runner = inline, rename: bool = True) -> None:
+    def __init__(
+        self, folder: Path, store: IUploadStore, run: Runner = inline, rename: bool = True
+    ) -> None:
         self.folder = folder
+        self.store = store
         self.run = run
         self.rename = rename
         folder.mkdir(parents=True, exist_ok=True)
@@ -334,7 +311,8 @@ class DiskResumableStore:
     def hashPrefix(self, upload: ResumableUpload) -> Deferred[hashlib._Hash]:
         return Deferred.fromCoroutine(self._hashPrefix(upload))
 
-    def _canRename(self, store: IUploadStore) -> bool:
+    def _canRename(self) -> bool:
+        store = self.store
         if not self.rename or not isinstance(store, DiskStore):
             return False
         try:
@@ -342,18 +320,17 @@ class DiskResumableStore:
         except OSError:
             return False
 
-    async def _publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> tuple[FileInfo, bool]:
+    async def _publish(self, upload: ResumableUpload, sha256: str) -> tuple[FileInfo, bool]:
         assert upload.complete
         self._ready()
         part = self._part(upload.id)
-        if self._canRename(store):
+        store = self.store
+        if self._canRename():
             assert isinstance(store, DiskStore)
             store.ready()
             try:
                 modified, replaced = await self.run(
-                    _publishByRename, part, store.root / upload.name, sha256
+                    publishByRename, part, store.root / upload.name, sha256
                 )
             except BaseException as e:
                 raise store.failure(e) from e
@@ -400,10 +377,8 @@ class DiskResumableStore:
         finally:
             os.close(fd)
 
-    def publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> Deferred[tuple[FileInfo, bool]]:
-        return Deferred.fromCoroutine(self._publish(upload, store, sha256))
+    def publish(self, upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        return Deferred.fromCoroutine(self._publish(upload, sha256))
 
     async def _remove(self, uploadId: str) -> None:
         if not ID_PATTERN.fullmatch(uploadId):

@@ -12,6 +12,7 @@ locks, checksums, limits) are the protocol layer's business.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +21,10 @@ from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
 
 from streamrelay.store import FileInfo, IUploadStore
+
+#: What an upload id looks like (C{secrets.token_hex(16)}); anything else
+#: names no upload, in any resumable store.
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -97,7 +102,14 @@ class IPartialWriter(IConsumer):
 
 
 class IResumableStore(Interface):
-    """Resumable uploads: their state and their partial bytes."""
+    """
+    Resumable uploads: their state and their partial bytes, and the store
+    they are published into once complete.
+    """
+
+    store: IUploadStore = Attribute(
+        "The store complete uploads become files of (see L{publish})."
+    )
 
     def create(upload: ResumableUpload) -> Deferred[None]:
         """Keep a new upload with no bytes yet."""
@@ -120,11 +132,9 @@ class IResumableStore(Interface):
     def hashPrefix(upload: ResumableUpload) -> Deferred[hashlib._Hash]:
         """The SHA-256 state of the upload's first C{offset} bytes."""
 
-    def publish(
-        upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> Deferred[tuple[FileInfo, bool]]:
+    def publish(upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
         """
-        Make the complete bytes the file C{upload.name} of C{store},
+        Make the complete bytes the file C{upload.name} of L{store},
         atomically, with SHA-256 C{sha256}; whether it replaced one.  The
         partial bytes are gone afterwards.
         """

@@ -20,14 +20,11 @@ verified), and C{HEAD} reports them.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email.utils
 import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
@@ -35,32 +32,36 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from streamrelay.backend.answers import fileJSON, location, rfc3339
 from streamrelay.errors import (
     ApiError,
-    StorageUnavailable,
     storageUnavailable,
     tooLarge,
     writeJSON,
 )
 from streamrelay.names import BadName, validateName
-from streamrelay.store import IUploadStore, StorageFull
-from streamrelay.store.interfaces import NotAFile, rfc3339
+from streamrelay.receiving import TooLarge, shielded
+from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
+from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.tus.headers import (
+    CHECKSUMS,
+    EXTENSIONS,
+    OFFSET_STREAM,
+    TUS_VERSION,
+    badRequest,
+    checksumOf,
+    contentType,
+    count,
+    httpDate,
+    parseMetadata,
+    requestBody,
+)
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
 from streamrelay.webapp import requestId
-
-T = TypeVar("T")
-
-TUS_VERSION = b"1.0.0"
-EXTENSIONS = (
-    b"creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
-)
-CHECKSUMS: dict[str, Callable[[], Any]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
-OFFSET_STREAM = b"application/offset+octet-stream"
 
 #: Where uploads live in the HTTP API.
 UPLOADS_PATH = b"/uploads/"
@@ -76,10 +77,6 @@ CHECKPOINT_EVERY = 64 << 20
 _CUT = (BodyIncomplete, BodyTimeout, ConnectionLost, ConnectionDone, CancelledError)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class _TakenOver(Exception):
     """Another request took the upload over (or the backend is stopping)."""
 
@@ -88,102 +85,6 @@ def locked() -> ApiError:
     return ApiError(
         423, "locked", "Another request took this upload over; ask for its offset again."
     )
-
-
-def badRequest(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
-
-
-def parseMetadata(value: str) -> dict[str, bytes]:
-    """
-    The pairs of an C{Upload-Metadata} header (C{key base64value}, comma
-    separated, value optional); L{ValueError} when malformed.
-    """
-    result: dict[str, bytes] = {}
-    if not value.strip():
-        return result
-    for pair in value.split(","):
-        parts = pair.strip().split(" ")
-        if len(parts) > 2 or not parts[0]:
-            raise ValueError(f"malformed pair {pair.strip()!r}")
-        key = parts[0]
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice")
-        try:
-            result[key] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
-        except binascii.Error:
-            raise ValueError(f"the value of {key!r} is not base64") from None
-    return result
-
-
-def parseChecksum(value: bytes) -> tuple[str, bytes]:
-    """The algorithm and digest of an C{Upload-Checksum} header."""
-    try:
-        algorithm, encoded = value.decode("ascii").strip().split(" ")
-        digest = base64.b64decode(encoded, validate=True)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise badRequest("Upload-Checksum is 'ALGORITHM BASE64DIGEST'.") from None
-    if algorithm not in CHECKSUMS:
-        raise badRequest(
-            f"Upload-Checksum algorithm {algorithm!r} is not supported "
-            f"(Tus-Checksum-Algorithm: {', '.join(CHECKSUMS)})."
-        )
-    return algorithm, digest
-
-
-def _count(request: IRequest, header: bytes) -> int | None:
-    value = request.getHeader(header)
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 19:
-        raise badRequest(f"{header.decode().title()} is a whole number of bytes.")
-    return int(value)
-
-
-def exceedsMaxSize(request: IRequest, maxSize: int | None) -> bool:
-    """
-    Whether a tus request declares more than C{maxSize} bytes in all (its
-    C{Upload-Length}, or C{Upload-Offset} plus its body): what a proxy can
-    refuse before any byte is forwarded.
-    """
-    if maxSize is None:
-        return False
-    try:
-        length = _count(request, b"upload-length")
-        offset = _count(request, b"upload-offset")
-    except ApiError:
-        return False  # the backend answers what is wrong
-    body = _body(request)
-    declared = body.declaredLength if body is not None else 0
-    return (length is not None and length > maxSize) or (
-        offset is not None and declared is not None and offset + declared > maxSize
-    )
-
-
-def httpDate(timestamp: float) -> bytes:
-    return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
-
-
-def shielded(d: Deferred[T]) -> Deferred[T]:
-    """
-    A Deferred with C{d}'s result whose cancellation leaves C{d} running:
-    what a request started must finish (flush, record the offset) even when
-    its client has gone.
-    """
-    out: Deferred[T] = Deferred()
-
-    def relay(result: object) -> None:
-        if out.called:
-            return None  # cancelled: the result has nobody to go to
-        if isinstance(result, Failure):
-            out.errback(result)
-        else:
-            out.callback(result)  # type: ignore[arg-type]
-        return None
-
-    d.addBoth(relay)
-    return out
 
 
 class _Holder:
@@ -248,7 +149,7 @@ class _ChunkSink:
 
     def write(self, data: bytes) -> None:
         if self._room is not None and self.size + len(data) > self._room:
-            raise _TooLarge()
+            raise TooLarge(self._room)
         self._writer.write(data)
         self.size += len(data)
         self.running.update(data)
@@ -277,6 +178,8 @@ class TusUploads:
         maxSize: int | None = None,
         expiry: float = DEFAULT_EXPIRY,
     ) -> None:
+        if resumable.store is not store:
+            raise ValueError("the resumable store publishes into another store")
         self.resumable = resumable
         self.store = store
         self.clock = clock
@@ -309,7 +212,7 @@ class TusUploads:
                 "Upload-Concat: concatenation is not supported here; "
                 "upload the file in one upload."
             )
-        length = _count(request, b"upload-length")
+        length = count(request, b"upload-length")
         deferred = request.getHeader(b"upload-defer-length")
         if deferred is not None and (deferred.strip() != b"1" or length is not None):
             raise badRequest("Upload-Defer-Length is 1, and only without Upload-Length.")
@@ -318,13 +221,13 @@ class TusUploads:
         if length is not None and self.maxSize is not None and length > self.maxSize:
             raise tooLarge(self.maxSize)
         metadata, name = self._metadata(request)
-        body = _body(request)
-        if body is not None and _contentType(request) != OFFSET_STREAM:
+        body = requestBody(request)
+        if body is not None and contentType(request) != OFFSET_STREAM:
             raise ApiError(
                 415, "unsupported_media_type",
                 "An upload's bytes are sent as application/offset+octet-stream.",
             )
-        checksum = _checksum(request)
+        checksum = checksumOf(request)
         if body is not None and length is not None and (body.declaredLength or 0) > length:
             raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
         now = self.clock.seconds()
@@ -386,16 +289,16 @@ class TusUploads:
 
     async def patch(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
-        if _contentType(request) != OFFSET_STREAM:
+        if contentType(request) != OFFSET_STREAM:
             raise ApiError(
                 415, "unsupported_media_type",
                 "PATCH takes Content-Type: application/offset+octet-stream.",
             )
-        offset = _count(request, b"upload-offset")
+        offset = count(request, b"upload-offset")
         if offset is None:
             raise badRequest("PATCH needs Upload-Offset.")
-        newLength = _count(request, b"upload-length")
-        checksum = _checksum(request)
+        newLength = count(request, b"upload-length")
+        checksum = checksumOf(request)
         await self._live(uploadId)
         upload = await shielded(
             Deferred.fromCoroutine(self._write(request, uploadId, offset, newLength, checksum))
@@ -448,7 +351,7 @@ class TusUploads:
                     {b"upload-offset": b"%d" % (upload.offset,),
                      b"tus-resumable": TUS_VERSION},
                 )
-            body = _body(request)
+            body = requestBody(request)
             room = self._room(upload)
             declared = body.declaredLength if body is not None else 0
             if room is not None and declared is not None and declared > room:
@@ -572,7 +475,7 @@ class TusUploads:
             return upload
         if isinstance(error, _TakenOver):
             raise _stopping() if self._stopping else locked()
-        if isinstance(error, _TooLarge):
+        if isinstance(error, TooLarge):
             raise ApiError(413, "too_large", "The body is larger than the room left in the upload.")
         if isinstance(error, BodyTimeout):
             raise ApiError(408, "timeout", f"The body stalled: {error}; its bytes were kept.")
@@ -614,7 +517,7 @@ class TusUploads:
             stored, replaced = info, True
         else:
             try:
-                stored, replaced = await self.resumable.publish(upload, self.store, sha256)
+                stored, replaced = await self.resumable.publish(upload, sha256)
             except StorageFull as e:
                 raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
             except NotAFile as e:
@@ -623,7 +526,7 @@ class TusUploads:
                     409, "conflict",
                     f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
                 ) from None
-        upload.stored = {**stored.asJSON(), "replaced": replaced}
+        upload.stored = {**fileJSON(stored), "replaced": replaced}
         await self.resumable.save(upload)
         self._hashes.pop(upload.id, None)
         self._log.info(
@@ -725,7 +628,7 @@ class TusUploads:
         if upload.stored is None:
             request.setHeader(b"upload-expires", httpDate(upload.expires))
         else:
-            request.setHeader(b"content-location", b"/files/" + _quote(upload.name))
+            request.setHeader(b"content-location", location(upload.name))
 
 
 class TusService(Service):
@@ -767,26 +670,6 @@ def _stopping() -> ApiError:
     )
 
 
-def _body(request: IRequest) -> RequestBody | None:
-    return getattr(request, "body", None)
-
-
-def _contentType(request: IRequest) -> bytes:
-    value = request.getHeader(b"content-type") or b""
-    return value.split(b";")[0].strip().lower()
-
-
-def _checksum(request: IRequest) -> tuple[str, bytes] | None:
-    value = request.getHeader(b"upload-checksum")
-    return None if value is None else parseChecksum(value)
-
-
-def _quote(name: str) -> bytes:
-    from urllib.parse import quote
-
-    return quote(name, safe="").encode("ascii")
-
-
 def _outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
@@ -796,6 +679,6 @@ def _outcome(error: BaseException | None) -> str:
         return "cut"
     if isinstance(error, ApiError):
         return error.code
-    if isinstance(error, _TooLarge):
+    if isinstance(error, TooLarge):
         return "too_large"
     return type(error).__name__

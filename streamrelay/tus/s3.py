@@ -47,34 +47,29 @@ from twisted.internet.defer import (
     Deferred,
     DeferredSemaphore,
     FirstError,
-    ensureDeferred,
     gatherResults,
     succeed,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from streamrelay.store import FileInfo, IUploadStore
+from streamrelay.store import FileInfo
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
+from streamrelay.store.s3.interfaces import started
 from streamrelay.store.s3.messages import S3Error
-from streamrelay.store.s3.store import (
-    OWN_FOLDER,
-    CopySource,
-    HashSink,
-    ObjectChanged,
-    S3File,
-    S3Store,
-)
-from streamrelay.store.s3.upload import (
+from streamrelay.store.s3.publishing import (
     MAX_COPY_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
+    CopySource,
     ProducerHolder,
     partTarget,
     storeError,
 )
-from streamrelay.tus.disk import ID_PATTERN
+from streamrelay.store.s3.reading import HashSink, ObjectChanged, S3File
+from streamrelay.store.s3.store import OWN_FOLDER, S3Store
 from streamrelay.tus.interfaces import (
+    ID_PATTERN,
     IPartialWriter,
     IResumableStore,
     ResumableUpload,
@@ -130,6 +125,7 @@ class S3ResumableStore:
     def __init__(self, store: S3Store, staleAfter: float | None = None) -> None:
         self.store = store
         self.client = store.client
+        self.publisher = store.publisher
         self.folder = store.prefix + TUS_FOLDER
         self.staleAfter = store.staleAfter if staleAfter is None else staleAfter
         #: upload id -> offset -> the segments holding the bytes before it
@@ -208,7 +204,7 @@ class S3ResumableStore:
         named = {s.token for s in layout}
         garbage = self._garbage.get(upload.id, set())
         for token in sorted(garbage - named):
-            self.store.removeLater(self.segmentKey(upload.id, token))
+            self.publisher.removeLater(self.segmentKey(upload.id, token))
         garbage &= named
 
     def save(self, upload: ResumableUpload) -> Deferred[None]:
@@ -240,7 +236,7 @@ class S3ResumableStore:
         for uploadId, keys in others.items():
             if uploadId not in records and all(modified <= cutoff for _, modified in keys):
                 for key, _ in keys:
-                    self.store.removeLater(key)
+                    self.publisher.removeLater(key)
         return sorted(records)
 
     def ids(self) -> Deferred[list[str]]:
@@ -281,12 +277,8 @@ class S3ResumableStore:
     def hashPrefix(self, upload: ResumableUpload) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._hashPrefix(upload))
 
-    async def _publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> tuple[FileInfo, bool]:
+    async def _publish(self, upload: ResumableUpload, sha256: str) -> tuple[FileInfo, bool]:
         assert upload.complete
-        if store is not self.store:
-            raise TypeError("uploads kept in S3 are published into the same S3 store")
         layout = self.layout(upload)
         key = self.store.key(upload.name)
         try:
@@ -296,11 +288,11 @@ class S3ResumableStore:
             elif len(layout) == 1:
                 only = layout[0]
                 staged = ObjectHead(only.size, only.etag, 0.0, None)
-                await self.store.publish(
+                await self.publisher.publish(
                     self.segmentKey(upload.id, only.token), staged, key, {SHA256_META: sha256}
                 )
             else:
-                await self.store.copyParts(key, {SHA256_META: sha256}, [
+                await self.publisher.copyParts(key, {SHA256_META: sha256}, [
                     CopySource(self.segmentKey(upload.id, s.token), s.etag, 0, s.size)
                     for s in layout
                 ])
@@ -318,16 +310,14 @@ class S3ResumableStore:
         head = await self.client.head(key)
         if head is None or head.size != upload.offset or head.sha256 != sha256:
             raise storeError(S3Error(500, "Replaced", f"{key!r} changed as it was stored"))
-        self.store.background(
+        self.publisher.background(
             f"removing the segments of upload {upload.id}",
             lambda: self._removeSegments(upload.id),
         )
         return self.store.remember(upload.name, head), before is not None
 
-    def publish(
-        self, upload: ResumableUpload, store: IUploadStore, sha256: str
-    ) -> Deferred[tuple[FileInfo, bool]]:
-        return Deferred.fromCoroutine(self._publish(upload, store, sha256))
+    def publish(self, upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
+        return Deferred.fromCoroutine(self._publish(upload, sha256))
 
     async def _removeSegments(self, uploadId: str) -> None:
         """Remove every object of the upload but its record."""
@@ -353,7 +343,7 @@ class S3ResumableStore:
         self._garbage.pop(uploadId, None)
 
     def _delete(self, key: str) -> Deferred[None]:
-        return ensureDeferred(self.client.delete(key))
+        return started(self.client.delete(key))
 
     def remove(self, uploadId: str) -> Deferred[None]:
         return Deferred.fromCoroutine(self._remove(uploadId))

@@ -4,33 +4,31 @@ and sent with treq on the reactor.
 
 botocore only signs here: it never sends anything, so no blocking call runs
 on the reactor thread.  Part bodies are hashed for their signature in a
-thread (L{threadedSHA256}); everything else is small.
+thread (L{streamrelay.store.s3.signing.threadedSHA256}); everything else
+is small.
 """
 
 from __future__ import annotations
 
 import email.utils
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ObjectPage,
     S3Error,
@@ -45,9 +43,14 @@ from streamrelay.store.s3.messages import (
     parseUploadPage,
     raiseIfError,
 )
+from streamrelay.store.s3.signing import (
+    EMPTY_SHA256,
+    ChunksProducer,
+    Signer,
+    sha256Chunks,
+    syncSHA256,
+)
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 #: The largest error answer read from a request meant to stream.
 MAX_ERROR_BODY = 1 << 20
 #: The object metadata that holds a stored file's SHA-256.
@@ -60,123 +63,6 @@ _RETRY_CODES = {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailab
 
 class RequestTimedOut(Exception):
     """S3 did not answer within the request timeout."""
-
-
-def sha256Chunks(chunks: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def threadedSHA256(reactor: Any) -> Callable[[Sequence[bytes]], Deferred[str]]:
-    """
-    Hash part bodies in the reactor's thread pool: hashlib releases the GIL,
-    so the reactor keeps streaming meanwhile.
-    """
-    from twisted.internet.threads import deferToThreadPool
-
-    def hashChunks(chunks: Sequence[bytes]) -> Deferred[str]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), sha256Chunks, chunks)
-
-    return hashChunks
-
-
-def syncSHA256(chunks: Sequence[bytes]) -> Deferred[str]:
-    return succeed(sha256Chunks(chunks))
-
-
-class _PayloadAuth(S3SigV4Auth):
-    """botocore's S3 SigV4, signing the payload hash it is given instead of hashing the body."""
-
-    def payload(self, request: AWSRequest) -> str:
-        return str(request.context["payload_sha256"])
-
-
-class Signer:
-    """
-    Signs requests with AWS Signature Version 4, by botocore.
-
-    @param credentials: access key, secret key and optional session token.
-    """
-
-    def __init__(self, credentials: Credentials, region: str) -> None:
-        self.region = region
-        self._auth = _PayloadAuth(credentials, "s3", region)
-
-    def sign(
-        self, method: str, url: str, headers: dict[str, str], payloadSHA256: str
-    ) -> dict[str, str]:
-        """
-        The headers to send: C{headers} plus C{X-Amz-Date},
-        C{X-Amz-Content-SHA256} and C{Authorization}.
-        """
-        request = AWSRequest(method=method, url=url, headers=headers)
-        request.context["payload_sha256"] = payloadSHA256
-        self._auth.add_auth(request)
-        return {str(k): str(v) for k, v in request.headers.items()}
-
-
-@implementer(IBodyProducer)
-class ChunksProducer:
-    """
-    A request body made of chunks already in memory, written one at a time
-    while the connection wants more; nothing is copied.
-    """
-
-    def __init__(self, chunks: Sequence[bytes]) -> None:
-        self._chunks = chunks
-        self.length = sum(len(c) for c in chunks)
-        self._index = 0
-        self._paused = False
-        self._stopped = False
-        self._writing = False
-        self._consumer: IConsumer | None = None
-        self._done: Deferred[None] | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = Deferred()
-        self._write()
-        return self._done
-
-    def _write(self) -> None:
-        if self._writing or self._consumer is None:
-            return
-        self._writing = True
-        try:
-            while not self._paused and not self._stopped and self._index < len(self._chunks):
-                chunk = self._chunks[self._index]
-                self._index += 1
-                self._consumer.write(chunk)
-        finally:
-            self._writing = False
-        if (
-            self._index == len(self._chunks)
-            and not self._stopped
-            and self._done is not None
-            and not self._done.called
-        ):
-            self._release()
-            self._done.callback(None)
-
-    def _release(self) -> None:
-        # twisted.web keeps the request, and so its producer, as long as
-        # the response; the chunks must not live that long.
-        self._chunks = ()
-        self._index = 0
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._write()
-
-    def stopProducing(self) -> None:
-        # The startProducing Deferred never fires after this (IBodyProducer).
-        self._stopped = True
-        self._release()
 
 
 @dataclass(frozen=True)
@@ -247,6 +133,7 @@ def _retriable(error: BaseException) -> bool:
     )
 
 
+@implementer(IS3Client)
 class S3Client:
     """
     One bucket of an S3-compatible service, addressed path-style

@@ -117,7 +117,8 @@ def makeS3Store(settings: Mapping[str, Any], reactor: Any) -> S3Store:
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from streamrelay.store.s3.client import S3Client, Signer, threadedSHA256
+    from streamrelay.store.s3.client import S3Client
+    from streamrelay.store.s3.signing import Signer, threadedSHA256
     from streamrelay.store.s3.store import S3Store
 
     pool = HTTPConnectionPool(reactor, persistent=True)

@@ -13,7 +13,7 @@ from datetime import datetime
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
 
-from streamrelay.errors import StorageUnavailable
+from streamrelay.store.interfaces import StorageUnavailable
 
 
 class S3Error(Exception):

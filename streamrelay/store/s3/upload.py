@@ -16,57 +16,38 @@ file appears under its name whole, verified and with its digest, at once.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IProducer, IPushProducer
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from streamrelay.errors import StorageUnavailable
 from streamrelay.store.interfaces import FileInfo, IUpload, StorageFull
 from streamrelay.store.s3.client import SHA256_META
+from streamrelay.store.s3.interfaces import IS3Client, started
 from streamrelay.store.s3.messages import S3Error
-
-if TYPE_CHECKING:
-    from streamrelay.store.s3.store import S3Store
-
-#: S3's smallest part (but the last) and its largest object copied in one request.
-MIN_PART_SIZE = 5 << 20
-MAX_COPY_SIZE = 5 << 30
-MAX_PARTS = 10000
-#: The part size doubles every this many parts, so that 10,000 parts hold
-#: about 62 times 2,000 starting parts (496 GB with 8 MiB parts).
-PARTS_PER_SIZE = 2000
+from streamrelay.store.s3.publishing import (
+    MAX_PARTS,
+    Digests,
+    ProducerHolder,
+    S3Publisher,
+    UploadFailed,
+    partTarget,
+    storeError,
+)
 
 
-class UploadFailed(Exception):
-    """The upload broke earlier (an S3 request failed); nothing was stored."""
+@dataclass
+class UploadContext:
+    """What the uploads into an S3 store work with, shared by all of them."""
 
-
-#: S3 error codes that mean the store is full (Ceph RGW quotas, for one).
-FULL_CODES = {"QuotaExceeded", "InsufficientCapacity", "InsufficientStorage"}
-
-
-def storeError(error: BaseException | None) -> Exception:
-    """
-    What a write or commit raises for an S3 failure: L{StorageFull} when
-    full, the failure itself when S3 is unavailable.
-    """
-    if isinstance(error, S3Error) and (error.code in FULL_CODES or error.status == 507):
-        return StorageFull(str(error))
-    if isinstance(error, StorageUnavailable):
-        return error
-    return UploadFailed(str(error))
-
-
-def partTarget(partSize: int, number: int) -> int:
-    """How many bytes part C{number} (from 1) collects before it is sent."""
-    return partSize << ((number - 1) // PARTS_PER_SIZE)
-
+    client: IS3Client
+    publisher: S3Publisher
+    digests: Digests
+    #: Bytes of the first parts (see L{partTarget}), and parts sent at once.
+    partSize: int
+    partsInFlight: int
 
 @dataclass
 class _Part:
@@ -75,48 +56,24 @@ class _Part:
     sha256: Deferred[str]
 
 
-class ProducerHolder:
-    """
-    A consumer's hold on the push producer writing to it: paused while the
-    consumer cannot take more, resumed (once) when it can.
-    """
-
-    def __init__(self) -> None:
-        self._producer: IPushProducer | None = None
-        self._paused = False
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._producer = producer if IPushProducer.providedBy(producer) else None
-
-    def unregisterProducer(self) -> None:
-        self._resume()
-        self._producer = None
-
-    def _pause(self) -> None:
-        if self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def _resume(self) -> None:
-        if self._producer is not None and self._paused:
-            self._paused = False
-            self._producer.resumeProducing()
-
-
 @implementer(IUpload)
 class S3Upload(ProducerHolder):
-    """A file being streamed into an L{S3Store}."""
+    """
+    A file being streamed into an L{S3Store}: stored as C{key} at commit,
+    staged (when larger than a part) as C{staging}.
+    """
 
     _log = Logger()
 
-    def __init__(self, store: S3Store, name: str) -> None:
+    def __init__(self, context: UploadContext, name: str, key: str, staging: str) -> None:
         super().__init__()
         self.name = name
         self.size = 0
-        self._store = store
-        self._client = store.client
-        self._key = store.key(name)
-        self._staging = store.stagingKey(secrets.token_hex(16))
+        self._context = context
+        self._publisher = context.publisher
+        self._client = context.client
+        self._key = key
+        self._staging = staging
         self._chunks: list[bytes] = []
         self._filled = 0
         self._creation: Deferred[None] | None = None
@@ -154,7 +111,7 @@ class S3Upload(ProducerHolder):
     # Parts
 
     def _partFull(self) -> bool:
-        return self._filled >= partTarget(self._store.partSize, self._cut + 1)
+        return self._filled >= partTarget(self._context.partSize, self._cut + 1)
 
     def _takeChunks(self) -> list[bytes]:
         chunks, self._chunks, self._filled = self._chunks, [], 0
@@ -182,8 +139,8 @@ class S3Upload(ProducerHolder):
             return waiter
         self._idWaiters.append(waiter)
         if self._creation is None:
-            self._store.started(self._staging)
-            creation: Deferred[str] = ensureDeferred(self._client.createUpload(self._staging))
+            self._publisher.started(self._staging)
+            creation: Deferred[str] = started(self._client.createUpload(self._staging))
             self._creation = creation.addCallbacks(self._created, self._notCreated)
         return waiter
 
@@ -199,7 +156,7 @@ class S3Upload(ProducerHolder):
             waiter.errback(failure)
 
     def _canSend(self) -> bool:
-        return len(self._sending) < self._store.partsInFlight
+        return len(self._sending) < self._context.partsInFlight
 
     def _send(self, part: _Part) -> None:
         sending = Deferred.fromCoroutine(self._uploadPart(part))
@@ -267,7 +224,7 @@ class S3Upload(ProducerHolder):
         return result
 
     async def _commit(self, sha256: str) -> tuple[FileInfo, bool]:
-        store, client = self._store, self._client
+        publisher, client = self._publisher, self._client
         try:
             while self._sending:
                 await self._sending[0]
@@ -286,14 +243,14 @@ class S3Upload(ProducerHolder):
                 uploadId = await self._multipartUpload()
                 await client.complete(self._staging, uploadId, sorted(self._parts))
                 self._completed = True
-                store.finished(self._staging)
+                publisher.finished(self._staging)
                 staged = await client.head(self._staging)
                 if staged is None or staged.size != self.size:
                     raise S3Error(500, "BadCompletion", "the completed upload is not as sent")
                 before = await client.head(self._key)
                 self._checkAlive()
-                await store.publish(self._staging, staged, self._key, {SHA256_META: sha256})
-                store.removeLater(self._staging)
+                await publisher.publish(self._staging, staged, self._key, {SHA256_META: sha256})
+                publisher.removeLater(self._staging)
         except S3Error as e:
             self._cleanUp()
             full = storeError(e)
@@ -306,7 +263,7 @@ class S3Upload(ProducerHolder):
         head = await client.head(self._key)
         if head is None or head.size != self.size or head.sha256 != sha256:
             raise S3Error(500, "Replaced", f"{self._key!r} changed as it was stored")
-        return store.remember(self.name, head), before is not None
+        return self._context.digests.fileInfo(self.name, self._key, head), before is not None
 
     def _checkAlive(self) -> None:
         if self._failure is not None:
@@ -334,9 +291,9 @@ class S3Upload(ProducerHolder):
         for part in sending:
             part.cancel()
         if self._completed:
-            self._store.removeLater(self._staging)
+            self._publisher.removeLater(self._staging)
         elif self._creation is not None:
             uploadId: Deferred[str | None] = Deferred()
             # Fires once the creation did, whatever its outcome.
             self._creation.addBoth(lambda _: uploadId.callback(self._uploadId))
-            self._store.abortLater(self._staging, uploadId)
+            self._publisher.abortLater(self._staging, uploadId)
