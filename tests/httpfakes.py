@@ -14,6 +14,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 
 from streamrelay.streaming import makeSite
+from streamrelay.webapp import JSONAnswers
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Connection:
 
     def __init__(self, resource: IResource, clock: Clock | None = None, timeout: float = 60):
         self.clock = clock or Clock()
-        self.site = makeSite(resource, timeout)
+        self.site = makeSite(resource, timeout, JSONAnswers())
         self.site._updateLogDateTime = lambda: None  # type: ignore[method-assign]
         self.site.callLater = self.clock.callLater  # type: ignore[attr-defined]
         self.channel: HTTPChannel = self.site.buildProtocol(
