@@ -95,7 +95,11 @@ def privateUses(path: Path, names: set[str]) -> list[str]:
     """
     Where C{path} imports a private name of Twisted, or reads one of
     C{names} (Twisted's private names) on an object other than its own
-    C{self}: by attribute, with C{getattr} and the like, or in C{vars()}.
+    C{self}: by attribute, or by name (C{getattr}, C{vars()} and the like).
+
+    It reads names, not types: one of streamrelay's own private names that
+    Twisted uses too, read on another of streamrelay's objects, is found
+    as well (give it another name, or read it through a method).
     """
     found = []
     tree = ast.parse(path.read_text(), str(path))
