@@ -11,11 +11,11 @@ from typing import Any, NamedTuple
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web import http
 
 from streamrelay.streaming.answers import AnswerRenderer, PlainAnswers
 from streamrelay.streaming.internals import (
     MAX_CHUNK_SIZE,
+    ChannelHooks,
     busyReceiving,
     channelIdle,
     chunkedDecoder,
@@ -106,7 +106,7 @@ def hasBareLineFeed(data: bytes) -> bool:
     return data.count(b"\n") != data.count(b"\r\n")
 
 
-class StreamingChannel(http.HTTPChannel):
+class StreamingChannel(ChannelHooks):
     """
     HTTP/1.1 with the application's errors (its site's C{answers}, an
     L{AnswerRenderer}) for requests twisted.web refuses before any resource
@@ -171,16 +171,16 @@ class StreamingChannel(http.HTTPChannel):
             return
         super().lineReceived(line)
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+    def chooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
         if header != b"Transfer-Encoding":
-            return bool(super()._maybeChooseTransferDecoder(header, data))
+            return bool(super().chooseTransferDecoder(header, data))
         # Several Transfer-Encoding lines make one list, judged once all
         # headers are in: the body is chunked, or refused before it is read.
         first = self._transferCodings is None
         self._transferCodings = (self._transferCodings or []) + transferCodings(data)
         if not first:
             return True
-        if not super()._maybeChooseTransferDecoder(header, b"chunked"):
+        if not super().chooseTransferDecoder(header, b"chunked"):
             return False  # with a Content-Length: refused
         chunkedDecoder(self)
         return True
@@ -222,7 +222,7 @@ class StreamingChannel(http.HTTPChannel):
         self._refuseRequest(Refusal(400, b"Bad Request", "bad_request",
                                     "Request and header lines must end with CRLF."))
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def refuseMalformed(self) -> None:
         size, count = headerCounts(self)
         if size > self.totalHeadersSize or count > self.maxHeaders:
             self._refuseRequest(Refusal(

@@ -6,10 +6,11 @@ twisted/twisted#4688), for handing a connection's reads to a kernel splice,
 or for tuning a TCP transport's send path.  What streamrelay needs of its
 internals is read and written here and nowhere else; L{PRIVATE_NAMES} lists
 each name, and a test asserts that each still exists in the installed
-Twisted, so an upgrade that drops one fails in one place.  The streaming
-package's subclasses also override a few private hooks (C{Request._cleanup},
+Twisted, so an upgrade that drops one fails in one place.  The private
+hooks the streaming package overrides (C{Request._cleanup},
 C{HTTPChannel._maybeChooseTransferDecoder},
-C{HTTPChannel._respondToBadRequestAndDisconnect}); they are listed too.
+C{HTTPChannel._respondToBadRequestAndDisconnect}) are given public names
+here, by L{RequestHooks} and L{ChannelHooks}.
 
 Tested against the Twisted range pinned in setup.cfg.
 """
@@ -20,12 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.web import http
+from twisted.web import http, server
 from twisted.web._newclient import LengthEnforcingConsumer
 
 __all__ = [
     "PRIVATE_NAMES",
     "BoundedChunkedDecoder",
+    "ChannelHooks",
+    "RequestHooks",
     "MAX_CHUNK_SIZE",
     "bodyBytesLeft",
     "busyReceiving",
@@ -198,7 +201,48 @@ class BoundedChunkedDecoder(http._ChunkedTransferDecoder):
         return read
 
 
+class ChannelHooks(http.HTTPChannel):
+    """
+    twisted.web's HTTP/1.1 channel, with the private hooks a subclass
+    overrides under public names.
+    """
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        return self.chooseTransferDecoder(header, data)
+
+    def chooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        """
+        Choose the body's decoder for a C{Content-Length} or
+        C{Transfer-Encoding} line C{header: data}; False refuses the request.
+        """
+        return bool(http.HTTPChannel._maybeChooseTransferDecoder(self, header, data))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.refuseMalformed()
+
+    def refuseMalformed(self) -> None:
+        """Answer a request twisted.web cannot parse, and close."""
+        http.HTTPChannel._respondToBadRequestAndDisconnect(self)
+
+
 # Requests
+
+
+class RequestHooks(server.Request):
+    """
+    twisted.web's request, with the private hook a subclass overrides under
+    a public name.
+    """
+
+    def _cleanup(self) -> None:
+        self.cleanupAfterResponse()
+
+    def cleanupAfterResponse(self) -> None:
+        """
+        What twisted.web does once the response is finished: the channel
+        goes on to the next request, C{notifyFinish} Deferreds fire.
+        """
+        server.Request._cleanup(self)
 
 
 def clientGone(request: object) -> bool:

@@ -18,6 +18,7 @@ from twisted.web import http, server
 from streamrelay.streaming.answers import AnswerRenderer, PlainAnswers
 from streamrelay.streaming.body import BodyTimeout, RequestBody
 from streamrelay.streaming.internals import (
+    RequestHooks,
     clientNotReading,
     requestLine,
     send100Continue,
@@ -70,7 +71,7 @@ def parseQuery(query: bytes) -> dict[bytes, list[bytes]]:
     }
 
 
-class StreamingRequest(server.Request):
+class StreamingRequest(RequestHooks):
     """
     A request dispatched to its resource as soon as its headers are in.
 
@@ -222,9 +223,9 @@ class StreamingRequest(server.Request):
             super().process()
             return
         # What server.Request.process sets up before rendering; then an
-        # answer with no resource involved: a JSON 400 for a target or
-        # query refused, or what the server allows for OPTIONS *.  An
-        # unread body is dropped (see _cleanup) and the connection stays
+        # answer with no resource involved: a 400 for a target or query
+        # refused, or what the server allows for OPTIONS *.  An unread body
+        # is dropped (see cleanupAfterResponse) and the connection stays
         # usable otherwise.
         self.site = cast(Any, self.channel).site
         answers: AnswerRenderer = getattr(self.site, "answers", _PLAIN)
@@ -388,7 +389,7 @@ class StreamingRequest(server.Request):
             self.channel.persistent = False
         super().write(data)
 
-    def _cleanup(self) -> None:
+    def cleanupAfterResponse(self) -> None:
         if self._state is RECEIVING or self._state is DISCARDING:
             # Lingering close: closing with unread data would send a RST that
             # can destroy the response we just wrote.
@@ -396,7 +397,7 @@ class StreamingRequest(server.Request):
             self._state = LINGERING
             self._lingerCall = self.channel.callLater(LINGER_SECONDS, self._lingerTimedOut)
             return
-        super()._cleanup()
+        super().cleanupAfterResponse()
 
     def _lingerTimedOut(self) -> None:
         self._lingerCall = None
@@ -408,7 +409,7 @@ class StreamingRequest(server.Request):
         """The cleanup the lingering close held back."""
         stopCall(self._lingerCall)
         self._lingerCall = None
-        super()._cleanup()
+        super().cleanupAfterResponse()
 
     def connectionLost(self, reason: Failure) -> None:
         previous, self._state = self._state, GONE
