@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from streamrelay.errors import ApiError
+from streamrelay.streaming import clientGone
 
 _log = Logger()
 
@@ -54,7 +55,7 @@ class UploadSlots:
         Give C{request}'s slot back once its answer is written (or its
         client gone): a graceful stop waits for the answer too.
         """
-        if getattr(request, "finished", True) or getattr(request, "_disconnected", False):
+        if getattr(request, "finished", True) or clientGone(request):
             self._free(request)
         else:
             cast(Any, request).notifyFinish().addBoth(lambda _: self._free(request))

@@ -19,14 +19,17 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from streamrelay.errors import (
+    JSON_TYPE,
     ApiError,
     badName,
+    jsonBytes,
     notFound,
     storageUnavailable,
     writeError,
 )
 from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 from streamrelay.store.interfaces import StorageFull, StorageUnavailable
+from streamrelay.streaming import PlainAnswers
 
 _log = Logger()
 
@@ -40,9 +43,28 @@ def answerError(request: IRequest, error: ApiError) -> bytes:
     Write C{error} as API.md's JSON, echoing the request's C{X-Request-Id}
     (or a new one) unless the response carries one already.
     """
+    _identify(request)
+    return writeError(request, error)
+
+
+def _identify(request: IRequest) -> None:
+    """Echo the request's C{X-Request-Id} (or a new one) in its answer."""
     if not request.responseHeaders.hasHeader(b"x-request-id"):
         request.setHeader(b"x-request-id", requestId(request).encode("ascii"))
-    return writeError(request, error)
+
+
+class JSONAnswers(PlainAnswers):
+    """
+    What the streaming layer answers by itself (its L{AnswerRenderer}), as
+    API.md's JSON, with the request's C{X-Request-Id} when there is one.
+    """
+
+    def document(
+        self, request: IRequest | None, status: int, document: object
+    ) -> tuple[bytes, bytes]:
+        if request is not None:
+            _identify(request)
+        return JSON_TYPE, jsonBytes(document)
 
 
 def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:

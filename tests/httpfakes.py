@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from streamrelay.streaming import BodyTimeout, StreamingRequest, makeSite
+from streamrelay.webapp import JSONAnswers
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Connection:
 
     def __init__(self, resource: IResource, clock: Clock | None = None, timeout: float = 60):
         self.clock = clock or Clock()
-        self.site = makeSite(resource, timeout)
+        self.site = makeSite(resource, timeout, JSONAnswers())
         self.site._updateLogDateTime = lambda: None  # type: ignore[method-assign]
         self.site.callLater = self.clock.callLater  # type: ignore[attr-defined]
         self.channel: HTTPChannel = self.site.buildProtocol(

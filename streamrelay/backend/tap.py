@@ -32,7 +32,7 @@ from streamrelay.store.s3.config import S3_OPTIONS, checkS3Options, isS3URL, mak
 from streamrelay.store.writer import Runner
 from streamrelay.streaming import makeSite
 from streamrelay.tus.config import RESUMABLE_OPTIONS, checkResumableOptions, makeResumable
-from streamrelay.webapp import appResource
+from streamrelay.webapp import JSONAnswers, appResource
 
 if TYPE_CHECKING:
     from streamrelay.store.s3.store import S3Store
@@ -140,7 +140,7 @@ def makeService(options: Options) -> IService:
         tus=tus,
         maxFormFiles=options["max-form-files"],
     )
-    site = makeSite(appResource(routes.app), options["idle-timeout"])
+    site = makeSite(appResource(routes.app), options["idle-timeout"], JSONAnswers())
     handleSignals(reactor, "streamrelay-backend")
     _log.info("streamrelay-backend storing files in {root}", root=where)
     service = StreamrelayService(options["log-format"])

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IConsumer, IProducer
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from streamrelay.streaming import RequestBody
+from streamrelay.streaming import RequestBody, connectionUnder
 
 
 class BodyTooLarge(Exception):
@@ -32,7 +32,7 @@ class _Limiting:
         self._limit = limit
         self._count = 0
         # RequestBody tunes the connection it finds here for streaming.
-        self.transport = getattr(target, "transport", None) or getattr(target, "_consumer", None)
+        self.transport = connectionUnder(target)
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._target.registerProducer(producer, streaming)

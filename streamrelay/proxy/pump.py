@@ -12,7 +12,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from streamrelay.streaming import sendEagerly, tuneForStreaming
+from streamrelay.streaming import producerConnection, sendEagerly, tuneForStreaming
 
 
 @implementer(IPushProducer)
@@ -39,7 +39,7 @@ class ResponsePump(Protocol):
         # Read the backend's answer in large pieces: one reactor pass and one
         # parser pass per 64 KiB (Twisted's default) is what a download
         # through the proxy spends its time on.
-        connection = getattr(self.transport, "_producer", None)
+        connection = producerConnection(self.transport)
         tuneForStreaming(connection)
         # And send each piece on to the client as it comes.
         sendEagerly(getattr(self._request, "transport", None))

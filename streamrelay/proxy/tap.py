@@ -28,7 +28,7 @@ from streamrelay.service import (
     handleSignals,
 )
 from streamrelay.streaming import makeSite
-from streamrelay.webapp import appResource
+from streamrelay.webapp import JSONAnswers, appResource
 
 _log = Logger()
 
@@ -131,7 +131,9 @@ def makeService(options: Options) -> IService:
         clock=reactor,  # type: ignore[arg-type]
     )
     site = makeSite(
-        withCORS(appResource(routes.app), options["cors-origin"]), options["idle-timeout"]
+        withCORS(appResource(routes.app), options["cors-origin"]),
+        options["idle-timeout"],
+        JSONAnswers(),
     )
     service = StreamrelayService(options["log-format"])
     GracefulStop(slots, options["grace"]).setServiceParent(service)

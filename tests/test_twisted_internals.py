@@ -1,0 +1,168 @@
+"""
+The Twisted internals streamrelay relies on: all of them behind the named
+helpers of L{streamrelay.streaming.internals}, and all of them still in the
+installed Twisted, so that an upgrade that drops one fails here, in one place.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
+from twisted.web._newclient import LengthEnforcingConsumer, TransportProxyProducer
+
+from streamrelay.streaming.internals import PRIVATE_NAMES
+
+PACKAGE = Path(__file__).resolve().parent.parent / "streamrelay"
+STREAMING = PACKAGE / "streaming"
+
+#: The Twisted modules streamrelay builds on, whose private names the grep
+#: below looks for.
+TWISTED_MODULES = [
+    "web/http.py", "web/server.py", "web/_newclient.py", "web/client.py", "web/resource.py",
+    "internet/tcp.py", "internet/abstract.py", "internet/protocol.py", "protocols/basic.py",
+    "protocols/tls.py", "web/_http2.py",
+]
+
+
+class _Sized:
+    length = 5
+
+
+def _instances() -> dict[str, list[object]]:
+    """Instances in use of the classes whose internals streamrelay reads."""
+    channel = http.HTTPChannel()
+    channel.callLater = Clock().callLater  # type: ignore[method-assign,assignment]
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n")
+    a, b = socket.socketpair()
+    conn = tcp.Connection(a, None)  # type: ignore[arg-type]
+    enforcing = LengthEnforcingConsumer(_Sized(), StringTransport(), Deferred())
+    proxy = TransportProxyProducer(object())
+    chunked = http._ChunkedTransferDecoder(lambda data: None, lambda extra: None)
+    chunked.dataReceived(b"5\r\n")
+    instances: dict[str, list[object]] = {
+        "twisted.web.http.HTTPChannel": [channel],
+        "twisted.internet.tcp.Connection": [conn],
+        "twisted.web._newclient.LengthEnforcingConsumer": [enforcing],
+        "twisted.web._newclient.TransportProxyProducer": [proxy],
+        "twisted.web.http._ChunkedTransferDecoder": [chunked],
+        "twisted.web.http._IdentityTransferDecoder": [
+            http._IdentityTransferDecoder(5, lambda data: None, lambda extra: None)
+        ],
+    }
+    a.close()
+    b.close()
+    channel.connectionLost(Failure(ConnectionDone()))
+    return instances
+
+
+def _owner(dotted: str) -> Any:
+    """The module, or the class in a module, C{dotted} names."""
+    try:
+        return importlib.import_module(dotted)
+    except ImportError:
+        module, _, name = dotted.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+
+def _twistedPrivateNames() -> set[str]:
+    """The private names Twisted's modules that streamrelay uses define."""
+    names: set[str] = set()
+    root = Path(http.__file__).parent.parent
+    for module in TWISTED_MODULES:
+        source = (root / module).read_text()
+        names.update(re.findall(r"\bself\.(_[A-Za-z]\w*)\s*=", source))
+        names.update(re.findall(r"^\s*(?:def|class)\s+(_[A-Za-z]\w*)", source, re.M))
+        names.update(re.findall(r"^\s+(_[A-Za-z]\w*)\s*[:=]", source, re.M))
+        names.update(re.findall(r"^(_[A-Za-z]\w*)\s*[:=]", source, re.M))
+    return {name for name in names if not name.startswith("__")}
+
+
+def privateUses(path: Path, names: set[str]) -> list[str]:
+    """
+    Where C{path} imports a private name of Twisted, or reads one of
+    C{names} (Twisted's private names) on an object other than its own
+    C{self}: by attribute, or by name (C{getattr}, C{vars()} and the like).
+
+    It reads names, not types: one of streamrelay's own private names that
+    Twisted uses too, read on another of streamrelay's objects, is found
+    as well (give it another name, or read it through a method).
+    """
+    found = []
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        where = f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted"):
+            module = node.module or ""
+            if any(part.startswith("_") for part in module.split(".")) or any(
+                alias.name.startswith("_") for alias in node.names
+            ):
+                found.append(f"{where}: from {module} import ...")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("twisted") and any(
+                    part.startswith("_") for part in alias.name.split(".")
+                ):
+                    found.append(f"{where}: import {alias.name}")
+        elif isinstance(node, ast.Attribute) and node.attr in names:
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                found.append(f"{where}: .{node.attr}")
+        elif isinstance(node, ast.Constant) and node.value in names:
+            found.append(f"{where}: {node.value!r}")
+    return found
+
+
+class InternalsTests(SynchronousTestCase):
+    def test_privateNamesExist(self) -> None:
+        """
+        Every private name of Twisted that streamrelay.streaming.internals
+        lists is still there, on its module or class or on an instance in use.
+        """
+        instances = _instances()
+        missing = []
+        for dotted, names in PRIVATE_NAMES.items():
+            owner = _owner(dotted)
+            for name in names:
+                if hasattr(owner, name):
+                    continue
+                if any(name in vars(instance) for instance in instances.get(dotted, [])):
+                    continue
+                missing.append(f"{dotted}.{name}")
+        self.assertEqual(missing, [], "Twisted no longer has these: see internals.py")
+
+    def test_onlyInStreaming(self) -> None:
+        """
+        No module of streamrelay outside streamrelay/streaming/ imports a
+        private name of Twisted or reads a private attribute of a Twisted
+        object (by attribute, or by name as with C{getattr}); nor does the
+        streaming package outside its named helpers (internals.py).
+        """
+        names = _twistedPrivateNames()
+        self.assertIn("_disconnected", names)  # the grep looks for something
+        found = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            if path != STREAMING / "internals.py":
+                found.extend(privateUses(path, names))
+        self.assertEqual(found, [])
+
+    def test_grepFinds(self) -> None:
+        """The grep finds what it looks for (here, in the package that may)."""
+        names = _twistedPrivateNames()
+        found = privateUses(STREAMING / "internals.py", names)
+        self.assertTrue(any("_newclient" in f for f in found), found)
+        self.assertTrue(any("'_disconnected'" in f for f in found), found)
+        self.assertTrue(any("._savedTimeOut" in f for f in found), found)
