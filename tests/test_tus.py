@@ -16,11 +16,12 @@ from zope.interface.verify import verifyObject
 
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.store.placing import SHA256_XATTR
-from streamrelay.tus import protocol
+from streamrelay.tus import protocol, writing
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.headers import parseMetadata
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
-from streamrelay.tus.protocol import TusService, TusUploads
+from streamrelay.tus.protocol import TusUploads
+from streamrelay.tus.service import TusService
 from tests.backendcases import TusTestCase, answerToFailedWrite, failWritesAfterFirst
 from tests.rawrequests import OCTETS, TUS, meta, patch, req
 
@@ -463,7 +464,7 @@ class DurabilityTests(TusTestCase):
         A long PATCH moves the recorded offset forward as it goes, so a
         crash mid-request loses at most the last stretch.
         """
-        self.patch(protocol, "CHECKPOINT_EVERY", 4)
+        self.patch(writing, "CHECKPOINT_EVERY", 4)
         location = self.create("long", 20)
         conn = self.connect()
         conn.send(patch(location, 0, b"x" * 20)[:-10])
@@ -480,7 +481,7 @@ class DurabilityTests(TusTestCase):
         The offset a checkpoint records is never ahead of what the part
         file has synced to disk.
         """
-        self.patch(protocol, "CHECKPOINT_EVERY", 4)
+        self.patch(writing, "CHECKPOINT_EVERY", 4)
         synced: list[int] = []
         realSync = os.fdatasync
 

@@ -14,8 +14,9 @@ from streamrelay.store.s3.store import S3Store
 from streamrelay.store.writer import Runner
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.interfaces import IResumableStore
-from streamrelay.tus.protocol import DEFAULT_EXPIRY, TusService, TusUploads
+from streamrelay.tus.protocol import DEFAULT_EXPIRY, TusUploads
 from streamrelay.tus.s3 import S3ResumableStore
+from streamrelay.tus.service import TusService
 
 #: Where resumable uploads are kept under a folder storage.
 TUS_FOLDER = ".tus"

@@ -23,17 +23,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from zope.interface import implementer
 
 from streamrelay.backend.answers import fileJSON, location, rfc3339
 from streamrelay.errors import (
@@ -61,6 +57,7 @@ from streamrelay.tus.headers import (
     requestBody,
 )
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
+from streamrelay.tus.writing import ChunkSink, TakenOver, WriteHolder, locked
 from streamrelay.webapp import requestId
 
 #: Where uploads live in the HTTP API.
@@ -69,95 +66,9 @@ UPLOADS_PATH = b"/uploads/"
 #: Default life of an upload after its last write.
 DEFAULT_EXPIRY = 24 * 3600.0
 
-#: A long PATCH without a checksum moves the kept offset forward every this
-#: many bytes, so a crash loses at most that much.
-CHECKPOINT_EVERY = 64 << 20
 
 #: Errors that mean the request's body stopped arriving.
 _CUT = (BodyIncomplete, BodyTimeout, ConnectionLost, ConnectionDone, CancelledError)
-
-
-class _TakenOver(Exception):
-    """Another request took the upload over (or the backend is stopping)."""
-
-
-def locked() -> ApiError:
-    return ApiError(
-        423, "locked", "Another request took this upload over; ask for its offset again."
-    )
-
-
-class _Holder:
-    """The one request writing to an upload, and who waits for it."""
-
-    def __init__(self) -> None:
-        self.takenOver = False
-        self.body: Deferred[None] | None = None
-        self._waiters: list[Deferred[None]] = []
-        self._released = False
-
-    def takeOver(self) -> None:
-        self.takenOver = True
-        body, self.body = self.body, None
-        if body is not None:
-            body.cancel()
-
-    def whenReleased(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self._released:
-            d.callback(None)
-        else:
-            self._waiters.append(d)
-        return d
-
-    def released(self) -> None:
-        self._released = True
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
-
-
-@implementer(IConsumer)
-class _ChunkSink:
-    """
-    Where one request's body goes: hashed into the upload's running
-    SHA-256 and the request's checksum, counted against the room left, and
-    written; every L{CHECKPOINT_EVERY} bytes it asks for a checkpoint.
-    """
-
-    def __init__(
-        self,
-        writer: IPartialWriter,
-        running: Any,
-        checksum: Any | None,
-        room: int | None,
-        checkpoint: Callable[[], object] | None,
-    ) -> None:
-        self._writer = writer
-        self.running = running
-        self.checksum = checksum
-        self._room = room
-        self._checkpoint = checkpoint
-        self.size = 0
-        self._nextCheckpoint = CHECKPOINT_EVERY
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._writer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._writer.unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        if self._room is not None and self.size + len(data) > self._room:
-            raise TooLarge(self._room)
-        self._writer.write(data)
-        self.size += len(data)
-        self.running.update(data)
-        if self.checksum is not None:
-            self.checksum.update(data)
-        if self._checkpoint is not None and self.size >= self._nextCheckpoint:
-            self._nextCheckpoint = self.size + CHECKPOINT_EVERY
-            self._checkpoint()
 
 
 class TusUploads:
@@ -185,7 +96,7 @@ class TusUploads:
         self.clock = clock
         self.maxSize = maxSize
         self.expiry = expiry
-        self._holders: dict[str, _Holder] = {}
+        self._holders: dict[str, WriteHolder] = {}
         #: upload id -> (offset, SHA-256 state of the bytes before it)
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._stopping = False
@@ -316,17 +227,17 @@ class TusUploads:
 
     # Writing, one request per upload at a time
 
-    async def _acquire(self, uploadId: str) -> _Holder:
+    async def _acquire(self, uploadId: str) -> WriteHolder:
         while (holder := self._holders.get(uploadId)) is not None:
             released = holder.whenReleased()
             holder.takeOver()
             await released
         if self._stopping:
             raise _stopping()
-        holder = self._holders[uploadId] = _Holder()
+        holder = self._holders[uploadId] = WriteHolder()
         return holder
 
-    def _release(self, uploadId: str, holder: _Holder) -> None:
+    def _release(self, uploadId: str, holder: WriteHolder) -> None:
         if self._holders.get(uploadId) is holder:
             del self._holders[uploadId]
         holder.released()
@@ -398,7 +309,7 @@ class TusUploads:
     async def _receive(
         self,
         request: IRequest,
-        holder: _Holder,
+        holder: WriteHolder,
         upload: ResumableUpload,
         body: RequestBody,
         room: int | None,
@@ -414,7 +325,7 @@ class TusUploads:
                 return
             checkpoints.append(Deferred.fromCoroutine(self._checkpoint(upload, writer)))
 
-        sink = _ChunkSink(
+        sink = ChunkSink(
             writer, running, CHECKSUMS[checksum[0]]() if checksum else None, room,
             checkpoint if checksum is None else None,
         )
@@ -422,16 +333,16 @@ class TusUploads:
         writer.registerProducer(body, True)
         try:
             if holder.takenOver:
-                raise _TakenOver()
+                raise TakenOver()
             holder.body = body.startProducing(sink)
             await holder.body
         except BaseException as e:
-            error = _TakenOver() if holder.takenOver else e
+            error = TakenOver() if holder.takenOver else e
         holder.body = None
         writer.unregisterProducer()
         for d in checkpoints:
             await d
-        cut = isinstance(error, (_TakenOver, *_CUT))
+        cut = isinstance(error, (TakenOver, *_CUT))
         keep = error is None or (cut and checksum is None)
         kept = 0
         try:
@@ -473,7 +384,7 @@ class TusUploads:
         )
         if error is None:
             return upload
-        if isinstance(error, _TakenOver):
+        if isinstance(error, TakenOver):
             raise _stopping() if self._stopping else locked()
         if isinstance(error, TooLarge):
             raise ApiError(413, "too_large", "The body is larger than the room left in the upload.")
@@ -631,39 +542,6 @@ class TusUploads:
             request.setHeader(b"content-location", location(upload.name))
 
 
-class TusService(Service):
-    """Sweeps expired uploads every C{interval} seconds; on stop, lets the
-    requests writing record what they received."""
-
-    _log = Logger()
-
-    def __init__(self, uploads: TusUploads, clock: IReactorTime, interval: float = 60.0):
-        self.uploads = uploads
-        self._loop = LoopingCall(self._sweep)
-        self._loop.clock = clock
-        self._interval = interval
-
-    def _sweep(self) -> Deferred[object]:
-        # A failed sweep (the storage away for a moment) is logged; the
-        # loop goes on, and the next sweep tries again.
-        return self.uploads.sweep().addErrback(
-            lambda f: self._log.failure(
-                "tus sweep failed; the next one runs in {interval:g} s", f,
-                interval=self._interval,
-            )
-        )
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval, now=True)
-
-    def stopService(self) -> Deferred[object] | None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-        return self.uploads.stop()
-
-
 def _stopping() -> ApiError:
     return ApiError(
         503, "busy", "The backend is stopping; resume in a moment.", {b"retry-after": b"1"}
@@ -673,7 +551,7 @@ def _stopping() -> ApiError:
 def _outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
-    if isinstance(error, _TakenOver):
+    if isinstance(error, TakenOver):
         return "taken_over"
     if isinstance(error, _CUT):
         return "cut"
