@@ -282,6 +282,39 @@ class EarlyResponseTests(SynchronousTestCase):
         conn.clock.advance(1)
         self.assertTrue(conn.transport.disconnecting)
 
+    def test_lingerTimeoutEndsTheBody(self) -> None:
+        """
+        A client still sending when the lingering close gives up: its body
+        leaves the site's count of streaming bodies (which sizes every
+        connection's reads), and a consumer still reading it learns that it
+        ended incomplete.
+        """
+        results: list[object] = []
+
+        class AnswerEarly(Resource):
+            isLeaf = True
+
+            def render_PUT(self, request: StreamingRequest) -> bytes:
+                assert request.body is not None
+                request.body.startProducing(ListConsumer()).addBoth(results.append)
+                request.setResponseCode(413)
+                request.setHeader(b"content-length", b"2")
+                return b"no"
+
+        conn = Connection(AnswerEarly())
+        conn.send(put(b"/f", b"a" * 100)[:-90])
+        conn.turn()
+        site: Any = conn.site
+        self.assertEqual(site.streamingBodies, 1)
+        conn.clock.advance(LINGER_SECONDS)
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(site.streamingBodies, 0)
+        conn.lose()
+        self.assertEqual(site.streamingBodies, 0)
+        [result] = results
+        assert isinstance(result, Failure)
+        result.trap(BodyIncomplete)
+
     def test_clientClosesWhileLingering(self) -> None:
         resource = Upload(consume=False)
         conn = Connection(resource)

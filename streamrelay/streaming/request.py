@@ -11,6 +11,7 @@ import io
 from typing import Any, cast
 from urllib.parse import parse_qs
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -108,7 +109,8 @@ class StreamingRequest(RequestHooks):
           - LINGERING: the response finished before the body ended (from
             RECEIVING or DISCARDING): twisted.web's cleanup of the request
             waits for the rest of the body, the client closing, or
-            L{LINGER_SECONDS}; then (on the timeout) DISCARDING again.
+            L{LINGER_SECONDS}; on the timeout, the cleanup closes the
+            connection and the request is GONE, its body incomplete.
 
           - ENDED: the whole body arrived (from RECEIVING, DISCARDING or
             LINGERING): it left the site's count, the channel has its idle
@@ -401,9 +403,19 @@ class StreamingRequest(RequestHooks):
 
     def _lingerTimedOut(self) -> None:
         self._lingerCall = None
-        if self._state is LINGERING:
-            self._state = DISCARDING
-            self._endLingering()
+        if self._state is not LINGERING:
+            return
+        # The cleanup closes the connection and takes this request off the
+        # channel, which then never tells it of the connection's end: the
+        # body ends here, incomplete, and leaves the site's count.
+        self._state = GONE
+        self._uncount()
+        self._endLingering()
+        if self.body is not None:
+            self.body.connectionLost(Failure(ConnectionDone(
+                f"the rest of the body did not arrive within {LINGER_SECONDS:g} s"
+                " of the answer"
+            )))
 
     def _endLingering(self) -> None:
         """The cleanup the lingering close held back."""
