@@ -165,6 +165,19 @@ class UpstreamURLTests(SynchronousTestCase):
             self.assertEqual(url.to_uri().to_text(), "http://127.0.0.1:8081" + expected, path)
             self.assertEqual(upstream.targetLength(url), len(expected))
 
+    def test_basePathKept(self) -> None:
+        """
+        A backend URL with a path (a backend behind a path prefix) keeps it:
+        each request's path goes under it, as the health check's does.
+        """
+        for base in ["http://127.0.0.1:8081/prefix", "http://127.0.0.1:8081/prefix/"]:
+            upstream = UpstreamURL(base)
+            url = upstream.of(b"/files/a b", b"x=1")
+            self.assertEqual(
+                url.to_uri().to_text(), "http://127.0.0.1:8081/prefix/files/a%20b?x=1", base
+            )
+            self.assertEqual(upstream.targetLength(url), len("/prefix/files/a%20b?x=1"))
+
     def test_notOriginForm(self) -> None:
         upstream = UpstreamURL("http://127.0.0.1:8081")
         for path, query in [(b"Xfiles", b""), (b"@files", b""), (b"/f#x", b""), (b"/f", b"#")]:

@@ -38,11 +38,16 @@ def _escape(part: bytes) -> bytes:
 
 
 class UpstreamURL:
-    """The backend's URLs, from its base URL (scheme, host and port)."""
+    """
+    The backend's URLs, from its base URL: scheme, host and port, and a
+    path that every request's path goes under (a backend behind a prefix).
+    """
 
     def __init__(self, backendURL: str) -> None:
         self._base = EncodedURL.from_text(backendURL.rstrip("/"))
-        self._baseLength = len(self._base.to_uri().to_text())
+        self._prefix = [segment for segment in self._base.path if segment]
+        origin = self._base.replace(path=(), query=(), fragment="")
+        self._originLength = len(origin.to_uri().to_text())
         self.hostLine = len(b"Host: ") + len(self._base.authority().encode("ascii"))
 
     def of(self, path: bytes, query: bytes) -> EncodedURL:
@@ -58,11 +63,11 @@ class UpstreamURL:
             for param in _escape(query).decode("ascii").split("&"):
                 name, equals, value = param.partition("=")
                 params.append((name, value if equals else None))
-        return self._base.replace(path=segments, query=params, rooted=True)
+        return self._base.replace(path=self._prefix + segments, query=params, rooted=True)
 
     def targetLength(self, url: EncodedURL) -> int:
         """The length of the request target of C{url}, one of L{of}'s URLs."""
-        return len(url.to_uri().to_text()) - self._baseLength
+        return len(url.to_uri().to_text()) - self._originLength
 
 
 def fitsBackend(upstream: UpstreamURL, method: bytes, url: EncodedURL, headers: Headers) -> bool:
