@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -24,6 +25,7 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.store.disk import LOCK_FILE, DiskStore
 from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.tus.disk import DiskResumableStore
+from streamrelay.tus.interfaces import ResumableUpload
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
@@ -216,6 +218,30 @@ class FullDiskTests(OutageTestCase):
         self.assertEqual(os.listdir(self.root / ".tus"), [])
 
 
+class OutOfDescriptorsTests(OutageTestCase):
+    def test_tooManyOpenFiles(self) -> None:
+        """
+        A backend out of file descriptors (EMFILE) answers uploads 503
+        storage_unavailable with Retry-After, not 500; once it has some
+        again, uploads are stored.
+        """
+        realOpen = os.open
+        full = [True]
+
+        def openOrFail(path: Any, *args: Any, **kwargs: Any) -> int:
+            if full and (".partial" in str(path) or ".tus" in str(path)):
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return realOpen(path, *args, **kwargs)
+
+        self.patch(os, "open", openOrFail)
+        self.assertUnavailable(self.request(put(b"/files/new", b"data")))
+        self.assertUnavailable(self.request(
+            req(b"POST", b"/uploads", TUS, b"Upload-Length: 3", meta("t.bin"))
+        ))
+        full.clear()
+        self.assertEqual(self.request(put(b"/files/new", b"data")).status, 201)
+
+
 class RootMissingTests(OutageTestCase):
     def test_everyRouteUnavailable(self) -> None:
         """
@@ -359,6 +385,24 @@ class LockTests(SynchronousTestCase):
         self.assertFalse(self.store.writable())
         self.assertEqual([p.name for p in (self.root / ".partial").iterdir()], [LOCK_FILE])
 
+
+    def test_takenMeanwhileResumable(self) -> None:
+        """
+        Nor does it go on writing resumable uploads there, beside the
+        backend that has the folder now.
+        """
+        resumable = DiskResumableStore(self.root / ".tus", self.store)
+
+        def upload(uploadId: str) -> ResumableUpload:
+            return ResumableUpload(uploadId, 3, 0, "", uploadId, 0.0, 3600.0)
+
+        self.successResultOf(resumable.create(upload("a" * 32)))
+        shutil.rmtree(self.root / ".partial")
+        other = DiskStore(self.root)
+        self.assertTrue(other.claim())
+        self.addCleanup(other.release)
+        self.failureResultOf(resumable.load("a" * 32), StorageUnavailable)
+        self.failureResultOf(resumable.create(upload("b" * 32)), StorageUnavailable)
 
 TUS_HEADERS: dict[bytes | str, bytes | str] = {"Tus-Resumable": "1.0.0"}
 

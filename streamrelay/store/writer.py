@@ -49,6 +49,10 @@ def storageError(error: BaseException) -> BaseException:
         return StorageFull(os.strerror(error.errno))
     if isinstance(error, OSError) and error.errno in _REFUSED:
         return StorageUnavailable(os.strerror(error.errno))
+    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+        # The backend (or the machine) has too many files open: a moment
+        # later, when uploads in flight have ended, it has room again.
+        return StorageUnavailable("the backend has too many files open")
     return error
 
 

@@ -204,8 +204,12 @@ class DiskResumableStore:
     def _ready(self) -> None:
         """
         Make the folder again if it was removed, and forget the states read
-        from it if it is not the same folder any more.
+        from it if it is not the same folder any more.  Beside a disk store,
+        only while that store still holds its storage folder (its lock):
+        else another backend has it, and this one keeps off its uploads too.
         """
+        if isinstance(self.store, DiskStore):
+            self.store.ready()
         made = self._storage.ensure(self.folder)
         try:
             identity = _identity(os.stat(self.folder))
