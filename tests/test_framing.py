@@ -105,6 +105,18 @@ class TransferEncodingTests(FramingTestCase):
                 + b"0\r\n\r\n" + SMUGGLED
             )
 
+    def test_emptyLine(self) -> None:
+        """
+        An empty Transfer-Encoding line beside C{chunked} is refused: a
+        front proxy that reads only the last line would see no coding.
+        """
+        for values in [[b"chunked", b""], [b"", b"chunked"], [b"chunked", b" , "]]:
+            head = b"".join(b"Transfer-Encoding: " + v + b"\r\n" for v in values)
+            self.refused(
+                b"PUT /f HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + chunk(b"abc")
+                + b"0\r\n\r\n" + SMUGGLED
+            )
+
     def test_otherCodingsBeforeChunked(self) -> None:
         """
         Codings before a final C{chunked} are ones streamrelay does not

@@ -67,7 +67,8 @@ def codingsRefusal(version: bytes, codings: list[bytes]) -> Refusal | None:
     just chunked.
 
     The body of a request is delimited only when C{chunked} is the last
-    coding, and there once (RFC 9112 section 6.3): otherwise 400.  Codings
+    coding, and there once (RFC 9112 section 6.3), and when no line is
+    empty (an empty coding, C{b""}): otherwise 400.  Codings
     before a final C{chunked} (gzip, identity, ...) are ones streamrelay
     does not implement: 501 (RFC 9112 section 6.1).  HTTP/1.0 has no
     transfer codings: its framing is faulty then (400, same section).
@@ -77,7 +78,12 @@ def codingsRefusal(version: bytes, codings: list[bytes]) -> Refusal | None:
                        "An HTTP/1.0 request cannot have a Transfer-Encoding.")
     if codings == [b"chunked"]:
         return None
-    if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+    if (
+        not codings
+        or codings[-1] != b"chunked"
+        or codings.count(b"chunked") > 1
+        or b"" in codings
+    ):
         return Refusal(400, b"Bad Request", "bad_request",
                        "Transfer-Encoding must end with chunked, listed once.")
     return Refusal(501, b"Not Implemented", "not_implemented",
@@ -176,8 +182,11 @@ class StreamingChannel(ChannelHooks):
             return bool(super().chooseTransferDecoder(header, data))
         # Several Transfer-Encoding lines make one list, judged once all
         # headers are in: the body is chunked, or refused before it is read.
+        # A line that lists no coding at all stands for an empty one, which
+        # is refused: a front proxy reading only the last line would see
+        # no coding where streamrelay reads chunked.
         first = self._transferCodings is None
-        self._transferCodings = (self._transferCodings or []) + transferCodings(data)
+        self._transferCodings = (self._transferCodings or []) + (transferCodings(data) or [b""])
         if not first:
             return True
         if not super().chooseTransferDecoder(header, b"chunked"):
