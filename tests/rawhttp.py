@@ -18,6 +18,8 @@ class RawResponse:
     status: int
     headers: dict[bytes, bytes]
     body: bytes
+    #: The status line as sent, reason phrase included.
+    line: bytes = b""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -33,7 +35,7 @@ def _parse(answer: bytes) -> RawResponse | None:
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
-    return RawResponse(status, headers, body)
+    return RawResponse(status, headers, body, lines[0])
 
 
 def exchangeNow(port: int, data: bytes, timeout: float = 30) -> RawResponse | None:

@@ -9,25 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 from pathlib import Path
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.processes import MiB, Program, curl, run, sha256File, sharedFile, startStack
+from tests.rawhttp import exchange
 from tests.tusenv import CLIENTS, tusJSClient
-
-
-def exchange(port: int, data: bytes) -> bytes:
-    """Send C{data} (requests ending with C{Connection: close}) on a raw
-    socket to C{port}; everything answered until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        s.sendall(data)
-        received = b""
-        while chunk := s.recv(65536):
-            received += chunk
-    return received
 
 
 def request(method: bytes, path: bytes, *headers: bytes, body: bytes = b"") -> bytes:
@@ -79,19 +68,17 @@ class ChecksumStatusLineTests(TestCase):
     async def refusal(self, program: Program) -> bytes:
         """The status line answering a PATCH that fails its checksum, on C{program}."""
         name = base64.b64encode(b"sum.bin")
-        created = await deferToThread(exchange, program.port, request(
+        created = await exchange(program.port, request(
             b"POST", b"/uploads/", b"Upload-Length: 3", b"Upload-Metadata: filename " + name))
-        self.assertTrue(created.startswith(b"HTTP/1.1 201 "), created)
-        location = next(
-            line.split(b":", 1)[1].strip() for line in created.split(b"\r\n")
-            if line.lower().startswith(b"location:")
-        )
-        answer = await deferToThread(exchange, program.port, request(
-            b"PATCH", location, b"Content-Type: application/offset+octet-stream",
+        assert created is not None
+        self.assertEqual(created.status, 201, created.body)
+        answer = await exchange(program.port, request(
+            b"PATCH", created.headers[b"location"],
+            b"Content-Type: application/offset+octet-stream",
             b"Upload-Offset: 0", b"Upload-Checksum: sha1 " + b"A" * 27 + b"=", body=b"abc"))
-        head, _, body = answer.partition(b"\r\n\r\n")
-        self.assertEqual(json.loads(body)["error"], "checksum_mismatch")
-        return head.split(b"\r\n", 1)[0]
+        assert answer is not None
+        self.assertEqual(answer.json()["error"], "checksum_mismatch")
+        return answer.line
 
     async def test_reasonPhrase(self) -> None:
         """460 goes out as C{460 Checksum Mismatch} from the backend and the proxy."""
