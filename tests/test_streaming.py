@@ -184,6 +184,53 @@ class FlowControlTests(SynchronousTestCase):
         conn.clock.advance(11)
         self.assertTrue(conn.transport.disconnecting)
 
+    def test_splicedBodyMovingBetweenReports(self) -> None:
+        """
+        A spliced body reports only every few MiB: while its splice takes
+        bytes, or waits for its consumer's side, the body is not timed out
+        between reports; once it takes nothing for the timeout, it is.
+        """
+
+        class Splicer:
+            taken = 0
+            blocked = False
+
+            def pause(self) -> None:
+                pass
+
+            def resume(self) -> None:
+                pass
+
+            def stop(self) -> None:
+                pass
+
+        class Splice:
+            splicer = Splicer()
+
+            @property
+            def blocked(self) -> bool:
+                return self.splicer.blocked
+
+        resource = Upload()
+        conn = Connection(resource, timeout=10)
+        conn.send(put(b"/f", b"a" * 20)[:-10])
+        conn.turn()
+        [request] = resource.requests
+        splice = Splice()
+        request._splice = splice  # type: ignore[assignment]
+        splice.splicer.taken = 5
+        conn.clock.advance(10)
+        splice.splicer.blocked = True
+        conn.clock.advance(10)
+        splice.splicer.blocked = False
+        conn.clock.advance(9)
+        self.assertEqual(resource.results, [])
+        conn.clock.advance(1)
+        [result] = resource.results
+        assert isinstance(result, Failure)
+        self.assertIsInstance(result.value, BodyTimeout)
+        request._splice = None
+
     def test_idleClientTimedOut(self) -> None:
         """
         A client that stops sending while not held back fails the body with

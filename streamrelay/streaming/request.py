@@ -144,6 +144,8 @@ class StreamingRequest(RequestHooks):
     _lingerCall: IDelayedCall | None = None
     _refusal: str | None = None
     _splice: Splice | None = None
+    #: Body bytes the splice had taken when its timer last ran out.
+    _spliceTaken = 0
     #: The query string (after C{?}) of the request target.
     query: bytes = b""
 
@@ -340,8 +342,25 @@ class StreamingRequest(RequestHooks):
 
     def _bodyTimedOut(self) -> None:
         self._bodyTimer = None
+        if self._splice is not None and self._spliceMoved():
+            # A splice reports only every few MiB: at a slow consumer's
+            # pace that can be longer than the timeout while bytes flow.
+            self._armBodyTimer()
+            return
         if self.body is not None and self._idleTimeout:
             self.body.fail(Failure(BodyTimeout(self._idleTimeout)))
+
+    def _spliceMoved(self) -> bool:
+        """
+        Whether the splice took body bytes since this was last asked, or
+        waits for its consumer's side to take more: then the client is not
+        silent, only held back.
+        """
+        splice = cast(Splice, self._splice)
+        taken = splice.splicer.taken
+        moved = splice.blocked or taken != self._spliceTaken
+        self._spliceTaken = taken
+        return moved
 
     # Splicing the body into its consumer's file, or the proxy's upstream
     # (BodyControl, for the body)
