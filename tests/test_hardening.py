@@ -85,14 +85,14 @@ class LimitTests(TestCase):
     async def test_slowButMovingUploadNotCut(self) -> None:
         """
         A slow upload, or one held back by a slow disk, is not timed out: it
-        takes four times the idle timeout (which leaves room for a loaded
-        machine, where curl itself may wait a second for its disk).
+        takes eight times the idle timeout, and is large enough to be
+        spliced, whose progress reports come less often than the timeout.
         """
         storage = Path(self.mktemp()) / "uploads"
         source, sha = sharedFile(32 * MiB)
         backend, proxy = await startStack(
-            self, storage, backendArgs=["--idle-timeout", "2", "--debug-write-rate", str(4 * MiB)],
-            proxyArgs=["--idle-timeout", "2"],
+            self, storage, backendArgs=["--idle-timeout", "1", "--debug-write-rate", str(4 * MiB)],
+            proxyArgs=["--idle-timeout", "1"],
         )
         code, output = await run(self, "curl", curl(
             "-T", str(source), "-w", "\n%{http_code}", f"{proxy.url}/files/slow.bin"))
