@@ -23,7 +23,8 @@ class HeaderTests(SynchronousTestCase):
         names = {name.lower() for name, _ in result.getAllRawHeaders()}
         self.assertEqual(
             names,
-            {b"content-type", b"x-forwarded-for", b"x-request-id", b"authorization"},
+            {b"content-type", b"x-forwarded-for", b"x-request-id", b"authorization",
+             b"streamrelay-client-address"},
         )
         self.assertEqual(result.getRawHeaders(b"x-forwarded-for"), [b"10.0.0.1, 127.0.0.1"])
         self.assertEqual(result.getRawHeaders(b"x-request-id"), [b"rid"])

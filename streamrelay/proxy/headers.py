@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from twisted.web.http_headers import Headers
 
+from streamrelay.hooks.context import (
+    CLIENT_ADDRESS,
+    CLIENT_AUTHORIZATION,
+    CLIENT_HEADERS,
+    CLIENT_IDENTITY,
+)
+
 #: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded.
 HOP_BY_HOP = frozenset(
     {
@@ -47,15 +54,39 @@ def endToEnd(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
     return result
 
 
-def upstreamHeaders(headers: Headers, clientHost: str | None, requestId: str) -> Headers:
-    """The headers of the request the proxy sends to the backend."""
-    result = endToEnd(headers, _REQUEST_OWN)
+def upstreamHeaders(
+    headers: Headers, clientHost: str | None, requestId: str, identity: str | None = None
+) -> Headers:
+    """
+    The headers of the request the proxy sends to the backend, with the
+    C{Streamrelay-Client-*} ones its hooks read made by the proxy (a
+    client's own are dropped): the client's address and C{identity}.
+    """
+    result = endToEnd(headers, _REQUEST_OWN | frozenset(CLIENT_HEADERS))
+    if clientHost is not None:
+        result.setRawHeaders(CLIENT_ADDRESS, [clientHost.encode("ascii", "replace")])
+    if identity is not None:
+        result.setRawHeaders(CLIENT_IDENTITY, [identity.encode("ascii", "replace")])
     if clientHost is not None:
         forwarded = result.getRawHeaders(b"x-forwarded-for", [])
         chain = b", ".join([*forwarded, clientHost.encode("ascii", "replace")])
         result.setRawHeaders(b"x-forwarded-for", [chain])
     result.setRawHeaders(b"x-request-id", [requestId.encode("ascii")])
     return result
+
+
+def replaceAuthorization(headers: Headers, value: bytes | None) -> None:
+    """
+    Replace the client's C{Authorization} in C{headers} (the upstream
+    request's) with C{value}, or drop it: the client's own then goes in
+    C{Streamrelay-Client-Authorization}, for the backend's hooks.
+    """
+    own = headers.getRawHeaders(b"authorization")
+    headers.removeHeader(b"authorization")
+    if own:
+        headers.setRawHeaders(CLIENT_AUTHORIZATION, list(own))
+    if value is not None:
+        headers.setRawHeaders(b"authorization", [value])
 
 
 def downstreamHeaders(headers: Headers) -> Headers:

@@ -25,9 +25,11 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
+from streamrelay.grants import GrantKeys
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
-from streamrelay.proxy.headers import downstreamHeaders, upstreamHeaders
+from streamrelay.proxy.access import Access, authorize, grantLimit, signedLocation, unchecked
+from streamrelay.proxy.headers import downstreamHeaders, replaceAuthorization, upstreamHeaders
 from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.upstream import UpstreamURL, fitsBackend
@@ -86,6 +88,7 @@ class ProxyRoutes:
         metrics: Metrics | None = None,
         backendTimeout: float = 60.0,
         clock: IReactorTime | None = None,
+        grantKeys: GrantKeys | None = None,
     ) -> None:
         self.client = client
         self.backendURL = backendURL.rstrip("/")
@@ -98,6 +101,7 @@ class ProxyRoutes:
         self.metrics = metrics or Metrics("proxy")
         self.backendTimeout = backendTimeout
         self._clockOrNone = clock
+        self.grantKeys = grantKeys
 
     @property
     def clock(self) -> IReactorTime:
@@ -107,9 +111,13 @@ class ProxyRoutes:
             return reactor  # type: ignore[return-value]
         return self._clockOrNone
 
-    def _authorize(self, request: IRequest) -> None:
-        if self.tokens is not None:
-            self.tokens.check(request)
+    def _authorize(self, request: IRequest) -> Access:
+        return authorize(request, self.tokens, self.grantKeys, self.clock.seconds())
+
+    def _limit(self, request: IRequest, access: Access) -> int | None:
+        """The most body bytes C{request} may send: C{--max-size}, or its grant's."""
+        limits = [x for x in (self.maxSize, grantLimit(request, access)) if x is not None]
+        return min(limits) if limits else None
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
@@ -162,35 +170,35 @@ class ProxyRoutes:
         request.setHeader(b"content-length", b"%d" % (len(data),))
         return data
 
-    def _checkLength(self, request: IRequest) -> None:
+    def _checkLength(self, request: IRequest, access: Access) -> None:
         body: RequestBody | None = getattr(request, "body", None)
         declared = body.declaredLength if body is not None else 0
-        if self.maxSize is not None and declared is not None and declared > self.maxSize:
-            raise tooLarge(self.maxSize)
+        limit = self._limit(request, access)
+        if limit is not None and declared is not None and declared > limit:
+            raise tooLarge(limit)
 
     @app.route("/files/<path:_name>", methods=["PUT"])
     async def putFile(self, request: IRequest, _name: str) -> bytes | None:
-        self._authorize(request)
+        access = self._authorize(request)
         requestName(request)
-        self._checkLength(request)
-        return await self.forward(request)
+        self._checkLength(request, access)
+        return await self.forward(request, access)
 
     @app.route("/files", methods=["POST"])
     async def postForm(self, request: IRequest) -> bytes | None:
-        self._authorize(request)
-        self._checkLength(request)
-        return await self.forward(request)
+        access = self._authorize(request)
+        self._checkLength(request, access)
+        return await self.forward(request, access)
 
     @app.route("/files", methods=["GET", "HEAD"])
     async def listFiles(self, request: IRequest) -> bytes | None:
-        self._authorize(request)
-        return await self.forward(request)
+        return await self.forward(request, self._authorize(request))
 
     @app.route("/files/<path:_name>", methods=["GET", "HEAD", "DELETE"])
     async def fileRequest(self, request: IRequest, _name: str) -> bytes | None:
-        self._authorize(request)
+        access = self._authorize(request)
         requestName(request)
-        return await self.forward(request)
+        return await self.forward(request, access)
 
     # Resumable uploads (tus): the backend speaks the protocol; the proxy
     # checks the token and the size, and streams.
@@ -199,20 +207,21 @@ class ProxyRoutes:
     @app.route("/uploads/", methods=["OPTIONS"])
     @app.route("/uploads/<path:_id>", methods=["OPTIONS"])
     async def uploadOptions(self, request: IRequest, _id: str = "") -> bytes | None:
-        return await self.forward(request)
+        return await self.forward(request, unchecked(request))
 
     @app.route("/uploads", methods=["POST"])
     @app.route("/uploads/", methods=["POST"])
     @app.route("/uploads/<path:_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
     async def uploadRequest(self, request: IRequest, _id: str = "") -> bytes | None:
-        self._authorize(request)
-        self._checkLength(request)
-        if exceedsMaxSize(request, self.maxSize):
-            raise tooLarge(self.maxSize)  # type: ignore[arg-type]
+        access = self._authorize(request)
+        self._checkLength(request, access)
+        for limit in (self.maxSize, access.grant.maxSize if access.grant else None):
+            if exceedsMaxSize(request, limit):
+                raise tooLarge(limit)  # type: ignore[arg-type]
         if request.method != b"HEAD" or not _id:
-            return await self.forward(request)
+            return await self.forward(request, access)
         try:
-            return await self.forward(request)
+            return await self.forward(request, access)
         except ApiError as e:
             # tus clients (tus-js-client, Uppy) take any error but 423 on
             # HEAD for "upload gone" and start over; 423 makes them retry
@@ -221,44 +230,48 @@ class ProxyRoutes:
                 raise
             raise ApiError(423, e.code, e.message, {b"retry-after": b"1"}) from None
 
-    async def forward(self, request: IRequest) -> bytes | None:
+    async def forward(self, request: IRequest, access: Access) -> bytes | None:
         """
-        Stream C{request} to the backend and the backend's response back;
-        a request with a body counts as an upload (limits, metrics).
+        Stream C{request}, let in with C{access}, to the backend and the
+        backend's response back; a request with a body counts as an upload
+        (limits, metrics).
         """
         if getattr(request, "body", None) is None or request.method not in _UPLOADS:
-            return await self._forward(request)
+            return await self._forward(request, access)
         self.slots.take(request)
         self.metrics.started.inc()
         self.metrics.inFlight.inc()
         try:
-            return await self._forward(request)
+            return await self._forward(request, access)
         finally:
             self.metrics.inFlight.dec()
             self.slots.release(request)
 
-    async def _forward(self, request: IRequest) -> bytes | None:
+    async def _forward(self, request: IRequest, access: Access) -> bytes | None:
         started = time.monotonic()
         rid = requestId(request)
         request.setHeader(b"x-request-id", rid.encode("ascii"))
         client = request.getClientAddress()
         body: RequestBody | None = getattr(request, "body", None)
         method = request.method.decode("ascii")
-        # The path and query every check here saw, never the raw target.
-        url = self.upstream.of(request.path, getattr(request, "query", b""))
-        headers = upstreamHeaders(request.requestHeaders, getattr(client, "host", None), rid)
+        # The path and query every check here saw (less the signed URL's
+        # parameters), never the raw target.
+        url = self.upstream.of(request.path, access.query)
+        headers = upstreamHeaders(
+            request.requestHeaders, getattr(client, "host", None), rid, access.identity
+        )
         if self.secret is not None:
-            headers.setRawHeaders(b"authorization", [b"Bearer " + self.secret])
+            replaceAuthorization(headers, b"Bearer " + self.secret)
         elif self.tokens is not None:
-            headers.removeHeader(b"authorization")  # the client's token is the proxy's
+            replaceAuthorization(headers, None)  # the client's token is the proxy's
         if not fitsBackend(self.upstream, request.method, url, headers):
             self._logOutcome(rid, request, None, started, "headers_too_large")
             raise ApiError(
                 431, "headers_too_large",
                 "The request's headers are too large or too many once the proxy "
-                "adds its own (X-Forwarded-For, X-Request-Id).",
+                "adds its own (X-Forwarded-For, X-Request-Id, Streamrelay-Client-*).",
             )
-        limit = self.maxSize if request.method in _UPLOADS else None
+        limit = self._limit(request, access) if request.method in _UPLOADS else None
         waiting = self.client.request(
             method, url, headers=headers, data=upstreamBody(body, limit), unbuffered=True,
             allow_redirects=False,
@@ -306,6 +319,14 @@ class ProxyRoutes:
         request.setResponseCode(response.code, response.phrase)
         for name, values in downstreamHeaders(response.headers).getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, values)
+        location = request.responseHeaders.getRawHeaders(b"location")
+        if access.grant is not None and self.grantKeys is not None and location and (
+            request.method == b"POST" and request.path in (b"/uploads", b"/uploads/")
+        ):
+            # A tus client goes on at the upload's URL as it is given.
+            request.responseHeaders.setRawHeaders(
+                b"location", [signedLocation(location[0], access.grant, self.grantKeys)]
+            )
         if (
             response.length is not UNKNOWN_LENGTH
             and request.method != b"HEAD"

@@ -4,6 +4,7 @@ C{twistd streamrelay-proxy}: options and service wiring.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from twisted.python import usage
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from streamrelay.auth import TokenFile, readSecret
+from streamrelay.grants import GrantKeys
 from streamrelay.limits import UploadSlots
 from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
@@ -44,9 +46,13 @@ class Options(ServiceOptions):
          "Largest body accepted, in bytes (K, M, G, T suffixes); none by default. "
          "[env STREAMRELAY_MAX_SIZE]"],
         ["tokens-file", None, None,
-         "File of access tokens, one per line: every /files and /uploads request "
-         "then needs 'Authorization: Bearer TOKEN'. Reloaded on SIGHUP. "
-         "[env STREAMRELAY_TOKENS_FILE]"],
+         "File of access tokens, one per line ('NAME TOKEN', or 'TOKEN'): every "
+         "/files and /uploads request then needs 'Authorization: Bearer TOKEN' "
+         "(or a signed URL). Reloaded on SIGHUP. [env STREAMRELAY_TOKENS_FILE]"],
+        ["grant-keys-file", None, None,
+         "File of keys for signed URLs, one 'KEY_ID SECRET' per line (several for "
+         "rotation): a request signed with one needs no token. Reloaded on SIGHUP. "
+         "[env STREAMRELAY_GRANT_KEYS_FILE]"],
         ["shared-secret", None, None,
          "Secret sent to the backend on every request (its --shared-secret). "
          "[env STREAMRELAY_SHARED_SECRET]"],
@@ -73,9 +79,16 @@ class Options(ServiceOptions):
             self["max-size"] = parseSize(str(self["max-size"]))
         if not self["backend"].startswith(("http://", "https://")):
             raise usage.UsageError("--backend takes an http:// or https:// URL")
-        for key in ("tokens-file", "shared-secret-file", "backend-ca"):
+        for key in ("tokens-file", "grant-keys-file", "shared-secret-file", "backend-ca"):
             if self[key] and not Path(self[key]).is_file():
                 raise usage.UsageError(f"--{key}: no such file: {self[key]}")
+        try:
+            if self["tokens-file"]:
+                TokenFile(Path(self["tokens-file"]))
+            if self["grant-keys-file"]:
+                GrantKeys(Path(self["grant-keys-file"]))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:
             self["cors-origin"] = parseOrigins(self["cors-origin"] or "")
         except ValueError as e:
@@ -107,6 +120,14 @@ def backendClient(reactor: object, caFile: str | None = None) -> HTTPClient:
     return HTTPClient(agent, cookiejar=jar)  # type: ignore[arg-type]
 
 
+def _all(calls: list[Callable[[], None]]) -> Callable[[], None]:
+    def callAll() -> None:
+        for call in calls:
+            call()
+
+    return callAll
+
+
 @exitOnOSError("streamrelay-proxy")
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
@@ -118,7 +139,14 @@ def makeService(options: Options) -> IService:
         tokens = TokenFile(Path(options["tokens-file"]))
         _log.info("requiring one of {count} token(s) from {path}",
                   count=len(tokens.tokens), path=options["tokens-file"])
-    handleSignals(reactor, "streamrelay-proxy", tokens.reload if tokens is not None else None)
+    grantKeys = None
+    if options["grant-keys-file"]:
+        grantKeys = GrantKeys(Path(options["grant-keys-file"]))
+        _log.info("taking URLs signed with {count} key(s) from {path}: {ids}",
+                  count=len(grantKeys.ids), path=options["grant-keys-file"],
+                  ids=" ".join(grantKeys.ids))
+    reloads = [f.reload for f in (tokens, grantKeys) if f is not None]
+    handleSignals(reactor, "streamrelay-proxy", _all(reloads) if reloads else None)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     routes = ProxyRoutes(
         backendClient(reactor, options["backend-ca"]),
@@ -129,6 +157,7 @@ def makeService(options: Options) -> IService:
         slots=slots,
         backendTimeout=options["backend-timeout"],
         clock=reactor,  # type: ignore[arg-type]
+        grantKeys=grantKeys,
     )
     site = makeSite(
         withCORS(appResource(routes.app), options["cors-origin"]),
