@@ -119,3 +119,35 @@ class AuthIntegrationTests(TestCase):
         for program in (backend, proxy):
             for secretText in (b"first-token-123", b"second-token-789", b"backend-secret-456"):
                 self.assertNotIn(secretText, program.output, program.label)
+
+
+class TokenNameTests(SynchronousTestCase):
+    def test_names(self) -> None:
+        """A line is NAME TOKEN, or TOKEN alone, named by the start of its SHA-256."""
+        import hashlib
+
+        path = Path(self.mktemp())
+        path.write_text("# c\nalice  t0ken\nbare\n ci-bot   other \n")
+        tokens = TokenFile(path)
+        self.assertEqual(tokens.tokens, [b"t0ken", b"bare", b"other"])
+        self.assertEqual(tokens.names,
+                         ["alice", hashlib.sha256(b"bare").hexdigest()[:12], "ci-bot"])
+        self.assertEqual(tokens.check(FakeRequest(b"Bearer other")), "ci-bot")  # type: ignore[arg-type]
+
+    def test_badLine(self) -> None:
+        """
+        A line of three fields is an error naming its number, never its
+        text; a reload keeps the old tokens.
+        """
+        path = Path(self.mktemp())
+        path.write_text("alice t0ken\n")
+        tokens = TokenFile(path)
+        path.write_text("# c\na b c\n")
+        tokens.reload()
+        self.assertEqual(tokens.names, ["alice"])
+        with self.assertRaises(ValueError) as caught:
+            TokenFile(path)
+        self.assertIn("line 2", str(caught.exception))
+        self.assertNotIn("a b c", str(caught.exception))
+        path.write_text("n\x01 t0ken\n")
+        self.assertRaises(ValueError, TokenFile, path)
