@@ -9,6 +9,7 @@ import io
 from contextlib import redirect_stderr, redirect_stdout
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,14 +76,17 @@ class SigningTests(SynchronousTestCase):
         self.assertLess(abs(expires - (time.time() + 60)), 5)
 
     def test_badArguments(self) -> None:
-        for kwargs in [
+        cases: list[dict[str, Any]] = [
             {"expires": NOW, "expiresIn": 5}, {}, {"expiresIn": 0}, {"expires": -1},
             {"expires": NOW, "method": "P UT"}, {"expires": NOW, "keyId": "a b"},
             {"expires": NOW, "keyId": ""}, {"expires": NOW, "maxSize": -1},
-        ]:
-            args = {"url": "/files/a", "keyId": "k1", "secret": SECRET1, "method": "PUT"}
-            args.update(kwargs)  # type: ignore[arg-type]
-            self.assertRaises(ValueError, signURL, **args)  # type: ignore[arg-type]
+        ]
+        for kwargs in cases:
+            args: dict[str, Any] = {
+                "url": "/files/a", "keyId": "k1", "secret": SECRET1, "method": "PUT",
+            }
+            args.update(kwargs)
+            self.assertRaises(ValueError, signURL, **args)
 
     def keys(self) -> GrantKeys:
         return GrantKeys(writeKeys(Path(self.mktemp())))
