@@ -306,3 +306,109 @@ class IconTests(TestCase):
             self.assertEqual(code, 200, path)
             self.assertEqual(headers["content-type"], "image/svg+xml")
             self.assertTrue(body.startswith(b"<svg "), body[:40])
+
+
+def signedScenario(link: str, small: Path, tooBig: str, crossOrigin: tuple[str, str]
+                   ) -> dict[str, Any]:
+    """
+    Runs in a thread: the page opened with a signed link uploads C{small};
+    with C{tooBig} (a link whose sr-max-size is under C{small}'s size) it
+    refuses before sending; and a page on another origin C{fetch}es a PUT
+    to a signed URL (C{crossOrigin}: that page's URL, the signed URL).
+    """
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(bypass_csp=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(link)
+            page.wait_for_selector("#grant:not([hidden])", timeout=10000)
+            seen["grantText"] = page.inner_text("#grant")
+            seen["filesHidden"] = page.is_hidden("#files-section")
+            page.set_input_files("#picker", str(small))
+            page.wait_for_selector("li.upload.done, li.upload.failed", timeout=60000)
+            seen["state"] = page.inner_text("li.upload .state")
+            seen["rowName"] = page.get_attribute("li.upload", "data-name")
+            seen["rowSHA"] = page.get_attribute("li.upload", "data-sha256")
+
+            page.goto(tooBig)
+            page.wait_for_selector("#grant:not([hidden])", timeout=10000)
+            page.set_input_files("#picker", str(small))
+            page.wait_for_selector("#message:not([hidden])", timeout=10000)
+            seen["tooBigMessage"] = page.inner_text("#message")
+            seen["tooBigRows"] = page.locator("li.upload").count()
+
+            origin, url = crossOrigin
+            page.goto(origin)
+            seen["crossOrigin"] = page.evaluate(
+                """async (url) => {
+                  const body = new Uint8Array(1 << 20);
+                  for (let i = 0; i < body.length; i++) body[i] = i % 251;
+                  const response = await fetch(url, {
+                    method: "PUT", body,
+                    headers: {"Content-Type": "application/octet-stream"},
+                  });
+                  return {status: response.status, body: await response.text()};
+                }""",
+                url,
+            )
+            seen["errors"] = errors
+        finally:
+            browser.close()
+    return seen
+
+
+class BrowserSignedTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        BrowserTests.setUp(self)  # type: ignore[arg-type]
+
+    async def test_signedLink(self) -> None:
+        """
+        With --tokens-file set, a person given a signed link uploads one file
+        through the page without a token, stored under the link's name with
+        the source's SHA-256; a file over the link's size is refused in the
+        page; a page on another origin PUTs to a signed URL with fetch.
+        """
+        import hashlib
+
+        from streamrelay.grants import signURL
+        from streamrelay.grants.cli import pageLink
+
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        (folder / "tokens").write_text("page-token-31337\n")
+        keys = folder / "keys"
+        keys.write_text("app-key a-long-enough-secret-0123456789\n")
+        secret = "a-long-enough-secret-0123456789"
+        small, sha = sharedFile(4 * MiB)
+        _, proxy = await startStack(self, folder / "uploads", proxyArgs=[
+            "--tokens-file", str(folder / "tokens"), "--grant-keys-file", str(keys),
+            "--cors-origin", "*",
+        ])
+        link = pageLink(signURL(proxy.url + "/files/from link.bin", "app-key", secret, "PUT",
+                                expiresIn=600, maxSize=4 * MiB))
+        tooBig = pageLink(signURL(proxy.url + "/files/big.bin", "app-key", secret, "PUT",
+                                  expiresIn=600, maxSize=MiB))
+        crossOrigin = (
+            f"http://localhost:{proxy.port}/healthz",
+            signURL(proxy.url + "/files/cors.bin", "app-key", secret, "PUT", expiresIn=600),
+        )
+        seen = await deferToThread(signedScenario, link, small, tooBig, crossOrigin)
+        self.assertEqual(seen["errors"], [])
+        self.assertIn("from link.bin", seen["grantText"])
+        self.assertTrue(seen["filesHidden"])
+        self.assertEqual((seen["state"], seen["rowName"]), ("Stored", "from link.bin"))
+        self.assertEqual(seen["rowSHA"], sha)
+        self.assertEqual(sha256File(folder / "uploads" / "from link.bin"), sha)
+        self.assertIn("at most 1", seen["tooBigMessage"])
+        self.assertEqual(seen["tooBigRows"], 0)
+        self.assertFalse((folder / "uploads" / "big.bin").exists())
+        self.assertEqual(seen["crossOrigin"]["status"], 201, seen["crossOrigin"])
+        expected = hashlib.sha256(bytes(i % 251 for i in range(1 << 20))).hexdigest()
+        self.assertEqual(sha256File(folder / "uploads" / "cors.bin"), expected)

@@ -10,6 +10,7 @@ from importlib import resources
 ASSETS = {
     "index.html": b"text/html; charset=utf-8",
     "app.js": b"text/javascript; charset=utf-8",
+    "signed.js": b"text/javascript; charset=utf-8",
     "app.css": b"text/css; charset=utf-8",
     "tus.min.js": b"text/javascript; charset=utf-8",
     "favicon.svg": b"image/svg+xml",

@@ -14,6 +14,8 @@ const state = {
   active: 0,
   next: null,
   shown: 0,
+  // The grant of a signed link (signed.js), or null.
+  grant: null,
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -69,6 +71,18 @@ function needToken(reason) {
 // Uploads
 
 function addFiles(files) {
+  if (state.grant) {
+    // A signed link stores one file, under its name, up to its size.
+    const file = files[0];
+    if (!file) return;
+    if (state.grant.maxSize !== null && file.size > state.grant.maxSize) {
+      showMessage(file.name + " is " + human(file.size) + ": this link takes at most " +
+        human(state.grant.maxSize) + ".");
+      return;
+    }
+    showMessage("");
+    files = [file];
+  }
   $("#uploads-section").hidden = false;
   for (const file of files) {
     const job = { file, upload: null, row: uploadRow(file), samples: [], finished: false };
@@ -81,13 +95,14 @@ function addFiles(files) {
 function uploadRow(file) {
   const row = document.createElement("li");
   row.className = "upload waiting";
-  row.dataset.name = file.name;
+  const name = state.grant ? state.grant.name : file.name;
+  row.dataset.name = name;
   row.innerHTML =
     '<span class="name"></span>' +
     '<button type="button" class="cancel danger small">Cancel</button>' +
     '<progress max="100" value="0"></progress>' +
     '<span class="stats"></span><span class="state">Waiting</span>';
-  row.querySelector(".name").textContent = file.name;
+  row.querySelector(".name").textContent = name;
   row.querySelector(".stats").textContent = "0 B of " + human(file.size);
   $("#uploads").prepend(row);
   return row;
@@ -107,6 +122,15 @@ function setState(job, kind, text) {
 function start(job) {
   state.active += 1;
   job.started = performance.now();
+  if (state.grant) {
+    job.upload = signedPut(state.grant, job.file, {
+      onProgress: (loaded) => progress(job, loaded),
+      onSuccess: (status, body) => finish(job, status, body),
+      onError: (status, body) => finish(job, status, body),
+    });
+    setState(job, "sending", "Sending");
+    return;
+  }
   const upload = new tus.Upload(job.file, {
     endpoint: "/uploads/",
     headers: authHeaders(),
@@ -181,7 +205,7 @@ function finish(job, status, body) {
       setState(job, "done", status === 201 ? "Stored" : "Replaced");
       job.row.dataset.sha256 = answer.sha256;
     }
-    loadFiles(true);
+    if (!state.grant) loadFiles(true);
   } else if (status === -1) {
     setState(job, "failed", "Cancelled");
   } else if (status === 401) {
@@ -290,6 +314,23 @@ async function remove(name, button, row) {
 
 // Wiring
 
+// The page opened with a signed link: one upload, no token, no listing.
+function useGrant(grant) {
+  $("#files-section").hidden = true;
+  if (grant.error) {
+    $("#drop").hidden = true;
+    showMessage(grant.error);
+    return;
+  }
+  state.grant = grant;
+  $("#picker").multiple = false;
+  $("#grant").hidden = false;
+  $("#grant-name").textContent = grant.name;
+  $("#grant-limit").textContent =
+    grant.maxSize !== null ? " (" + human(grant.maxSize) + " at most)" : "";
+  $("#grant-expires").textContent = grant.expires.toLocaleString();
+}
+
 function setUp() {
   const drop = $("#drop");
   const picker = $("#picker");
@@ -320,7 +361,9 @@ function setUp() {
   });
   $("#refresh").addEventListener("click", () => loadFiles(true));
   $("#more").addEventListener("click", () => loadFiles(false));
-  loadFiles(true);
+  const grant = signedLink(location.search);
+  if (grant) useGrant(grant);
+  else loadFiles(true);
 }
 
 document.addEventListener("DOMContentLoaded", setUp);
