@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.errors import ApiError
 from streamrelay.grants import GrantKeys, GrantQuery, checkGrant, parseKeys, signURL
 from streamrelay.grants.checking import signedMethod
 from streamrelay.grants.cli import main, pageLink
+from streamrelay.proxy.tap import Options as ProxyOptions
 from tests.grantkeys import SECRET1, SECRET2, writeKeys
 
 NOW = 1_700_000_000
@@ -273,3 +275,27 @@ class SignCommandTests(SynchronousTestCase):
         self.assertEqual(params["sr-path"], "/files/a%20b+c&d")
         self.assertEqual(params["sr-signature"], dict(parse_qsl(urlsplit(signed).query))[
             "sr-signature"])
+
+
+class ProxyOptionTests(SynchronousTestCase):
+    def parse(self, *argv: str) -> ProxyOptions:
+        options = ProxyOptions()
+        options.environ = {}
+        options.parseOptions(list(argv))
+        return options
+
+    def test_grantKeysFile(self) -> None:
+        """--grant-keys-file must exist and be valid at start; the error holds no secret."""
+        good = writeKeys(Path(self.mktemp()))
+        self.assertEqual(self.parse("--grant-keys-file", str(good))["grant-keys-file"], str(good))
+        self.assertRaises(UsageError, self.parse, "--grant-keys-file", "/nonexistent")
+        bad = writeKeys(Path(self.mktemp()), b"k1 " + SECRET1 + b" " + SECRET2 + b"\n")
+        with self.assertRaises(UsageError) as caught:
+            self.parse("--grant-keys-file", str(bad))
+        self.assertIn("line 1", str(caught.exception))
+        self.assertNotIn(SECRET1.decode(), str(caught.exception))
+
+    def test_tokensFile(self) -> None:
+        bad = Path(self.mktemp())
+        bad.write_text("name token extra\n")
+        self.assertRaises(UsageError, self.parse, "--tokens-file", str(bad))
