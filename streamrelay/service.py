@@ -81,7 +81,8 @@ def handleSignals(
         if reload is not None:
             reload()
         else:
-            log.info("SIGHUP: nothing to reload (only the proxy's --tokens-file is); "
+            log.info("SIGHUP: nothing to reload (only the proxy's --tokens-file and "
+                     "--grant-keys-file are); "
                      "still serving")
 
     signal.signal(signal.SIGHUP, inReactorThread(reactor, hungUp))
