@@ -68,7 +68,7 @@ class SignedRequestTests(GrantTestCase):
             (get(signed("/files/a", "DELETE"), method=b"DELETE"), b"/files/a"),
             (get(signed("/files?prefix=a", "GET", key="k2", secret=SECRET2)), b"/files?prefix=a"),
         ]:
-            seen = self.forwarded(data.replace(b"Host: x", b"Host: x", 1))
+            seen = self.forwarded(data)
             self.assertEqual(seen.target, target)
             self.assertNotIn(b"sr-", seen.target)
         self.assertNotIn(b"sr-", b" ".join(uri for _, uri in self.agent.asked))
