@@ -12,9 +12,10 @@ from twisted.web.iweb import IRequest
 JSON_TYPE = b"application/json"
 
 #: Reason phrases for the statuses streamrelay answers that twisted.web does
-#: not name (it would send "Unknown Status"): RFC 4918's 423, RFC 6585's
-#: 431 and tus's 460.
+#: not name (it would send "Unknown Status"): the resumable-upload draft's
+#: interim 104, RFC 4918's 423, RFC 6585's 431 and tus's 460.
 REASONS: dict[int, bytes] = {
+    104: b"Upload Resumption Supported",
     423: b"Locked",
     431: b"Request Header Fields Too Large",
     460: b"Checksum Mismatch",

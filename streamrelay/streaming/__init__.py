@@ -21,6 +21,7 @@ One job per module:
   - L{body}: L{RequestBody}, and L{BodyControl}, what it asks of its request;
   - L{request}: L{StreamingRequest}, its states written down in its docstring;
   - L{splice}: handing a body to a kernel splice and back;
+  - L{interim}: L{sendInterim}, interim (1xx) responses before the final one;
   - L{channel}: L{StreamingChannel}, RFC 9112 framing and its refusals;
   - L{answers}: L{AnswerRenderer}, how the application above renders what
     this layer answers by itself;
@@ -30,6 +31,7 @@ One job per module:
 from streamrelay.streaming.answers import AnswerRenderer, PlainAnswers
 from streamrelay.streaming.body import BodyControl, BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.streaming.channel import MAX_CHUNK_SIZE, StreamingChannel
+from streamrelay.streaming.interim import sendInterim
 from streamrelay.streaming.internals import (
     clientGone,
     connectionUnder,
@@ -60,5 +62,6 @@ __all__ = [
     "producerConnection",
     "readSize",
     "sendEagerly",
+    "sendInterim",
     "tuneForStreaming",
 ]
