@@ -21,9 +21,21 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
-from twisted.web._newclient import LengthEnforcingConsumer, TransportProxyProducer
+from twisted.web._newclient import (
+    HTTPClientParser,
+    LengthEnforcingConsumer,
+    Request,
+    TransportProxyProducer,
+)
+from twisted.web.client import _HTTP11ClientFactory
+from twisted.web.http_headers import Headers
 
-from streamrelay.streaming.internals import PRIVATE_NAMES
+from streamrelay.streaming.internals import (
+    PRIVATE_NAMES,
+    ClientProtocolHooks,
+    ConnectionPoolHooks,
+    InterimObserver,
+)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "streamrelay"
 STREAMING = PACKAGE / "streaming"
@@ -53,7 +65,14 @@ def _instances() -> dict[str, list[object]]:
     proxy = TransportProxyProducer(object())
     chunked = http._ChunkedTransferDecoder(lambda data: None, lambda extra: None)
     chunked.dataReceived(b"5\r\n")
+    request = Request(b"GET", b"/", Headers(), None)
+    parser = HTTPClientParser(request, lambda rest: None)
+    parser.makeConnection(StringTransport())
+    parser.dataReceived(b"HTTP/1.1 104 Upload Resumption Supported\r\n")
     instances: dict[str, list[object]] = {
+        "twisted.web._newclient.HTTPClientParser": [parser],
+        "twisted.web._newclient.Request": [request],
+        "twisted.web.client._HTTP11ClientFactory": [_HTTP11ClientFactory(lambda p: None, "")],
         "twisted.web.http.HTTPChannel": [channel],
         "twisted.internet.tcp.Connection": [conn],
         "twisted.web._newclient.LengthEnforcingConsumer": [enforcing],
@@ -124,6 +143,66 @@ def privateUses(path: Path, names: set[str]) -> list[str]:
         elif isinstance(node, ast.Constant) and node.value in names:
             found.append(f"{where}: {node.value!r}")
     return found
+
+
+class _Watching(ClientProtocolHooks):
+    def __init__(self, observer: InterimObserver | None) -> None:
+        super().__init__()
+        self.observer = observer
+        self.asked: list[object] = []
+
+    def interimObserver(self, bodyProducer: object) -> InterimObserver | None:
+        self.asked.append(bodyProducer)
+        return self.observer
+
+
+class ClientHooksTests(SynchronousTestCase):
+    def test_parserWatched(self) -> None:
+        """
+        L{ClientProtocolHooks} asks, for each request it sends, who is told
+        of its interim responses, and tells them as the parser reads them.
+        """
+        seen: list[tuple[int, bytes, list[bytes] | None]] = []
+        protocol = _Watching(lambda code, reason, headers: seen.append(
+            (code, reason, headers.getRawHeaders(b"location"))))
+        protocol.makeConnection(StringTransport())
+        responses: list[Any] = []
+        protocol.request(Request(b"GET", b"/", Headers({b"host": [b"b"]}), None)).addCallback(
+            responses.append)
+        self.assertEqual(protocol.asked, [None])
+        protocol.dataReceived(
+            b"HTTP/1.1 103 Early Hints\r\nLocation: /a\r\n\r\n"
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        )
+        self.assertEqual(seen, [(103, b"Early Hints", [b"/a"])])
+        self.assertEqual([r.code for r in responses], [204])
+
+    def test_busyConnection(self) -> None:
+        """A request refused at once (the connection is busy) is not watched."""
+        protocol = _Watching(None)
+        protocol.makeConnection(StringTransport())
+        protocol.request(Request(b"GET", b"/", Headers({b"host": [b"b"]}), None))
+        failures: list[Failure] = []
+        protocol.request(Request(b"GET", b"/", Headers(), None)).addErrback(failures.append)
+        self.assertEqual(len(protocol.asked), 1)
+        self.assertEqual(len(failures), 1)
+
+    def test_poolBuilds(self) -> None:
+        """A L{ConnectionPoolHooks} builds its L{clientProtocol}."""
+
+        class Pool(ConnectionPoolHooks):
+            clientProtocol = _Watching
+
+        pool = Pool(Clock())
+        built: list[object] = []
+
+        class Endpoint:
+            def connect(self, factory: Any) -> Deferred[object]:
+                built.append(factory.buildProtocol(None))
+                return Deferred()
+
+        pool.getConnection("key", Endpoint())  # type: ignore[arg-type]
+        self.assertEqual([type(p) for p in built], [_Watching])
 
 
 class InternalsTests(SynchronousTestCase):

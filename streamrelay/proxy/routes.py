@@ -30,6 +30,7 @@ from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.proxy.access import Access, authorize, grantLimit, signedLocation, unchecked
 from streamrelay.proxy.headers import downstreamHeaders, replaceAuthorization, upstreamHeaders
+from streamrelay.proxy.interim import relayInterim
 from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.upstream import UpstreamURL, fitsBackend
@@ -273,7 +274,8 @@ class ProxyRoutes:
             )
         limit = self._limit(request, access) if request.method in _UPLOADS else None
         waiting = self.client.request(
-            method, url, headers=headers, data=upstreamBody(body, limit), unbuffered=True,
+            method, url, headers=headers, data=relayInterim(request, upstreamBody(body, limit)),
+            unbuffered=True,
             allow_redirects=False,
         )
         watchdog = BackendWatchdog.forRequest(self.clock, self.backendTimeout, body, waiting)

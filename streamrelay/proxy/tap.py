@@ -13,7 +13,7 @@ from twisted.application.service import IService
 from twisted.internet import ssl
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from streamrelay.auth import TokenFile, readSecret
 from streamrelay.grants import GrantKeys
@@ -30,6 +30,7 @@ from streamrelay.service import (
     handleSignals,
 )
 from streamrelay.streaming import makeSite
+from streamrelay.streaming.interimclient import InterimConnectionPool
 from streamrelay.webapp import JSONAnswers, appResource
 
 _log = Logger()
@@ -105,7 +106,8 @@ def backendClient(reactor: object, caFile: str | None = None) -> HTTPClient:
     A treq client for the backend: pooled connections, no cookies kept
     between users, and with C{caFile} the only authority trusted for TLS.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    # Its connections tell of the backend's interim responses (relayed).
+    pool = InterimConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     # Shorter than the backend's idle timeout, so a pooled connection is
     # not reused just as the backend closes it.

@@ -10,7 +10,9 @@ Twisted, so an upgrade that drops one fails in one place.  The private
 hooks the streaming package overrides (C{Request._cleanup},
 C{HTTPChannel._maybeChooseTransferDecoder},
 C{HTTPChannel._respondToBadRequestAndDisconnect}) are given public names
-here, by L{RequestHooks} and L{ChannelHooks}.
+here, by L{RequestHooks} and L{ChannelHooks}; the interim (1xx) responses
+that Twisted's HTTP client reads and drops are told of by
+L{ClientProtocolHooks} (on the connections of a L{ConnectionPoolHooks}).
 
 Tested against the Twisted range pinned in setup.cfg.
 """
@@ -21,13 +23,21 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
 from twisted.web import http, server
-from twisted.web._newclient import LengthEnforcingConsumer
+from twisted.web._newclient import HTTP11ClientProtocol, HTTPClientParser, LengthEnforcingConsumer
+from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
 
 __all__ = [
     "PRIVATE_NAMES",
     "BoundedChunkedDecoder",
     "ChannelHooks",
+    "ClientProtocolHooks",
+    "ConnectionPoolHooks",
+    "InterimObserver",
     "RequestHooks",
     "MAX_CHUNK_SIZE",
     "bodyBytesLeft",
@@ -79,6 +89,16 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "twisted.web.http.Request": ("_cleanup", "_disconnected"),
     "twisted.web._newclient.LengthEnforcingConsumer": ("_consumer", "_length", "_finished"),
     "twisted.web._newclient.TransportProxyProducer": ("_producer",),
+    "twisted.web._newclient.HTTP11ClientProtocol": ("_parser", "_currentRequest"),
+    # Public names, of a class of a private module: what an interim
+    # response is read from before the parser drops it.
+    "twisted.web._newclient.HTTPClientParser": (
+        "allHeadersReceived", "response", "headers", "connHeaders",
+    ),
+    "twisted.web._newclient.Request": ("bodyProducer",),
+    "twisted.web.client": ("_HTTP11ClientFactory",),
+    "twisted.web.client._HTTP11ClientFactory": ("_quiescentCallback",),
+    "twisted.web.client.HTTPConnectionPool": ("_factory",),
     "twisted.internet.tcp.Connection": (
         "SEND_LIMIT", "dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen",
         "_writeDisconnected", "socket", "doRead",
@@ -381,3 +401,85 @@ def upstreamOwes(consumer: Any) -> int:
 def upstreamSent(consumer: Any, count: int) -> None:
     """Count C{count} body bytes sent past C{consumer} (by a splice)."""
     consumer._length -= count
+
+
+#: What is told of an interim (1xx) response: its status, its reason
+#: phrase, and all its headers.
+InterimObserver = Callable[[int, bytes, Headers], object]
+
+_clientLog = Logger()
+
+
+def _watchInterim(parser: HTTPClientParser, observer: InterimObserver) -> None:
+    """
+    Have C{observer} told of each interim response C{parser} reads, when
+    its header section ends: before the parser (C{allHeadersReceived})
+    drops it and starts on the next response.  What C{observer} raises is
+    logged, never raised into the parser.
+    """
+    plain = parser.allHeadersReceived
+
+    def allHeadersReceived() -> None:
+        response = getattr(parser, "response", None)
+        if response is not None and 100 <= response.code < 200:
+            headers = Headers()
+            for source in (parser.connHeaders, parser.headers):
+                for name, values in source.getAllRawHeaders():
+                    for value in values:
+                        headers.addRawHeader(name, value)
+            try:
+                observer(response.code, response.phrase, headers)
+            except Exception:
+                _clientLog.failure("while telling of a {code} interim response",
+                                   code=response.code)
+        plain()
+
+    parser.allHeadersReceived = allHeadersReceived  # type: ignore[method-assign]
+
+
+class ClientProtocolHooks(HTTP11ClientProtocol):
+    """
+    Twisted's HTTP/1.1 client protocol, which reads the interim (1xx)
+    responses to a request and drops them (C{HTTPClientParser}), asking
+    L{interimObserver} for each request it sends who is told of them, as
+    each arrives.
+    """
+
+    def request(self, request: Any) -> Any:
+        sent = super().request(request)
+        parser, current = self._parser, self._currentRequest
+        # (A request refused at once, the connection busy, has no parser.)
+        if current is not None and current is request and parser is not None:
+            observer = self.interimObserver(current.bodyProducer)
+            if observer is not None:
+                _watchInterim(parser, observer)
+        return sent
+
+    def interimObserver(self, bodyProducer: IBodyProducer | None) -> InterimObserver | None:
+        """
+        Who is told of the interim responses to the request whose body
+        C{bodyProducer} sends (None: a request without a body), if anyone.
+        """
+        return None
+
+
+class ConnectionPoolHooks(HTTPConnectionPool):
+    """
+    Twisted's pool of HTTP client connections, whose new connections speak
+    L{clientProtocol} (called with the pool's callback for a connection
+    that is idle again).
+    """
+
+    clientProtocol: Callable[[Callable[[Any], None]], HTTP11ClientProtocol] = (
+        HTTP11ClientProtocol
+    )
+
+    def __init__(self, reactor: Any, persistent: bool = True) -> None:
+        super().__init__(reactor, persistent)
+        build = type(self).clientProtocol
+
+        class Factory(_HTTP11ClientFactory):  # type: ignore[misc]
+            def buildProtocol(self, addr: IAddress | None) -> HTTP11ClientProtocol:
+                return build(self._quiescentCallback)
+
+        self._factory = Factory
