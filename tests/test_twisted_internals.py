@@ -10,6 +10,7 @@ import ast
 import importlib
 import re
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ class ClientHooksTests(SynchronousTestCase):
         L{ClientProtocolHooks} asks, for each request it sends, who is told
         of its interim responses, and tells them as the parser reads them.
         """
-        seen: list[tuple[int, bytes, list[bytes] | None]] = []
+        seen: list[tuple[int, bytes, Sequence[bytes] | None]] = []
         protocol = _Watching(lambda code, reason, headers: seen.append(
             (code, reason, headers.getRawHeaders(b"location"))))
         protocol.makeConnection(StringTransport())
@@ -190,8 +191,11 @@ class ClientHooksTests(SynchronousTestCase):
     def test_poolBuilds(self) -> None:
         """A L{ConnectionPoolHooks} builds its L{clientProtocol}."""
 
+        class Built(ClientProtocolHooks):
+            pass
+
         class Pool(ConnectionPoolHooks):
-            clientProtocol = _Watching
+            clientProtocol = Built
 
         pool = Pool(Clock())
         built: list[object] = []
@@ -202,7 +206,7 @@ class ClientHooksTests(SynchronousTestCase):
                 return Deferred()
 
         pool.getConnection("key", Endpoint())  # type: ignore[arg-type]
-        self.assertEqual([type(p) for p in built], [_Watching])
+        self.assertEqual([type(p) for p in built], [Built])
 
 
 class InternalsTests(SynchronousTestCase):
