@@ -75,3 +75,52 @@ async def exchange(port: int, data: bytes) -> RawResponse | None:
     """L{exchangeNow}, in a thread."""
     result: RawResponse | None = await deferToThread(exchangeNow, port, data)
     return result
+
+
+class ResponseReader:
+    """
+    Reads the responses on a blocking socket one at a time, interim (1xx)
+    ones included: an interim response is its head; a final one ends with
+    its C{Content-Length} body, or with the connection.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _more(self) -> bool:
+        try:
+            more = self.sock.recv(65536)
+        except ConnectionResetError:
+            more = b""
+        self.buffer += more
+        return bool(more)
+
+    def next(self) -> RawResponse:
+        """The next response; L{EOFError} when the connection ends before it."""
+        while b"\r\n\r\n" not in self.buffer:
+            if not self._more():
+                raise EOFError(f"connection closed; unparsed: {self.buffer!r}")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        response = _parse(head + b"\r\n\r\n")
+        assert response is not None
+        if 100 <= response.status < 200:
+            return response
+        length = response.headers.get(b"content-length")
+        if length is None:
+            while self._more():
+                pass
+            response.body, self.buffer = self.buffer, b""
+            return response
+        while len(self.buffer) < int(length):
+            if not self._more():
+                break
+        response.body, self.buffer = self.buffer[: int(length)], self.buffer[int(length):]
+        return response
+
+    def untilFinal(self) -> list[RawResponse]:
+        """The next responses up to the next final one, which is last."""
+        responses = [self.next()]
+        while 100 <= responses[-1].status < 200:
+            responses.append(self.next())
+        return responses
