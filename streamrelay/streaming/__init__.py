@@ -22,6 +22,8 @@ One job per module:
   - L{request}: L{StreamingRequest}, its states written down in its docstring;
   - L{splice}: handing a body to a kernel splice and back;
   - L{interim}: L{sendInterim}, interim (1xx) responses before the final one;
+  - L{interimclient}: the interim responses Twisted's HTTP client reads,
+    told as they arrive (the proxy relays the backend's with L{sendInterim});
   - L{channel}: L{StreamingChannel}, RFC 9112 framing and its refusals;
   - L{answers}: L{AnswerRenderer}, how the application above renders what
     this layer answers by itself;
