@@ -34,7 +34,7 @@ class Receiver(Resource):
         self.status = status
         self.body = body
         self.hang = hang
-        self.requests: list[tuple[bytes, dict[bytes, list[bytes]], bytes]] = []
+        self.requests: list[tuple[bytes, dict[bytes, Any], bytes]] = []
 
     def render_POST(self, request: Request) -> bytes | int:
         assert request.content is not None
@@ -170,8 +170,9 @@ class PreCreateTests(SynchronousTestCase):
         from twisted.logger import globalLogPublisher
 
         events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         self.failureResultOf(self.answer(b"", 500), HookUnavailable)
         [logged] = [e for e in events if "pre-create hook failed" in e.get("log_format", "")]
         self.assertEqual(logged["reason"], "the hook answered 500")

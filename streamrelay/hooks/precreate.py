@@ -25,6 +25,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
@@ -102,9 +103,9 @@ class PreCreate:
         return asking.addCallback(decide).addErrback(self._failed, context, name)
 
     async def _post(self, body: bytes, now: float) -> tuple[int, bytes]:
-        headers = {b"content-type": [b"application/json"]}
+        headers = Headers({b"content-type": [b"application/json"]})
         if self.secret is not None:
-            headers[HEADER] = [sign(self.secret, body, now)]
+            headers.setRawHeaders(HEADER, [sign(self.secret, body, now)])
         response: IResponse = await self.client.post(
             self.url, data=body, headers=headers, allow_redirects=False
         )
@@ -173,8 +174,9 @@ def decide(answer: tuple[int, bytes]) -> Decision:
 def _rejection(reject: object) -> HookRejected:
     if not isinstance(reject, dict):
         raise HookFailed("reject is not an object")
-    status = reject.get("status")
-    if not _isInt(status) or not 400 <= status <= 599:
+    value = reject.get("status")
+    status = value if isinstance(value, int) and _isInt(value) else DEFAULT_REJECT_STATUS
+    if not 400 <= status <= 599:
         status = DEFAULT_REJECT_STATUS
     message = reject.get("message")
     if not isinstance(message, str) or not message.strip():
