@@ -11,7 +11,7 @@ import os
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.hooks import Decision, HookRejected, HookUnavailable
 from tests.backendcases import BackendTestCase, TusTestCase
-from tests.hookfakes import FakeHooks
+from tests.precreatefakes import FakeHooks
 from tests.rawrequests import TUS, chunk, chunkedHead, form, get, meta, patch, post, put, req
 
 FORM_HEAD = b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
