@@ -7,13 +7,13 @@ from __future__ import annotations
 import email.utils
 import mimetypes
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -29,6 +29,9 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
+from streamrelay.hooks.interfaces import IHooks, NoHooks
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
@@ -65,6 +68,8 @@ class BackendRoutes:
         metrics: Metrics | None = None,
         tus: TusUploads | None = None,
         maxFormFiles: int = DEFAULT_MAX_FORM_FILES,
+        hooks: IHooks | None = None,
+        forwardHeaders: Sequence[str] = DEFAULT_FORWARD_HEADERS,
     ) -> None:
         self.store = store
         self.maxSize = maxSize
@@ -73,6 +78,9 @@ class BackendRoutes:
         self.slots = slots or UploadSlots(None)
         self.metrics = metrics or Metrics("backend")
         self.tus = tus
+        self.hooks: IHooks = hooks or NoHooks()
+        self.forwardHeaders = tuple(forwardHeaders)
+        self.contexts = ClientContexts(secret, self.forwardHeaders)
 
     @contextmanager
     def _upload(self, request: IRequest) -> Iterator[None]:
@@ -173,6 +181,7 @@ class BackendRoutes:
             self._logFailure(rid, request, name, sink.size, e)
             raise _apiErrorFor(e) from None
         self._logStored(rid, info, started)
+        await self.hooks.finished(self.contexts(request, "put"), info)
         fileHeaders(request, info)
         return writeJSON(request, 200 if replaced else 201, fileJSON(info))
 
@@ -221,6 +230,8 @@ class BackendRoutes:
                 self._logFailure(rid, request, "(form)", form.size, e)
                 raise _apiErrorFor(e) from None
         self._logFormStored(rid, stored, started)
+        context = self.contexts(request, "form")
+        await _allRecorded([self.hooks.finished(context, info) for info in stored])
         if len(stored) == 1:
             fileHeaders(request, stored[0])
         return writeJSON(request, 201, {"files": [fileJSON(info) for info in stored]})
@@ -301,6 +312,7 @@ class BackendRoutes:
         if not await self.store.delete(name):
             raise notFound(f"No file is called {name!r}.")
         self._log.info("deleted name={name!r}", name=name)
+        await self.hooks.deleted(self.contexts(request, "put"), name)
         request.setResponseCode(204)
         return b""
 
@@ -372,6 +384,14 @@ class BackendRoutes:
             "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
             rid=rid, name=name, size=size, reason=_reason(error), outcome="failed",
         )
+
+
+async def _allRecorded(recording: list[Deferred[None]]) -> None:
+    """Wait for every event of a form; the first failure is the answer."""
+    try:
+        await gatherResults(recording, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
 
 
 def _contentType(name: str) -> bytes:

@@ -38,6 +38,8 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.interfaces import IHooks, NoHooks
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
 from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
@@ -88,6 +90,8 @@ class TusUploads:
         clock: IReactorTime,
         maxSize: int | None = None,
         expiry: float = DEFAULT_EXPIRY,
+        hooks: IHooks | None = None,
+        contexts: ClientContexts | None = None,
     ) -> None:
         if resumable.store is not store:
             raise ValueError("the resumable store publishes into another store")
@@ -100,6 +104,8 @@ class TusUploads:
         #: upload id -> (offset, SHA-256 state of the bytes before it)
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._stopping = False
+        self.hooks: IHooks = hooks or NoHooks()
+        self.contexts = contexts or ClientContexts()
 
     # Requests
 
@@ -220,8 +226,11 @@ class TusUploads:
 
     async def terminate(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
-        await self._live(uploadId, expiredToo=True)
+        upload = await self._live(uploadId, expiredToo=True)
         await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
+        if upload.stored is None:
+            # A finished upload's file stays: only an unfinished one is a deletion.
+            await self.hooks.deleted(self.contexts(request, "tus"), upload.name)
         request.setResponseCode(204)
         return b""
 
@@ -446,6 +455,7 @@ class TusUploads:
             rid=requestId(request), name=stored.name, size=stored.size,
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
+        await self.hooks.finished(self.contexts(request, "tus"), stored)
         return upload
 
     async def _terminate(self, request: IRequest, uploadId: str) -> None:
