@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -29,9 +29,10 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
-from streamrelay.hooks import Decision, IHooks, NoHooks, RequestContext, requestContext
+from streamrelay.hooks.clients import ClientContexts
 from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
 from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
+from streamrelay.hooks.interfaces import Decision, IHooks, NoHooks
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
@@ -74,14 +75,15 @@ class BackendRoutes:
         forwardHeaders: Sequence[str] = DEFAULT_FORWARD_HEADERS,
     ) -> None:
         self.store = store
-        self.hooks: IHooks = hooks if hooks is not None else NoHooks()
-        self.forwardHeaders = tuple(forwardHeaders)
         self.maxSize = maxSize
         self.maxFormFiles = maxFormFiles
         self.secret = secret
         self.slots = slots or UploadSlots(None)
         self.metrics = metrics or Metrics("backend")
         self.tus = tus
+        self.hooks: IHooks = hooks or NoHooks()
+        self.forwardHeaders = tuple(forwardHeaders)
+        self.contexts = ClientContexts(secret, self.forwardHeaders)
 
     @contextmanager
     def _upload(self, request: IRequest) -> Iterator[None]:
@@ -122,15 +124,9 @@ class BackendRoutes:
 
     # Hooks
 
-    def _context(self, request: IRequest, protocol: str) -> RequestContext:
-        """Who asks (the C{Streamrelay-Client-*} headers believed from the proxy only)."""
-        return requestContext(
-            request, requestId(request), protocol, self.secret is not None, self.forwardHeaders
-        )
-
     def _asker(self, request: IRequest, protocol: str) -> PreCreateAsker:
         """How an upload of C{request} asks the C{pre-create} hook."""
-        context = self._context(request, protocol)
+        context = self.contexts(request, protocol)
 
         def ask(
             name: str, size: int | None, metadata: Mapping[str, str] | None
@@ -220,6 +216,7 @@ class BackendRoutes:
             self._logFailure(rid, request, name, sink.size, e)
             raise _apiErrorFor(e) from None
         self._logStored(rid, info, started)
+        await self.hooks.finished(self.contexts(request, "put"), info)
         fileHeaders(request, info)
         return writeJSON(request, 200 if replaced else 201, fileJSON(info))
 
@@ -271,6 +268,8 @@ class BackendRoutes:
                 self._logFailure(rid, request, "(form)", form.size, e)
                 raise _apiErrorFor(e) from None
         self._logFormStored(rid, stored, started)
+        context = self.contexts(request, "form")
+        await _allRecorded([self.hooks.finished(context, info) for info in stored])
         if len(stored) == 1:
             fileHeaders(request, stored[0])
         return writeJSON(request, 201, {"files": [fileJSON(info) for info in stored]})
@@ -351,6 +350,7 @@ class BackendRoutes:
         if not await self.store.delete(name):
             raise notFound(f"No file is called {name!r}.")
         self._log.info("deleted name={name!r}", name=name)
+        await self.hooks.deleted(self.contexts(request, "put"), name)
         request.setResponseCode(204)
         return b""
 
@@ -422,6 +422,14 @@ class BackendRoutes:
             "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
             rid=rid, name=name, size=size, reason=_reason(error), outcome="failed",
         )
+
+
+async def _allRecorded(recording: list[Deferred[None]]) -> None:
+    """Wait for every event of a form; the first failure is the answer."""
+    try:
+        await gatherResults(recording, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
 
 
 def _contentType(name: str) -> bytes:

@@ -20,33 +20,21 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from treq import collect
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
-from zope.interface import implementer
 
 from streamrelay.errors import jsonBytes
 from streamrelay.hooks.context import RequestContext
+from streamrelay.hooks.delivery import deliver
 from streamrelay.hooks.events import PRE_CREATE, event, fileObject
-from streamrelay.hooks.interfaces import (
-    Decision,
-    HookRejected,
-    HookUnavailable,
-    IHooks,
-)
-from streamrelay.hooks.signature import HEADER, sign
+from streamrelay.hooks.interfaces import Decision, HookRejected, HookUnavailable
 from streamrelay.names import BadName, validateName
-from streamrelay.store.interfaces import FileInfo
 from streamrelay.store.metadata import BadMetadata, validateMetadata
 
 Unreachable = Literal["deny", "allow"]
 
-#: The largest answer read from the hook.
-MAX_ANSWER = 64 << 10
 #: The longest rejection message passed on to the client.
 MAX_MESSAGE = 1024
 #: The status a rejection without a sensible one gets.
@@ -55,10 +43,6 @@ DEFAULT_REJECT_STATUS = 403
 
 class HookFailed(Exception):
     """The hook's answer is none the contract allows (or there is none)."""
-
-
-class _TooLong(Exception):
-    pass
 
 
 class PreCreate:
@@ -98,26 +82,16 @@ class PreCreate:
         """The hook's decision on storing C{name} (C{size} bytes, or unknown)."""
         now = self.clock.seconds()
         body = jsonBytes(event(PRE_CREATE, fileObject(name, size, metadata=metadata), context, now))
-        asking = Deferred.fromCoroutine(self._post(body, now))
-        asking.addTimeout(self.timeout, self.clock)
+        asking = deliver(self.client, self.url, body, self.secret, self.timeout, self.clock)
         return asking.addCallback(decide).addErrback(self._failed, context, name)
 
-    async def _post(self, body: bytes, now: float) -> tuple[int, bytes]:
-        headers = Headers({b"content-type": [b"application/json"]})
-        if self.secret is not None:
-            headers.setRawHeaders(HEADER, [sign(self.secret, body, now)])
-        response: IResponse = await self.client.post(
-            self.url, data=body, headers=headers, allow_redirects=False
-        )
-        return response.code, await _read(response)
+    #: What L{streamrelay.hooks.service.Hooks} calls.
+    preCreate = ask
 
     def _failed(self, failure: Any, context: RequestContext, name: str) -> Decision:
         if failure.check(HookRejected):
             failure.raiseException()
-        if failure.check(TimeoutError):
-            reason = f"no answer within {self.timeout:g} s"
-        else:
-            reason = str(failure.value) or type(failure.value).__name__
+        reason = str(failure.value) or type(failure.value).__name__
         self._log.warn(
             "pre-create hook failed request_id={rid} name={name!r} reason={reason} "
             "unreachable={policy}",
@@ -126,24 +100,6 @@ class PreCreate:
         if self.unreachable == "allow":
             return Decision()
         raise HookUnavailable()
-
-
-async def _read(response: IResponse) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-
-    def take(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > MAX_ANSWER:
-            raise _TooLong()
-        chunks.append(data)
-
-    try:
-        await collect(response, take)
-    except _TooLong:
-        raise HookFailed(f"the answer is over {MAX_ANSWER} bytes") from None
-    return b"".join(chunks)
 
 
 def decide(answer: tuple[int, bytes]) -> Decision:
@@ -215,29 +171,3 @@ def _metadata(value: object) -> dict[str, str] | None:
         return validateMetadata(value) or None
     except BadMetadata as e:
         raise HookFailed(str(e)) from None
-
-
-@implementer(IHooks)
-class PreCreateHooks:
-    """
-    Hooks with a C{pre-create} hook only: nobody is told of files stored
-    or deleted.  (The backend's C{Hooks} adds those.)
-    """
-
-    def __init__(self, preCreate: PreCreate) -> None:
-        self._preCreate = preCreate
-
-    def preCreate(
-        self,
-        context: RequestContext,
-        name: str,
-        size: int | None,
-        metadata: Mapping[str, str] | None,
-    ) -> Deferred[Decision]:
-        return self._preCreate.ask(context, name, size, metadata)
-
-    def finished(self, context: RequestContext, info: FileInfo) -> Deferred[None]:
-        return succeed(None)
-
-    def deleted(self, context: RequestContext, name: str) -> Deferred[None]:
-        return succeed(None)

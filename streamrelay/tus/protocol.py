@@ -38,7 +38,9 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
-from streamrelay.hooks.decisions import PreCreateAsker, allowAll, smallerLimit
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
+from streamrelay.hooks.interfaces import IHooks, NoHooks
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
 from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
@@ -89,6 +91,8 @@ class TusUploads:
         clock: IReactorTime,
         maxSize: int | None = None,
         expiry: float = DEFAULT_EXPIRY,
+        hooks: IHooks | None = None,
+        contexts: ClientContexts | None = None,
     ) -> None:
         if resumable.store is not store:
             raise ValueError("the resumable store publishes into another store")
@@ -101,6 +105,8 @@ class TusUploads:
         #: upload id -> (offset, SHA-256 state of the bytes before it)
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._stopping = False
+        self.hooks: IHooks = hooks or NoHooks()
+        self.contexts = contexts or ClientContexts()
 
     # Requests
 
@@ -114,10 +120,11 @@ class TusUploads:
         request.setResponseCode(204)
         return b""
 
-    async def create(self, request: IRequest, ask: PreCreateAsker = allowAll) -> bytes:
+    async def create(self, request: IRequest, ask: PreCreateAsker | None = None) -> bytes:
         """
-        C{POST}: a new upload, once C{ask} (the C{pre-create} hook) allowed
-        it, maybe under another name, with a smaller limit and metadata.
+        C{POST}: a new upload, once C{ask} (the C{pre-create} hook; by
+        default this one's L{hooks}) allowed it, maybe under another name,
+        with a smaller limit and metadata.
         """
         self._begin(request)
         if request.getHeader(b"upload-concat") is not None:
@@ -146,7 +153,11 @@ class TusUploads:
         checksum = checksumOf(request)
         if body is not None and length is not None and (body.declaredLength or 0) > length:
             raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
-        decision = await ask(name, length, pairs)
+        if ask is None:
+            context = self.contexts(request, "tus")
+            decision = await self.hooks.preCreate(context, name, length, pairs)
+        else:
+            decision = await ask(name, length, pairs)
         limit = smallerLimit(self.maxSize, decision.maxSize)
         if length is not None and limit is not None and length > limit:
             raise tooLarge(limit)
@@ -231,8 +242,11 @@ class TusUploads:
 
     async def terminate(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
-        await self._live(uploadId, expiredToo=True)
+        upload = await self._live(uploadId, expiredToo=True)
         await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
+        if upload.stored is None:
+            # A finished upload's file stays: only an unfinished one is a deletion.
+            await self.hooks.deleted(self.contexts(request, "tus"), upload.name)
         request.setResponseCode(204)
         return b""
 
@@ -463,6 +477,7 @@ class TusUploads:
             rid=requestId(request), name=stored.name, size=stored.size,
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
+        await self.hooks.finished(self.contexts(request, "tus"), stored)
         return upload
 
     async def _terminate(self, request: IRequest, uploadId: str) -> None:
