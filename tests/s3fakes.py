@@ -5,7 +5,7 @@ calls the test answers by hand, and a body producer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,15 @@ class FakeS3:
     def get(self, key: str, start: int, end: int, etag: str | None) -> Deferred[Any]:
         return self._call("get", key, start, end, etag)
 
-    def put(self, key: str, chunks: Sequence[bytes], sha256: str) -> Deferred[str]:
+    def put(
+        self,
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Deferred[str]:
+        if metadata:
+            return self._call("put", key, chunks, sha256, dict(metadata))
         return self._call("put", key, chunks, sha256)
 
     def delete(self, key: str) -> Deferred[None]:

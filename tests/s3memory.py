@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from streamrelay.store.metadata import S3_HEADER, fromS3Header, s3Headers
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
@@ -133,7 +134,8 @@ class MemoryS3:
         if stored is None:
             return succeed(None)
         return succeed(ObjectHead(
-            len(stored.data), stored.etag, stored.modified, stored.metadata.get(SHA256_META)
+            len(stored.data), stored.etag, stored.modified, stored.metadata.get(SHA256_META),
+            fromS3Header(stored.metadata.get(S3_HEADER)),
         ))
 
     def read(self, key: str) -> Deferred[bytes | None]:
@@ -147,11 +149,17 @@ class MemoryS3:
             return fail(e)
         return succeed(MemoryResponse(stored.data[start:end], start, end, len(stored.data)))
 
-    def put(self, key: str, chunks: Sequence[bytes], sha256: str) -> Deferred[str]:
+    def put(
+        self,
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Deferred[str]:
         data = b"".join(chunks)
         if hashlib.sha256(data).hexdigest() != sha256:
             return fail(S3Error(400, "XAmzContentSHA256Mismatch", "", key))
-        return succeed(self._store(key, data, {SHA256_META: sha256}))
+        return succeed(self._store(key, data, {SHA256_META: sha256, **s3Headers(metadata)}))
 
     def delete(self, key: str) -> Deferred[None]:
         self.objects.pop(key, None)

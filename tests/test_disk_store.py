@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from streamrelay.store import FileInfo, IUpload, IUploadStore
+from streamrelay.store import FileInfo, IUpload, IUploadStore, diskmeta
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import StorageFull
 from streamrelay.store.placing import SHA256_XATTR
@@ -170,3 +170,62 @@ class XattrTests(SynchronousTestCase):
         stat = self.successResultOf(store.stat("a"))
         assert stat is not None
         self.assertEqual(stat.sha256, "ab" * 32)
+
+
+class MetadataTests(SynchronousTestCase):
+    """A file's metadata: an extended attribute, or a sidecar where refused."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.store = DiskStore(self.root)
+
+    def store_(self, name: str, data: bytes, metadata: dict[str, str] | None) -> FileInfo:
+        upload = self.store.begin(name, metadata)
+        upload.write(data)
+        [(info, _)] = [self.successResultOf(upload.commit("ab" * 32))]
+        return info
+
+    def test_inExtendedAttribute(self) -> None:
+        self.store_("a", b"x", {"k": "v"})
+        try:
+            value = os.getxattr(self.root / "a", diskmeta.XATTR)
+        except OSError:
+            raise self.skipTest("this file system keeps no user extended attributes") from None
+        self.assertEqual(value, b'{"k":"v"}')
+        self.assertFalse((self.root / diskmeta.SIDECAR_DIR).exists())
+
+    def refuseXattrs(self) -> None:
+        def refuse(path: object, name: str, value: bytes) -> None:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        self.patch(diskmeta, "setxattr", refuse)
+
+    def test_sidecar(self) -> None:
+        """Without extended attributes, the metadata is kept in a sidecar."""
+        self.refuseXattrs()
+        self.store_("a", b"x", {"k": "v"})
+        self.assertTrue((self.root / diskmeta.SIDECAR_DIR / "a").exists())
+        stat = self.successResultOf(self.store.stat("a"))
+        assert stat is not None
+        self.assertEqual(stat.metadata, {"k": "v"})
+        files, _ = self.successResultOf(self.store.list(None, 10))
+        self.assertEqual([(f.name, f.metadata) for f in files], [("a", {"k": "v"})])
+
+    def test_sidecarOfAnotherVersion(self) -> None:
+        """A version stored without metadata does not take an older sidecar's."""
+        self.refuseXattrs()
+        self.store_("a", b"x", {"k": "v"})
+        self.store_("a", b"y", None)
+        stat = self.successResultOf(self.store.stat("a"))
+        assert stat is not None
+        self.assertIsNone(stat.metadata)
+
+    def test_deleteRemovesSidecar(self) -> None:
+        self.refuseXattrs()
+        self.store_("a", b"x", {"k": "v"})
+        self.assertTrue(self.successResultOf(self.store.delete("a")))
+        self.assertFalse((self.root / diskmeta.SIDECAR_DIR / "a").exists())
+        (self.root / "a").write_bytes(b"x")
+        stat = self.successResultOf(self.store.stat("a"))
+        assert stat is not None
+        self.assertIsNone(stat.metadata)

@@ -66,9 +66,11 @@ class Collector:
         self.data += data
 
 
-async def stored(store: IUploadStore, name: str, data: bytes) -> tuple[FileInfo, bool]:
+async def stored(
+    store: IUploadStore, name: str, data: bytes, metadata: dict[str, str] | None = None
+) -> tuple[FileInfo, bool]:
     """Store C{data} as C{name} with a plain upload."""
-    upload = store.begin(name)
+    upload = store.begin(name, metadata) if metadata is not None else store.begin(name)
     if data:
         upload.write(data)
     return await upload.commit(sha(data))
@@ -270,6 +272,49 @@ class UploadStoreContract(_Contract):
         self.assertEqual([f.name for f in files], ["é"])
         self.assertFalse(more)
 
+    async def test_metadata(self) -> None:
+        """
+        Metadata given at the start is the version's: in the commit's info,
+        C{stat}, C{open} and listings; a version without any has none.
+        """
+        metadata = {"owner": "ana", "Content-Type": "text/plain", "note": "ç a, \"x\" %20"}
+        info, _ = await stored(self.store, "m", b"with metadata", metadata)
+        self.assertEqual(info.metadata, metadata)
+        await stored(self.store, "plain", b"without")
+        statted = await self.store.stat("m")
+        assert statted is not None
+        self.assertEqual(statted.metadata, metadata)
+        opened = await self.store.open("m")
+        assert opened is not None
+        self.assertEqual(opened.info.metadata, metadata)
+        opened.close()
+        files, _ = await self.store.list(None, 10)
+        self.assertEqual({f.name: f.metadata for f in files}, {"m": metadata, "plain": None})
+
+    async def test_metadataReplaced(self) -> None:
+        """A new version takes its own metadata, or none: never the older one's."""
+        await stored(self.store, "m", b"one", {"v": "1"})
+        info, replaced = await stored(self.store, "m", b"two", {"v": "2"})
+        self.assertTrue(replaced)
+        self.assertEqual(info.metadata, {"v": "2"})
+        await stored(self.store, "m", b"three")
+        statted = await self.store.stat("m")
+        assert statted is not None
+        self.assertIsNone(statted.metadata)
+        files, _ = await self.store.list(None, 10)
+        self.assertEqual([f.metadata for f in files], [None])
+
+    async def test_metadataLargerThanAPart(self) -> None:
+        """Metadata of a file over a part (S3: copied from its staging object)."""
+        data = bytes(6 * MiB + 3)
+        upload = self.store.begin("bigm", {"k": "v"})
+        upload.write(data)
+        info, _ = await upload.commit(sha(data))
+        self.assertEqual(info.metadata, {"k": "v"})
+        statted = await self.store.stat("bigm")
+        assert statted is not None
+        self.assertEqual(statted.metadata, {"k": "v"})
+
     async def test_range(self) -> None:
         data = bytes(range(256)) * 40
         await stored(self.store, "r", data)
@@ -418,6 +463,21 @@ class ResumableStoreContract(_Contract):
         info, replaced = await self.resumable.publish(upload, sha(b"newer"))
         self.assertTrue(replaced)
         self.assertEqual(await read(self.store, "resumed.bin"), b"newer")
+
+    async def test_publishMetadata(self) -> None:
+        """An upload's file metadata goes with the file it becomes."""
+        upload = newUpload(length=5)
+        upload.fileMetadata = {"k": "v"}
+        await self.resumable.create(upload)
+        await append(self.resumable, upload, b"bytes")
+        info, _ = await self.resumable.publish(upload, sha(b"bytes"))
+        self.assertEqual(info.metadata, {"k": "v"})
+        statted = await self.store.stat(upload.name)
+        assert statted is not None
+        self.assertEqual(statted.metadata, {"k": "v"})
+        loaded = await self.resumable.load(upload.id)
+        assert loaded is not None
+        self.assertEqual((loaded.fileMetadata, loaded.maxSize), ({"k": "v"}, None))
 
     async def test_remove(self) -> None:
         upload = newUpload()

@@ -17,12 +17,15 @@ from streamrelay.store import FileInfo
 
 def fileJSON(info: FileInfo) -> dict[str, Any]:
     """A stored file as the API answers it."""
-    return {
+    answer: dict[str, Any] = {
         "name": info.name,
         "size": info.size,
         "sha256": info.sha256,
         "modified": rfc3339(info.modified),
     }
+    if info.metadata:
+        answer["metadata"] = dict(info.metadata)
+    return answer
 
 
 def rfc3339(timestamp: float) -> str:

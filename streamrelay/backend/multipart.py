@@ -9,6 +9,11 @@ each file part is sealed (flushed and closed, see L{ISealableUpload}) as
 soon as it ends, and while L{MAX_OPEN_FILES} are still being sealed the
 form's body waits.  So a form of many small files is taken a few files per
 reactor turn, and other requests are served meanwhile.
+
+Before a file part stores a byte, the C{pre-create} hook is asked about it
+(its file name, size unknown); meanwhile the form is held, so it parses
+nothing more and its body is paused.  A refusal fails the whole form; a
+decision names the file, bounds its size and gives its metadata.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from zope.interface import implementer
 
 from streamrelay.digests import HashingConsumer
 from streamrelay.errors import ApiError, badName
+from streamrelay.hooks.decisions import PreCreateAsker, allowAll
+from streamrelay.hooks.interfaces import Decision
 from streamrelay.names import MAX_NAME_BYTES, BadName, validateName
 from streamrelay.store import FileInfo, IUpload, IUploadStore
 from streamrelay.store.interfaces import IRevocableUpload, ISealableUpload
@@ -98,6 +105,17 @@ class _FilePart:
         self.sink = sink
 
 
+class _Asking:
+    """A file part whose C{pre-create} decision is awaited."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: The part's bytes parsed meanwhile (at most one piece of the body).
+        self.chunks: list[bytes] = []
+        self.ended = False
+        self.holding = False
+
+
 @implementer(IPushProducer)
 class _PartProducer:
     """
@@ -143,6 +161,7 @@ class FormUpload:
     @param tooLarge: raised (with the limit) when the body passes C{maxSize}.
     @param maxFiles: the most file parts the form may hold; one more is
         refused with C{413 too_many_files} before it is stored.
+    @param ask: asks the C{pre-create} hook about each file part.
     """
 
     _log = Logger()
@@ -154,8 +173,11 @@ class FormUpload:
         maxSize: int | None,
         tooLarge: type[Exception],
         maxFiles: int | None = DEFAULT_MAX_FORM_FILES,
+        ask: PreCreateAsker = allowAll,
     ) -> None:
         self._store = store
+        self._ask = ask
+        self._asking: _Asking | None = None
         self._maxSize = maxSize
         self._tooLarge = tooLarge
         self._maxFiles = maxFiles
@@ -198,7 +220,7 @@ class FormUpload:
     @property
     def files(self) -> int:
         """File parts received so far, the one arriving included."""
-        return len(self._parts) + (self._current is not None)
+        return len(self._parts) + (self._current is not None) + (self._asking is not None)
 
     # IConsumer
 
@@ -321,12 +343,49 @@ class FormUpload:
             raise badName("The file name is not valid UTF-8.") from None
         except BadName as e:
             raise badName(str(e)) from None
-        upload = self._store.begin(name)
-        upload.registerProducer(_PartProducer(self._hold, self._release), True)
-        self._current = _FilePart(name, upload, HashingConsumer(upload))
+        asking = self._asking = _Asking(name)
+        decided = self._ask(name, None, None)
+        if not decided.called:
+            asking.holding = True
+            self._hold()
+        decided.addCallbacks(
+            self._decided, self._refused, callbackArgs=(asking,), errbackArgs=(asking,)
+        )
+
+    def _decided(self, decision: Decision, asking: _Asking) -> None:
+        """Store the part as decided: what was parsed meanwhile first."""
+        if self._asking is not asking:
+            return  # aborted meanwhile
+        self._asking = None
+        try:
+            name = decision.name or asking.name
+            upload = self._store.begin(name, decision.metadata)
+            upload.registerProducer(_PartProducer(self._hold, self._release), True)
+            sink = HashingConsumer(upload, decision.maxSize, self._tooLarge)
+            part = _FilePart(name, upload, sink)
+            self._current = part
+            for chunk in asking.chunks:
+                part.sink.write(chunk)
+            if asking.ended:
+                self._partEnd()
+        except Exception as e:
+            self._failed(e)
+        if asking.holding:
+            self._release()
+
+    def _refused(self, failure: Failure, asking: _Asking) -> None:
+        if self._asking is not asking:
+            return
+        self._asking = None
+        assert failure.value is not None
+        self._failed(failure.value)
+        if asking.holding:
+            self._release()
 
     def _partData(self, data: bytes, start: int, end: int) -> None:
-        if self._current is not None:
+        if self._asking is not None:
+            self._asking.chunks.append(data[start:end])
+        elif self._current is not None:
             self._current.sink.write(data[start:end])
         else:
             self._fieldBytes += end - start
@@ -334,6 +393,9 @@ class FormUpload:
                 raise malformed(f"its plain fields hold more than {MAX_FIELD_BYTES} bytes")
 
     def _partEnd(self) -> None:
+        if self._asking is not None:
+            self._asking.ended = True
+            return
         part, self._current = self._current, None
         if part is None:
             return
@@ -422,3 +484,4 @@ class FormUpload:
             part.upload.abort()
         self._parts = []
         self._current = None
+        self._asking = None

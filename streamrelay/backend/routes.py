@@ -7,13 +7,13 @@ from __future__ import annotations
 import email.utils
 import mimetypes
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -29,6 +29,10 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
+from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
+from streamrelay.hooks.interfaces import Decision, IHooks, NoHooks
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
@@ -50,6 +54,8 @@ class BackendRoutes:
 
     @param maxSize: the largest body accepted, or L{None} for no limit.
     @param maxFormFiles: the most files one C{POST /files} form may hold.
+    @param hooks: asked before each upload stores a byte (C{pre-create}).
+    @param forwardHeaders: the client's headers hook events carry.
     """
 
     app = Klein()
@@ -65,6 +71,8 @@ class BackendRoutes:
         metrics: Metrics | None = None,
         tus: TusUploads | None = None,
         maxFormFiles: int = DEFAULT_MAX_FORM_FILES,
+        hooks: IHooks | None = None,
+        forwardHeaders: Sequence[str] = DEFAULT_FORWARD_HEADERS,
     ) -> None:
         self.store = store
         self.maxSize = maxSize
@@ -73,6 +81,9 @@ class BackendRoutes:
         self.slots = slots or UploadSlots(None)
         self.metrics = metrics or Metrics("backend")
         self.tus = tus
+        self.hooks: IHooks = hooks or NoHooks()
+        self.forwardHeaders = tuple(forwardHeaders)
+        self.contexts = ClientContexts(secret, self.forwardHeaders)
 
     @contextmanager
     def _upload(self, request: IRequest) -> Iterator[None]:
@@ -111,12 +122,30 @@ class BackendRoutes:
             {"error": "not_ready", "message": "The storage is not writable or not reachable."},
         )
 
+    # Hooks
+
+    def _asker(self, request: IRequest, protocol: str) -> PreCreateAsker:
+        """How an upload of C{request} asks the C{pre-create} hook."""
+        context = self.contexts(request, protocol)
+
+        def ask(
+            name: str, size: int | None, metadata: Mapping[str, str] | None
+        ) -> Deferred[Decision]:
+            return self.hooks.preCreate(context, name, size, metadata)
+
+        return ask
+
+    def _limit(self, decision: Decision) -> int | None:
+        """The backend's limit, or the hook's if smaller."""
+        return smallerLimit(self.maxSize, decision.maxSize)
+
     # Uploads
 
-    def _checkLength(self, body: RequestBody | None) -> None:
+    def _checkLength(self, body: RequestBody | None, limit: int | None = None) -> None:
+        limit = self.maxSize if limit is None else limit
         declared = body.declaredLength if body is not None else 0
-        if self.maxSize is not None and declared is not None and declared > self.maxSize:
-            raise tooLarge(self.maxSize)
+        if limit is not None and declared is not None and declared > limit:
+            raise tooLarge(limit)
 
     @app.route("/files/<path:_name>", methods=["PUT"])
     async def putFile(self, request: IRequest, _name: str) -> bytes:
@@ -129,10 +158,22 @@ class BackendRoutes:
         self._checkLength(body)
         expected = _expectedDigest(request)
         onlyIfNew = _onlyIfNew(request)
+        declared = body.declaredLength if body is not None else 0
+        try:
+            decision = await self._asker(request, "put")(name, declared, None)
+        except ApiError as e:
+            self._logFailure(rid, request, name, 0, e)
+            raise
+        name = decision.name or name
+        limit = self._limit(decision)
+        self._checkLength(body, limit)
         if onlyIfNew and await self.store.stat(name) is not None:
             raise _exists(name)
         with self._upload(request):
-            return await self._receive(request, name, body, expected, onlyIfNew, rid, started)
+            return await self._receive(
+                request, name, body, expected, onlyIfNew, rid, started, limit,
+                decision.metadata,
+            )
 
     async def _receive(
         self,
@@ -143,13 +184,15 @@ class BackendRoutes:
         onlyIfNew: bool,
         rid: str,
         started: float,
+        limit: int | None,
+        metadata: Mapping[str, str] | None,
     ) -> bytes:
         try:
-            upload = self.store.begin(name)
+            upload = self.store.begin(name, metadata)
         except (StorageFull, StorageUnavailable, NotAFile) as e:
             self.metrics.failed(_reason(e))
             raise _apiErrorFor(e) from None
-        sink = HashingConsumer(upload, self.maxSize, TooLarge)
+        sink = HashingConsumer(upload, limit, TooLarge)
         try:
             if body is not None:
                 upload.registerProducer(body, True)
@@ -173,6 +216,7 @@ class BackendRoutes:
             self._logFailure(rid, request, name, sink.size, e)
             raise _apiErrorFor(e) from None
         self._logStored(rid, info, started)
+        await self.hooks.finished(self.contexts(request, "put"), info)
         fileHeaders(request, info)
         return writeJSON(request, 200 if replaced else 201, fileJSON(info))
 
@@ -199,7 +243,10 @@ class BackendRoutes:
         body: RequestBody | None = getattr(request, "body", None)
         self._checkLength(body)
         boundary = boundaryOf(request.getHeader(b"content-type"))
-        form = FormUpload(self.store, boundary, self.maxSize, TooLarge, self.maxFormFiles)
+        form = FormUpload(
+            self.store, boundary, self.maxSize, TooLarge, self.maxFormFiles,
+            self._asker(request, "form"),
+        )
         with self._upload(request):
             try:
                 if body is not None:
@@ -221,6 +268,8 @@ class BackendRoutes:
                 self._logFailure(rid, request, "(form)", form.size, e)
                 raise _apiErrorFor(e) from None
         self._logFormStored(rid, stored, started)
+        context = self.contexts(request, "form")
+        await _allRecorded([self.hooks.finished(context, info) for info in stored])
         if len(stored) == 1:
             fileHeaders(request, stored[0])
         return writeJSON(request, 201, {"files": [fileJSON(info) for info in stored]})
@@ -301,6 +350,7 @@ class BackendRoutes:
         if not await self.store.delete(name):
             raise notFound(f"No file is called {name!r}.")
         self._log.info("deleted name={name!r}", name=name)
+        await self.hooks.deleted(self.contexts(request, "put"), name)
         request.setResponseCode(204)
         return b""
 
@@ -322,7 +372,7 @@ class BackendRoutes:
     async def createUpload(self, request: IRequest) -> bytes:
         self._authorize(request)
         with self._upload(request):
-            return await self._tus().create(request)
+            return await self._tus().create(request, self._asker(request, "tus"))
 
     @app.route("/uploads/<_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
     async def resumableUpload(self, request: IRequest, _id: str) -> bytes:
@@ -372,6 +422,14 @@ class BackendRoutes:
             "upload failed request_id={rid} name={name!r} received={size} reason={reason}",
             rid=rid, name=name, size=size, reason=_reason(error), outcome="failed",
         )
+
+
+async def _allRecorded(recording: list[Deferred[None]]) -> None:
+    """Wait for every event of a form; the first failure is the answer."""
+    try:
+        await gatherResults(recording, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
 
 
 def _contentType(name: str) -> bytes:

@@ -17,8 +17,12 @@ from twisted.python import usage
 from streamrelay.auth import readSecret
 from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES
 from streamrelay.backend.routes import BackendRoutes
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.config import HOOK_OPTIONS, checkHookOptions, makeHooks
+from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.limits import UploadSlots
 from streamrelay.memory import tuneMalloc
+from streamrelay.metrics import Metrics
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import (
     GracefulStop,
@@ -70,6 +74,7 @@ class Options(ServiceOptions):
          "backpressure only). [env STREAMRELAY_DEBUG_WRITE_RATE]"],
         *S3_OPTIONS,
         *RESUMABLE_OPTIONS,
+        *HOOK_OPTIONS,
     ]
 
     def postOptions(self) -> None:
@@ -89,6 +94,7 @@ class Options(ServiceOptions):
             raise usage.UsageError("--idle-timeout takes a number of seconds") from None
         self["s3"] = checkS3Options(self) if isS3URL(self["storage"]) else None
         checkResumableOptions(self)
+        checkHookOptions(self, s3=self["s3"] is not None)
 
 
 def threadRunner(reactor: Any) -> Runner:
@@ -131,14 +137,29 @@ def makeService(options: Options) -> IService:
     if swept:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
-    tus, tusService = makeResumable(options, store, reactor, threadRunner(reactor))
+    metrics = Metrics("backend")
+    hooks, hookService = makeHooks(
+        options,
+        reactor,
+        HookMetrics(metrics.registry),
+        threadRunner(reactor),
+        check=store.storage.check if isinstance(store, DiskStore) else lambda: None,
+    )
+    secret = readSecret(options["shared-secret"], options["shared-secret-file"])
+    contexts = ClientContexts(secret, options["hook-forward-headers"])
+    tus, tusService = makeResumable(
+        options, store, reactor, threadRunner(reactor), hooks=hooks, contexts=contexts
+    )
     routes = BackendRoutes(
         store,
         maxSize=options["max-size"],
-        secret=readSecret(options["shared-secret"], options["shared-secret-file"]),
+        secret=secret,
         slots=slots,
+        metrics=metrics,
         tus=tus,
         maxFormFiles=options["max-form-files"],
+        hooks=hooks,
+        forwardHeaders=options["hook-forward-headers"],
     )
     site = makeSite(appResource(routes.app), options["idle-timeout"], JSONAnswers())
     handleSignals(reactor, "streamrelay-backend")
@@ -148,4 +169,5 @@ def makeService(options: Options) -> IService:
     listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)
     listener.setServiceParent(service)
     tusService.setServiceParent(service)
+    hookService.setServiceParent(service)
     return service

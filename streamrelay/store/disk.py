@@ -17,6 +17,7 @@ import heapq
 import os
 import secrets
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -32,6 +33,7 @@ from streamrelay.names import isValidName
 from streamrelay.splicing import FileTarget
 from streamrelay.store.direct import DirectPool, DirectWriter, bufferedIO, directIO
 from streamrelay.store.diskfile import DiskFile, fileInfo
+from streamrelay.store.diskmeta import forgetMetadata
 from streamrelay.store.folders import StorageRoot
 from streamrelay.store.interfaces import (
     FileInfo,
@@ -87,9 +89,12 @@ class DiskUpload:
     fsynced and closed at once, and only put in place when committed.
     """
 
-    def __init__(self, store: DiskStore, name: str) -> None:
+    def __init__(
+        self, store: DiskStore, name: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.size = 0
+        self.metadata = dict(metadata) if metadata else None
         self._store = store
         self._path = store.partialDir / secrets.token_hex(16)
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -219,14 +224,15 @@ class DiskUpload:
             assert flushed is not None
             published = await self._store.run(
                 publishFile, flushed, self._path, self._store.root / self.name, sha256, replace,
-                keep,
+                keep, self.metadata,
             )
         except BaseException as e:
             self._discard()
             raise self._store.failure(e) from e
         if revocable:
             self._published = published
-        return FileInfo(self.name, self.size, sha256, published.modified), published.replaced
+        info = FileInfo(self.name, self.size, sha256, published.modified, self.metadata)
+        return info, published.replaced
 
     def abort(self) -> None:
         if self._throttle is not None:
@@ -337,12 +343,12 @@ class DiskStore:
         """The error a failed file operation of this store is reported as."""
         return self.storage.failure(error)
 
-    def begin(self, name: str) -> DiskUpload:
+    def begin(self, name: str, metadata: Mapping[str, str] | None = None) -> DiskUpload:
         self.ready()
         if isFolder(self.root / name):
             raise NotAFile(name)
         try:
-            return DiskUpload(self, name)
+            return DiskUpload(self, name, metadata)
         except OSError as e:
             raise self.failure(e) from e
 
@@ -366,7 +372,7 @@ class DiskStore:
         if fd is None:
             return succeed(None)
         try:
-            return succeed(fileInfo(name, fd))
+            return succeed(fileInfo(name, fd, self.root))
         finally:
             os.close(fd)
 
@@ -376,7 +382,7 @@ class DiskStore:
         if fd is None:
             return succeed(None)
         try:
-            return succeed(DiskFile(self._clock(), name, fd))
+            return succeed(DiskFile(self._clock(), name, fd, self.root))
         except BaseException:
             os.close(fd)
             raise
@@ -402,7 +408,7 @@ class DiskStore:
             if fd is None:
                 continue  # removed meanwhile
             try:
-                files.append(fileInfo(name, fd))
+                files.append(fileInfo(name, fd, self.root))
             finally:
                 os.close(fd)
         return succeed((files, len(page) > limit))
@@ -418,6 +424,7 @@ class DiskStore:
             return succeed(False)
         except OSError as e:
             raise self.failure(e) from e
+        forgetMetadata(self.root, name)
         try:
             self.syncFolder()
         except OSError as e:

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from streamrelay.store.diskmeta import readMetadata
 from streamrelay.store.interfaces import FileInfo, IStoredFile
 from streamrelay.store.placing import getSHA256
 
 
-def fileInfo(name: str, fd: int) -> FileInfo:
+def fileInfo(name: str, fd: int, root: Path | None = None) -> FileInfo:
+    """The info of C{name}, open as C{fd}; a sidecar of its metadata is under C{root}."""
     st = os.fstat(fd)
-    return FileInfo(name, st.st_size, getSHA256(fd), st.st_mtime)
+    return FileInfo(name, st.st_size, getSHA256(fd), st.st_mtime, readMetadata(fd, root, name))
 
 
 @implementer(IPushProducer)
@@ -91,10 +94,12 @@ class _FileStreamer:
 class DiskFile:
     """A stored file open for reading."""
 
-    def __init__(self, clock: IReactorTime, name: str, fd: int) -> None:
+    def __init__(
+        self, clock: IReactorTime, name: str, fd: int, root: Path | None = None
+    ) -> None:
         self._clock = clock
         self._fd: int | None = fd
-        self.info = fileInfo(name, fd)
+        self.info = fileInfo(name, fd, root)
 
     def stream(self, start: int, end: int, consumer: IConsumer) -> Deferred[None]:
         assert self._fd is not None

@@ -9,6 +9,7 @@ and HTTP errors are the routes' business.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,9 @@ class FileInfo:
     sha256: str
     #: POSIX time of the version's last write.
     modified: float
+    #: What the application keeps with this version (see
+    #: L{streamrelay.store.metadata}); L{None} when nothing.
+    metadata: Mapping[str, str] | None = None
 
 
 class IUpload(IConsumer):
@@ -181,11 +185,13 @@ class IStoredFile(Interface):
 class IUploadStore(Interface):
     """Named files, each written whole or not at all."""
 
-    def begin(name: str) -> IUpload:
+    def begin(name: str, metadata: Mapping[str, str] | None = None) -> IUpload:
         """
         Start receiving a new version of C{name}; nothing is visible yet.
-        Raises L{NotAFile} if C{name} is known to be something no file
-        can replace.
+        Once committed, the version has C{metadata} (bounded already, see
+        L{streamrelay.store.metadata}) and no other: a version it replaces
+        takes its metadata along.  Raises L{NotAFile} if C{name} is known
+        to be something no file can replace.
         """
 
     def stat(name: str) -> Deferred[FileInfo | None]:

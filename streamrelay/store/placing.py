@@ -13,9 +13,11 @@ import hashlib
 import os
 import stat
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamrelay.store.diskmeta import keepMetadata
 from streamrelay.store.interfaces import NameTaken, NotAFile
 from streamrelay.store.writer import dropCached
 
@@ -55,14 +57,17 @@ def publishFile(
     sha256: str,
     replace: bool,
     keep: Path | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Published:
     """
     (In a thread.) Flush the file and close it (given open; given by its
-    status, L{flushFile} did already), keep its digest with it, and put it in
-    place (see L{placeFile}); fsync the folder so that survives a crash.
+    status, L{flushFile} did already), keep its digest and metadata with
+    it, and put it in place (see L{placeFile}); fsync the folder so that
+    survives a crash.
     """
     st = flushFile(file) if isinstance(file, int) else file
     setSHA256(partial, sha256)
+    keepMetadata(partial, target.parent, target.name, metadata)
     replaced, kept = placeFile(partial, target, replace, keep)
     fsyncFolder(target.parent)
     return Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
@@ -231,11 +236,13 @@ def getSHA256(fd: int) -> str:
 
 
 
-def publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]:
+def publishByRename(
+    part: Path, target: Path, sha256: str, metadata: Mapping[str, str] | None = None
+) -> tuple[float, bool]:
     """
     (In a thread.) Publish a file written elsewhere on the same file system
     (a resumable upload's bytes) as the disk store publishes an upload: the
-    digest goes with the file, which is put in place under its name with
+    digest and metadata go with the file, which is put in place under its name with
     L{placeFile} (so whether it replaced a file is known, not guessed, and a
     folder at the name is L{NotAFile}); both folders are synced so the move
     survives a crash.  Its time, and whether it replaced a file.
@@ -247,6 +254,7 @@ def publishByRename(part: Path, target: Path, sha256: str) -> tuple[float, bool]
         modified = os.fstat(fd).st_mtime
     finally:
         os.close(fd)
+    keepMetadata(part, target.parent, target.name, metadata)
     replaced, _ = placeFile(part, target)
     fsyncFolder(target.parent)
     fsyncFolder(part.parent)

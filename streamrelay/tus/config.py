@@ -9,6 +9,8 @@ from typing import Any
 
 from twisted.python import usage
 
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.interfaces import IHooks
 from streamrelay.store import IUploadStore
 from streamrelay.store.s3.store import S3Store
 from streamrelay.store.writer import Runner
@@ -42,7 +44,12 @@ def checkResumableOptions(options: Any) -> None:
 
 
 def makeResumable(
-    options: Any, store: IUploadStore, reactor: Any, run: Runner
+    options: Any,
+    store: IUploadStore,
+    reactor: Any,
+    run: Runner,
+    hooks: IHooks | None = None,
+    contexts: ClientContexts | None = None,
 ) -> tuple[TusUploads, TusService]:
     """The tus protocol over C{store}, and the service sweeping it."""
     folder = options["resumable-dir"]
@@ -59,6 +66,8 @@ def makeResumable(
         reactor,
         maxSize=options["max-size"],
         expiry=options["resumable-expiry"],
+        hooks=hooks,
+        contexts=contexts,
     )
     interval = min(60.0, options["resumable-expiry"] / 4)
     return uploads, TusService(uploads, reactor, interval)

@@ -334,11 +334,13 @@ class DiskResumableStore:
             store.ready()
             try:
                 modified, replaced = await self.run(
-                    publishByRename, part, store.root / upload.name, sha256
+                    publishByRename, part, store.root / upload.name, sha256,
+                    upload.fileMetadata,
                 )
             except BaseException as e:
                 raise store.failure(e) from e
-            return FileInfo(upload.name, upload.offset, sha256, modified), replaced
+            info = FileInfo(upload.name, upload.offset, sha256, modified, upload.fileMetadata)
+            return info, replaced
         result = await self._copy(part, upload, store, sha256)
         await self.run(_removePart, part)
         return result
@@ -352,7 +354,7 @@ class DiskResumableStore:
         except OSError as e:
             raise self._storage.failure(e) from e
         try:
-            target = store.begin(upload.name)
+            target = store.begin(upload.name, upload.fileMetadata)
         except BaseException:
             os.close(fd)
             raise

@@ -39,6 +39,10 @@ class ResumableUpload:
     @ivar expires: POSIX time after which an unfinished upload is removed.
     @ivar stored: the stored file's JSON once published, with
         C{"replaced"}; L{None} before.
+    @ivar fileMetadata: what the file keeps once published (a
+        C{pre-create} hook's metadata), or L{None}.
+    @ivar maxSize: the most bytes this upload may hold (a C{pre-create}
+        hook's limit), or L{None} for the backend's own.
     """
 
     id: str
@@ -49,6 +53,8 @@ class ResumableUpload:
     created: float
     expires: float
     stored: dict[str, Any] | None = None
+    fileMetadata: dict[str, str] | None = None
+    maxSize: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -68,7 +74,15 @@ class ResumableUpload:
             created=float(data["created"]),
             expires=float(data["expires"]),
             stored=data.get("stored"),
+            fileMetadata=_metadata(data.get("fileMetadata")),
+            maxSize=None if data.get("maxSize") is None else int(data["maxSize"]),
         )
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k): str(v) for k, v in value.items()} or None
 
 
 class IPartialWriter(IConsumer):

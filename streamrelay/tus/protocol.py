@@ -38,6 +38,9 @@ from streamrelay.errors import (
     tooLarge,
     writeJSON,
 )
+from streamrelay.hooks.clients import ClientContexts
+from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
+from streamrelay.hooks.interfaces import IHooks, NoHooks
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
 from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
@@ -88,6 +91,8 @@ class TusUploads:
         clock: IReactorTime,
         maxSize: int | None = None,
         expiry: float = DEFAULT_EXPIRY,
+        hooks: IHooks | None = None,
+        contexts: ClientContexts | None = None,
     ) -> None:
         if resumable.store is not store:
             raise ValueError("the resumable store publishes into another store")
@@ -100,6 +105,8 @@ class TusUploads:
         #: upload id -> (offset, SHA-256 state of the bytes before it)
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._stopping = False
+        self.hooks: IHooks = hooks or NoHooks()
+        self.contexts = contexts or ClientContexts()
 
     # Requests
 
@@ -113,7 +120,12 @@ class TusUploads:
         request.setResponseCode(204)
         return b""
 
-    async def create(self, request: IRequest) -> bytes:
+    async def create(self, request: IRequest, ask: PreCreateAsker | None = None) -> bytes:
+        """
+        C{POST}: a new upload, once C{ask} (the C{pre-create} hook; by
+        default this one's L{hooks}) allowed it, maybe under another name,
+        with a smaller limit and metadata.
+        """
         self._begin(request)
         if request.getHeader(b"upload-concat") is not None:
             # A partial upload names the whole file in its metadata (as
@@ -131,7 +143,7 @@ class TusUploads:
             raise badRequest("Creating an upload needs Upload-Length or Upload-Defer-Length: 1.")
         if length is not None and self.maxSize is not None and length > self.maxSize:
             raise tooLarge(self.maxSize)
-        metadata, name = self._metadata(request)
+        metadata, name, pairs = self._metadata(request)
         body = requestBody(request)
         if body is not None and contentType(request) != OFFSET_STREAM:
             raise ApiError(
@@ -141,16 +153,26 @@ class TusUploads:
         checksum = checksumOf(request)
         if body is not None and length is not None and (body.declaredLength or 0) > length:
             raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
+        if ask is None:
+            context = self.contexts(request, "tus")
+            decision = await self.hooks.preCreate(context, name, length, pairs)
+        else:
+            decision = await ask(name, length, pairs)
+        limit = smallerLimit(self.maxSize, decision.maxSize)
+        if length is not None and limit is not None and length > limit:
+            raise tooLarge(limit)
         now = self.clock.seconds()
         upload = ResumableUpload(
             id=secrets.token_hex(16), length=length, offset=0, metadata=metadata,
-            name=name, created=now, expires=now + self.expiry,
+            name=decision.name or name, created=now, expires=now + self.expiry,
+            fileMetadata=dict(decision.metadata) if decision.metadata else None,
+            maxSize=decision.maxSize,
         )
         await self.resumable.create(upload)
         self._hashes[upload.id] = (0, hashlib.sha256())
         self._log.info(
             "tus created request_id={rid} upload={id} name={name!r} length={length}",
-            rid=requestId(request), id=upload.id, name=name,
+            rid=requestId(request), id=upload.id, name=upload.name,
             length="deferred" if length is None else length,
         )
         request.setHeader(b"location", UPLOADS_PATH + upload.id.encode("ascii"))
@@ -220,8 +242,11 @@ class TusUploads:
 
     async def terminate(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
-        await self._live(uploadId, expiredToo=True)
+        upload = await self._live(uploadId, expiredToo=True)
         await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
+        if upload.stored is None:
+            # A finished upload's file stays: only an unfinished one is a deletion.
+            await self.hooks.deleted(self.contexts(request, "tus"), upload.name)
         request.setResponseCode(204)
         return b""
 
@@ -278,11 +303,16 @@ class TusUploads:
         finally:
             self._release(uploadId, holder)
 
+    def _limit(self, upload: ResumableUpload) -> int | None:
+        """The backend's limit, or the C{pre-create} hook's for this upload if smaller."""
+        return smallerLimit(self.maxSize, upload.maxSize)
+
     def _room(self, upload: ResumableUpload) -> int | None:
         if upload.length is not None:
             return upload.length - upload.offset
-        if self.maxSize is not None:
-            return self.maxSize - upload.offset
+        limit = self._limit(upload)
+        if limit is not None:
+            return limit - upload.offset
         return None
 
     async def _declareLength(self, upload: ResumableUpload, length: int) -> None:
@@ -292,8 +322,9 @@ class TusUploads:
             return
         if length < upload.offset:
             raise badRequest(f"Upload-Length is less than the {upload.offset} bytes received.")
-        if self.maxSize is not None and length > self.maxSize:
-            raise tooLarge(self.maxSize)
+        limit = self._limit(upload)
+        if limit is not None and length > limit:
+            raise tooLarge(limit)
         upload.length = length
         await self.resumable.save(upload)
 
@@ -446,6 +477,7 @@ class TusUploads:
             rid=requestId(request), name=stored.name, size=stored.size,
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
+        await self.hooks.finished(self.contexts(request, "tus"), stored)
         return upload
 
     async def _terminate(self, request: IRequest, uploadId: str) -> None:
@@ -514,7 +546,11 @@ class TusUploads:
             raise ApiError(410, "gone", "This upload expired.")
         return upload
 
-    def _metadata(self, request: IRequest) -> tuple[str, str]:
+    def _metadata(self, request: IRequest) -> tuple[str, str, dict[str, str]]:
+        """
+        C{Upload-Metadata} as sent, the file name it gives, and its pairs
+        whose values are text (what the C{pre-create} hook is shown).
+        """
         raw = request.getHeader(b"upload-metadata") or b""
         try:
             text = raw.decode("ascii")
@@ -530,7 +566,7 @@ class TusUploads:
             raise ApiError(400, "bad_name", "The filename is not valid UTF-8.") from None
         except BadName as e:
             raise ApiError(400, "bad_name", str(e)) from None
-        return text.strip(), name
+        return text.strip(), name, _textPairs(pairs)
 
     def _uploadHeaders(self, request: IRequest, upload: ResumableUpload) -> None:
         request.setHeader(b"upload-offset", b"%d" % (upload.offset,))
@@ -540,6 +576,16 @@ class TusUploads:
             request.setHeader(b"upload-expires", httpDate(upload.expires))
         else:
             request.setHeader(b"content-location", location(upload.name))
+
+
+def _textPairs(pairs: dict[str, bytes]) -> dict[str, str]:
+    text = {}
+    for key, value in pairs.items():
+        try:
+            text[key] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return text
 
 
 def _stopping() -> ApiError:

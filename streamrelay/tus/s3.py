@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from streamrelay.store import FileInfo
+from streamrelay.store.metadata import s3Headers
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.interfaces import started
 from streamrelay.store.s3.messages import S3Error
@@ -283,16 +284,17 @@ class S3ResumableStore:
         key = self.store.key(upload.name)
         try:
             before = await self.client.head(key)
+            metadata = {SHA256_META: sha256, **s3Headers(upload.fileMetadata)}
             if not layout:
-                await self.client.put(key, [], sha256)
+                await self.client.put(key, [], sha256, upload.fileMetadata)
             elif len(layout) == 1:
                 only = layout[0]
                 staged = ObjectHead(only.size, only.etag, 0.0, None)
                 await self.publisher.publish(
-                    self.segmentKey(upload.id, only.token), staged, key, {SHA256_META: sha256}
+                    self.segmentKey(upload.id, only.token), staged, key, metadata
                 )
             else:
-                await self.publisher.copyParts(key, {SHA256_META: sha256}, [
+                await self.publisher.copyParts(key, metadata, [
                     CopySource(self.segmentKey(upload.id, s.token), s.etag, 0, s.size)
                     for s in layout
                 ])

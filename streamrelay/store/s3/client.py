@@ -11,7 +11,7 @@ is small.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from streamrelay.store.metadata import S3_HEADER, fromS3Header, s3Headers
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ObjectPage,
@@ -86,6 +87,8 @@ class ObjectHead:
     etag: str
     modified: float
     sha256: str | None
+    #: The file's metadata (see L{streamrelay.store.metadata}), if any.
+    metadata: dict[str, str] | None = None
 
 
 def unquoteETag(value: str) -> str:
@@ -106,6 +109,7 @@ def headOf(answer: Answer) -> ObjectHead:
         unquoteETag(answer.header("etag") or ""),
         stamp,
         sha256.strip().lower() if sha256 else None,
+        fromS3Header(answer.header(S3_HEADER)),
     )
 
 
@@ -355,13 +359,20 @@ class S3Client:
         query = [("response-content-encoding", "identity")]
         return await self.open("GET", key, query=query, headers=headers, ok=(206,))
 
-    async def put(self, key: str, chunks: Sequence[bytes], sha256: str) -> str:
+    async def put(
+        self,
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         """
-        Store C{chunks} as C{key} with its SHA-256 kept in metadata; S3
-        checks the bytes against it (the signed payload hash).
+        Store C{chunks} as C{key} with its SHA-256 (and the file's
+        C{metadata}) kept in object metadata; S3 checks the bytes against
+        the SHA-256 (the signed payload hash).
         """
         answer = await self.call(
-            "PUT", key, headers={SHA256_META: sha256}, body=chunks,
+            "PUT", key, headers={SHA256_META: sha256, **s3Headers(metadata)}, body=chunks,
             payloadSHA256=sha256, timeout=self.partTimeout,
         )
         return unquoteETag(answer.header("etag") or "")

@@ -11,7 +11,7 @@ retries are spent).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -56,8 +56,17 @@ class IS3Client(Interface):
         a 412 L{S3Error} when its ETag is no longer C{etag}.
         """
 
-    def put(key: str, chunks: Sequence[bytes], sha256: str) -> Awaitable[str]:
-        """Store C{chunks} as C{key}, its SHA-256 in its metadata; its ETag."""
+    def put(
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Awaitable[str]:
+        """
+        Store C{chunks} as C{key}, its SHA-256 and the file's C{metadata}
+        (see L{streamrelay.store.metadata.s3Headers}) in its object
+        metadata; its ETag.
+        """
 
     def delete(key: str) -> Awaitable[None]:
         """Remove C{key}; none there is fine."""

@@ -96,19 +96,29 @@ class ProducerHolder:
 
 class Digests:
     """
-    The SHA-256s of objects, remembered by (key, S3 ETag): listings name
-    objects without their metadata, so what was seen once is not asked again.
+    The SHA-256s (and metadata) of objects, remembered by (key, S3 ETag):
+    listings name objects without their metadata, so what was seen once is
+    not asked again.
     """
 
     def __init__(self, size: int = REMEMBERED) -> None:
         self._size = size
-        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], tuple[str, dict[str, str] | None]] = (
+            OrderedDict()
+        )
 
     def get(self, key: str, etag: str) -> str | None:
-        return self._known.get((key, etag))
+        known = self._known.get((key, etag))
+        return None if known is None else known[0]
 
-    def remember(self, key: str, etag: str, sha256: str) -> None:
-        self._known[(key, etag)] = sha256
+    def metadata(self, key: str, etag: str) -> dict[str, str] | None:
+        known = self._known.get((key, etag))
+        return None if known is None else known[1]
+
+    def remember(
+        self, key: str, etag: str, sha256: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self._known[(key, etag)] = (sha256, metadata)
         self._known.move_to_end((key, etag))
         while len(self._known) > self._size:
             self._known.popitem(last=False)
@@ -116,8 +126,8 @@ class Digests:
     def fileInfo(self, name: str, key: str, head: ObjectHead) -> FileInfo:
         """The info of an object that carries its SHA-256; remembered."""
         assert head.sha256 is not None
-        self.remember(key, head.etag, head.sha256)
-        return FileInfo(name, head.size, head.sha256, head.modified)
+        self.remember(key, head.etag, head.sha256, head.metadata)
+        return FileInfo(name, head.size, head.sha256, head.modified, head.metadata)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ any number of backends.
 Each object keeps its SHA-256 in its metadata (C{x-amz-meta-sha256}), so a
 backend answers the same name, size, digest and ETag as the disk store.
 Listings name objects without their metadata: digests already seen are
-remembered by (key, S3 ETag), the others are read with HEAD.  The store's
+remembered by (key, S3 ETag), the others are read with HEAD.  A file's
+own metadata (a C{pre-create} hook's, see L{streamrelay.store.metadata})
+is one more object metadata header, remembered and read the same way, so
+listing it costs no request more than listing the digests.  The store's
 own objects (staging objects of uploads in progress) live under
 C{<prefix>.streamrelay/}, which no file name can reach.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import secrets
+from collections.abc import Mapping
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -124,8 +128,8 @@ class S3Store:
                 reader = S3File(self.client, key, FileInfo(name, head.size, "", 0), head.etag)
                 await reader.stream(0, head.size, sink)
             sha256 = sink.digest.hexdigest()
-            self.digests.remember(key, head.etag, sha256)
-        return FileInfo(name, head.size, sha256, head.modified)
+            self.digests.remember(key, head.etag, sha256, head.metadata)
+        return FileInfo(name, head.size, sha256, head.modified, head.metadata)
 
     # IUploadStore
 
@@ -141,9 +145,11 @@ class S3Store:
     def partsInFlight(self, count: int) -> None:
         self.uploads.partsInFlight = count
 
-    def begin(self, name: str) -> S3Upload:
+    def begin(self, name: str, metadata: Mapping[str, str] | None = None) -> S3Upload:
         token = secrets.token_hex(16)
-        return S3Upload(self.uploads, name, self.key(name), self.stagingKey(token))
+        return S3Upload(
+            self.uploads, name, self.key(name), self.stagingKey(token), metadata
+        )
 
     def stat(self, name: str) -> Deferred[FileInfo | None]:
         async def stat() -> FileInfo | None:
@@ -199,7 +205,10 @@ class S3Store:
             sha256 = self.digests.get(listed.key, etag)
             if sha256 is not None:
                 # HEAD answers whole seconds; so does the listing, to agree.
-                return FileInfo(name, listed.size, sha256, float(int(listed.modified)))
+                return FileInfo(
+                    name, listed.size, sha256, float(int(listed.modified)),
+                    self.digests.metadata(listed.key, etag),
+                )
             head = await self.client.head(listed.key)
             return None if head is None else await self._info(name, head)
 

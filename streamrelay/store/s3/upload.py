@@ -16,6 +16,7 @@ file appears under its name whole, verified and with its digest, at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from streamrelay.store.interfaces import FileInfo, IUpload, StorageFull
+from streamrelay.store.metadata import s3Headers
 from streamrelay.store.s3.client import SHA256_META
 from streamrelay.store.s3.interfaces import IS3Client, started
 from streamrelay.store.s3.messages import S3Error
@@ -65,9 +67,17 @@ class S3Upload(ProducerHolder):
 
     _log = Logger()
 
-    def __init__(self, context: UploadContext, name: str, key: str, staging: str) -> None:
+    def __init__(
+        self,
+        context: UploadContext,
+        name: str,
+        key: str,
+        staging: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.name = name
+        self.metadata = dict(metadata) if metadata else None
         self.size = 0
         self._context = context
         self._publisher = context.publisher
@@ -232,7 +242,7 @@ class S3Upload(ProducerHolder):
             if self._cut == 0:
                 before = await client.head(self._key)
                 self._checkAlive()
-                await client.put(self._key, self._takeChunks(), sha256)
+                await client.put(self._key, self._takeChunks(), sha256, self.metadata)
             else:
                 if self._ready is not None:
                     part, self._ready = self._ready, None
@@ -249,7 +259,10 @@ class S3Upload(ProducerHolder):
                     raise S3Error(500, "BadCompletion", "the completed upload is not as sent")
                 before = await client.head(self._key)
                 self._checkAlive()
-                await publisher.publish(self._staging, staged, self._key, {SHA256_META: sha256})
+                await publisher.publish(
+                    self._staging, staged, self._key,
+                    {SHA256_META: sha256, **s3Headers(self.metadata)},
+                )
                 publisher.removeLater(self._staging)
         except S3Error as e:
             self._cleanUp()
@@ -261,7 +274,10 @@ class S3Upload(ProducerHolder):
             self._cleanUp()
             raise
         head = await client.head(self._key)
-        if head is None or head.size != self.size or head.sha256 != sha256:
+        if (
+            head is None or head.size != self.size or head.sha256 != sha256
+            or head.metadata != self.metadata
+        ):
             raise S3Error(500, "Replaced", f"{self._key!r} changed as it was stored")
         return self._context.digests.fileInfo(self.name, self._key, head), before is not None
 

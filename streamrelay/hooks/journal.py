@@ -1,0 +1,344 @@
+"""
+The durable queue of C{post-finish} and C{post-delete} events: each is on
+stable storage before the client that caused it is answered, and stays
+there until its hook answered C{2xx} (or it was moved to the dead list).
+
+One append-only file, C{events.log}, one record a line:
+C{<crc32 hex> <JSON>}, the JSON one of C{{"add": event, "t": seconds}},
+C{{"done": id}} or C{{"dead": id}}.  A line whose checksum does not match
+(a record torn by C{kill -9} or a power cut) is skipped on reload.
+
+Group commit: records are written by one job at a time, off the reactor
+thread; every record made while a job runs goes into the next one, which
+writes them all and syncs once.  Each record's Deferred fires when its own
+job has synced.  C{done} marks are not waited for: losing one only means
+the event is delivered again, which at-least-once allows.
+
+Dead events are appended, as plain JSON lines, to C{dead.log} (synced
+before the event leaves C{events.log}): for an operator to read and replay.
+
+The file is rewritten with only the pending events (compacted) once enough
+marks piled up, on every start, and when it vanished (its folder removed
+under the running backend: the events still pending are all in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from streamrelay.store.placing import fsyncFolder
+from streamrelay.store.writer import Runner
+
+EVENTS_FILE = "events.log"
+DEAD_FILE = "dead.log"
+_TEMPORARY = EVENTS_FILE + ".new"
+
+#: Rewrite the file once this many events left it (and more than are pending).
+COMPACT_AFTER = 2000
+
+
+@dataclass
+class Entry:
+    """One pending event, as the sender handles it."""
+
+    event: dict[str, Any]
+    #: Unix seconds it was recorded: for C{--hook-max-age} and latency.
+    recorded: float
+    attempts: int = 0
+    line: bytes = field(default=b"", repr=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.event["id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.event["file"]["name"])
+
+
+class QueueUnavailable(Exception):
+    """An event could not be made durable: the queue's disk is full or gone."""
+
+
+class _Vanished(Exception):
+    """C{events.log} is no longer the file this journal writes to."""
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def decode(line: bytes) -> dict[str, Any] | None:
+    """A record, or L{None} for a torn or damaged line."""
+    crc, _, body = line.rstrip(b"\n").partition(b" ")
+    try:
+        if int(crc, 16) != zlib.crc32(body) or len(crc) != 8:
+            return None
+        record = json.loads(body)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class EventJournal:
+    """
+    The queue in C{folder} (made when missing, with its parents, at
+    L{open}; later only the folder itself is made again, after C{check}).
+
+    @param run: runs the file work off the reactor thread.
+    @param sync: C{os.fdatasync}; tests count its calls.
+    @param check: called before the folder is made again; raises when its
+        parent must not be written (a storage folder no longer mounted).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        folder: Path,
+        run: Runner,
+        sync: Callable[[int], None] = os.fdatasync,
+        check: Callable[[], None] = lambda: None,
+        compactAfter: int = COMPACT_AFTER,
+    ) -> None:
+        self.folder = folder
+        self.path = folder / EVENTS_FILE
+        self.deadPath = folder / DEAD_FILE
+        self._run = run
+        self._sync = sync
+        self._check = check
+        self._compactAfter = compactAfter
+        self._fd = -1
+        self._size = 0
+        #: Durable events not yet delivered nor dead, oldest first.
+        self._pending: dict[str, Entry] = {}
+        self._obsolete = 0
+        self._lines: list[bytes] = []
+        self._waiters: list[tuple[Deferred[None], Entry | None]] = []
+        self._deadLines: list[bytes] = []
+        self._flushing = False
+        self._rewrite = False
+        #: Events in C{dead.log}.
+        self.deadCount = 0
+        self.skipped = 0
+
+    # Start and stop (in the reactor thread, before it serves)
+
+    def open(self) -> list[Entry]:
+        """
+        Reload the events still pending, oldest first, skipping torn
+        records; write them back into a clean file.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / _TEMPORARY).unlink(missing_ok=True)
+        pending: dict[str, Entry] = {}
+        try:
+            with open(self.path, "rb") as f:
+                for line in f:
+                    self._replay(line, pending)
+        except FileNotFoundError:
+            pass
+        self.deadCount = _countLines(self.deadPath)
+        self._pending = pending
+        self._writeClean(list(pending.values()))
+        if self.skipped:
+            self._log.warn(
+                "hook queue {path}: skipped {count} torn or damaged record(s)",
+                path=str(self.path), count=self.skipped,
+            )
+        return list(pending.values())
+
+    def _replay(self, line: bytes, pending: dict[str, Entry]) -> None:
+        record = decode(line) if line.endswith(b"\n") else None
+        if record is None:
+            self.skipped += 1
+            return
+        if "add" in record and isinstance(record["add"], dict):
+            entry = Entry(record["add"], float(record.get("t", 0)), line=line)
+            pending[entry.id] = entry
+        else:
+            pending.pop(str(record.get("done", record.get("dead"))), None)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # Recording
+
+    def record(self, entry: Entry) -> Deferred[None]:
+        """
+        Append C{entry}; fires once it is durable, or fails with
+        L{QueueUnavailable}.
+        """
+        entry.line = encode({"add": entry.event, "t": entry.recorded})
+        d: Deferred[None] = Deferred()
+        self._lines.append(entry.line)
+        self._waiters.append((d, entry))
+        self._kick()
+        return d
+
+    def delivered(self, entry: Entry) -> None:
+        """Mark C{entry} delivered; it is not waited for."""
+        if self._pending.pop(entry.id, None) is not None:
+            self._obsolete += 1
+            self._lines.append(encode({"done": entry.id}))
+            self._kick()
+
+    def dead(self, entry: Entry, reason: str, now: float) -> Deferred[None]:
+        """
+        Move C{entry} to C{dead.log}; fires once it is durable there.
+        """
+        d: Deferred[None] = Deferred()
+        self._deadLines.append(
+            json.dumps(
+                {"event": entry.event, "recorded": entry.recorded, "dead": now,
+                 "attempts": entry.attempts, "reason": reason},
+                ensure_ascii=False, separators=(",", ":"),
+            ).encode("utf-8") + b"\n"
+        )
+        self._lines.append(encode({"dead": entry.id}))
+        self._waiters.append((d, None))
+
+        def moved(result: None) -> None:
+            if self._pending.pop(entry.id, None) is not None:
+                self._obsolete += 1
+            self.deadCount += 1
+
+        d.addCallback(moved)
+        self._kick()
+        return d
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # The writing job
+
+    def _kick(self) -> None:
+        if self._flushing or not (self._lines or self._deadLines):
+            return
+        lines, self._lines = self._lines, []
+        waiters, self._waiters = self._waiters, []
+        deadLines, self._deadLines = self._deadLines, []
+        snapshot: list[Entry] | None = None
+        if self._rewrite or (
+            self._obsolete >= self._compactAfter and self._obsolete > len(self._pending)
+        ):
+            snapshot = list(self._pending.values())
+            self._obsolete = 0
+            self._rewrite = False
+        self._flushing = True
+        job = self._run(self._write, lines, deadLines, snapshot)
+
+        def written(result: object) -> None:
+            self._flushing = False
+            if isinstance(result, Failure) and result.check(_Vanished):
+                self._log.warn("hook queue {path} vanished; writing it again",
+                               path=str(self.path))
+                self._rewrite = True
+                self._lines[:0] = lines
+                self._waiters[:0] = waiters
+                self._deadLines[:0] = deadLines
+            elif isinstance(result, Failure):
+                error = QueueUnavailable(f"{self.folder}: {result.getErrorMessage()}")
+                self._log.error(
+                    "hook queue {path}: {count} record(s) not written: {error}",
+                    path=str(self.path), count=len(lines), error=error,
+                )
+                for d, _ in waiters:
+                    d.errback(error)
+            else:
+                for d, entry in waiters:
+                    if entry is not None:
+                        self._pending[entry.id] = entry
+                    d.callback(None)
+            self._kick()
+
+        job.addBoth(written)
+
+    def _write(
+        self, lines: list[bytes], deadLines: list[bytes], snapshot: list[Entry] | None
+    ) -> None:
+        """In a thread: a rewrite if due, the dead events, then the records."""
+        if snapshot is None and not self._sameFile():
+            raise _Vanished()
+        if snapshot is not None:
+            self._check()
+            try:
+                os.mkdir(self.folder, 0o700)
+            except FileExistsError:
+                pass
+            self._writeClean(snapshot)
+        if deadLines:
+            created = not self.deadPath.exists()
+            fd = os.open(self.deadPath, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+            try:
+                _writeAll(fd, b"".join(deadLines))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsyncFolder(self.folder)
+        data = b"".join(lines)
+        before = self._size
+        try:
+            _writeAll(self._fd, data)
+            self._sync(self._fd)
+        except OSError:
+            # Never leave a torn record for the next ones to follow.
+            try:
+                os.ftruncate(self._fd, before)
+            except OSError:
+                pass
+            raise
+        self._size = before + len(data)
+
+    def _sameFile(self) -> bool:
+        try:
+            there, ours = os.stat(self.path), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino)
+
+    def _writeClean(self, entries: list[Entry]) -> None:
+        """Replace C{events.log} with just C{entries}, durably."""
+        temporary = self.folder / _TEMPORARY
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        data = b"".join(e.line or encode({"add": e.event, "t": e.recorded}) for e in entries)
+        try:
+            _writeAll(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, self.path)
+        fsyncFolder(self.folder)
+        self.close()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._size = len(data)
+
+
+def _writeAll(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _countLines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.endswith(b"\n"))
+    except FileNotFoundError:
+        return 0

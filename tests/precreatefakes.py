@@ -1,0 +1,63 @@
+"""
+A fake of the hooks seam for in-memory tests of the routes: it records
+each pre-create question and answers as the test says, at once or later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from streamrelay.hooks import Decision, IHooks, RequestContext
+from streamrelay.store import FileInfo
+
+
+@dataclass
+class Asked:
+    context: RequestContext
+    name: str
+    size: int | None
+    metadata: Mapping[str, str] | None
+    answer: Deferred[Decision]
+
+
+@implementer(IHooks)
+class FakeHooks:
+    """
+    Answers each C{preCreate} with C{decide(name)}: a L{Decision}, an
+    exception (raised as the failure), or L{None} to leave the question
+    pending (fire C{asked[-1].answer} later).
+    """
+
+    def __init__(
+        self, decide: Callable[[str], Decision | Exception | None] = lambda name: Decision()
+    ) -> None:
+        self.decide = decide
+        self.asked: list[Asked] = []
+
+    def preCreate(
+        self,
+        context: RequestContext,
+        name: str,
+        size: int | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Deferred[Decision]:
+        answer = self.decide(name)
+        d: Deferred[Decision]
+        if answer is None:
+            d = Deferred()
+        elif isinstance(answer, Exception):
+            d = fail(answer)
+        else:
+            d = succeed(answer)
+        self.asked.append(Asked(context, name, size, metadata, d))
+        return d
+
+    def finished(self, context: RequestContext, info: FileInfo) -> Deferred[None]:
+        return succeed(None)
+
+    def deleted(self, context: RequestContext, name: str) -> Deferred[None]:
+        return succeed(None)

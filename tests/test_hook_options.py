@@ -1,0 +1,87 @@
+"""
+The backend's C{--hook-*} options: defaults, and bad values refused at start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamrelay.backend.tap import Options
+
+
+def parse(*args: str, **env: str) -> Options:
+    options = Options()
+    options.environ = env
+    options.parseOptions(list(args))
+    return options
+
+
+class HookOptionTests(SynchronousTestCase):
+    def refused(self, *args: str, **env: Any) -> str:
+        e = self.assertRaises(usage.UsageError, parse, *args, **env)
+        return str(e)
+
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertIsNone(options["hook-url"])
+        self.assertEqual(options["hook-events"], ["pre-create", "post-finish", "post-delete"])
+        self.assertEqual(options["hook-timeout"], 10)
+        self.assertEqual(options["hook-unreachable"], "deny")
+        self.assertEqual(options["hook-forward-headers"], ["Authorization", "Cookie"])
+        self.assertEqual(options["hook-max-age"], 3 * 24 * 3600)
+        self.assertIsNone(options["hook-secret"])
+
+    def test_given(self) -> None:
+        secret = self.mktemp()
+        with open(secret, "w") as f:
+            f.write("s3cret\n")
+        options = parse(
+            "--hook-url", "https://app.example/hooks", "--hook-secret-file", secret,
+            "--hook-events", "post-finish, post-delete", "--hook-timeout", "2.5",
+            "--hook-unreachable", "allow", "--hook-forward-headers", "Cookie,X-User",
+            "--hook-max-age", "60",
+        )
+        self.assertEqual(options["hook-secret"], b"s3cret")
+        self.assertEqual(options["hook-events"], ["post-finish", "post-delete"])
+        self.assertEqual(options["hook-timeout"], 2.5)
+        self.assertEqual(options["hook-forward-headers"], ["Cookie", "X-User"])
+
+    def test_environment(self) -> None:
+        options = parse(STREAMRELAY_HOOK_URL="http://127.0.0.1:9/", STREAMRELAY_HOOK_EVENTS="")
+        self.assertEqual(options["hook-url"], "http://127.0.0.1:9/")
+        self.assertEqual(options["hook-events"], [])
+
+    def test_unknownEvent(self) -> None:
+        self.assertIn("unknown event 'post-upload'",
+                      self.refused("--hook-events", "post-finish,post-upload"))
+
+    def test_badURL(self) -> None:
+        self.assertIn("http:// or https://", self.refused("--hook-url", "ftp://x/"))
+        self.assertIn("http:// or https://", self.refused("--hook-url", "http:///path"))
+
+    def test_badNumbers(self) -> None:
+        self.assertIn("number of seconds", self.refused("--hook-timeout", "soon"))
+        self.assertIn("more than 0", self.refused("--hook-timeout", "0"))
+        self.assertIn("more than 0", self.refused("--hook-max-age", "-1"))
+        self.assertIn("more than 0", self.refused("--hook-max-age", "inf"))
+
+    def test_badUnreachable(self) -> None:
+        self.assertIn("deny or allow", self.refused("--hook-unreachable", "maybe"))
+
+    def test_badHeader(self) -> None:
+        self.assertIn("not a header name", self.refused("--hook-forward-headers", "Bad Name"))
+
+    def test_secretFile(self) -> None:
+        self.assertIn("--hook-secret-file", self.refused("--hook-secret-file", "/nonexistent"))
+        empty = self.mktemp()
+        open(empty, "w").close()
+        self.assertIn("is empty", self.refused("--hook-secret-file", empty))
+
+    def test_s3NeedsQueue(self) -> None:
+        env = {"STREAMRELAY_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
+               "AWS_SECRET_ACCESS_KEY": "s"}
+        message = self.refused("--storage", "s3://bucket/p", "--hook-url", "http://h/", **env)
+        self.assertIn("--hook-queue", message)
