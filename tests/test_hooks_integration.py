@@ -37,7 +37,10 @@ class HookTests(TestCase):
         self.record = Path(self.mktemp())
         secretFile = Path(self.mktemp())
         secretFile.write_bytes(SECRET + b"\n")
-        self.hookArgs = ["--hook-secret-file", str(secretFile)]
+        # These tests are about the events after the fact; pre-create has
+        # tests of its own (test_precreate_integration).
+        self.hookArgs = ["--hook-secret-file", str(secretFile),
+                         "--hook-events", "post-finish,post-delete"]
 
     async def backend(self, hookPort: int) -> Program:
         return await startService(
