@@ -12,7 +12,19 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.hooks import Decision, HookRejected, HookUnavailable
 from tests.backendcases import BackendTestCase, TusTestCase
 from tests.precreatefakes import FakeHooks
-from tests.rawrequests import BOUNDARY, TUS, chunk, chunkedHead, form, get, meta, patch, post, put, req
+from tests.rawrequests import (
+    BOUNDARY,
+    TUS,
+    chunk,
+    chunkedHead,
+    form,
+    get,
+    meta,
+    patch,
+    post,
+    put,
+    req,
+)
 
 FORM_HEAD = b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
 
