@@ -12,7 +12,19 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.hooks import Decision, HookRejected, HookUnavailable
 from tests.backendcases import BackendTestCase, TusTestCase
 from tests.precreatefakes import FakeHooks
-from tests.rawrequests import TUS, chunk, chunkedHead, form, get, meta, patch, post, put, req
+from tests.rawrequests import (
+    JSON,
+    TUS,
+    chunk,
+    chunkedHead,
+    form,
+    get,
+    meta,
+    patch,
+    post,
+    put,
+    req,
+)
 
 FORM_HEAD = b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
 
@@ -287,7 +299,7 @@ class TusTests(TusTestCase):
         location = self.create("a.txt", 3)
         self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
         self.assertEqual(self.files(), ["b.txt"])
-        info = json.loads(self.request(req(b"GET", location, TUS)).body)
+        info = json.loads(self.request(req(b"GET", location, TUS, JSON)).body)
         self.assertEqual((info["name"], info["file"]["name"]), ("b.txt", "b.txt"))
 
     def test_maxSizeAtCreation(self) -> None:
@@ -320,5 +332,5 @@ class TusTests(TusTestCase):
         self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
         listing = json.loads(self.request(get(b"/files")).body)["files"]
         self.assertEqual([(f["name"], f["metadata"]) for f in listing], [("a", {"owner": "ana"})])
-        info = json.loads(self.request(req(b"GET", location, TUS)).body)
+        info = json.loads(self.request(req(b"GET", location, TUS, JSON)).body)
         self.assertEqual(info["file"]["metadata"], {"owner": "ana"})
