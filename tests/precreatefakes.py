@@ -43,6 +43,9 @@ class FakeHooks:
         self.decide = decide
         self.chained = chained
         self.asked: list[Asked] = []
+        #: the files told of (C{post-finish}), and the names deleted
+        self.finishedFiles: list[FileInfo] = []
+        self.deletedNames: list[str] = []
 
     def preCreate(
         self,
@@ -66,7 +69,9 @@ class FakeHooks:
         return d
 
     def finished(self, context: RequestContext, info: FileInfo) -> Deferred[None]:
+        self.finishedFiles.append(info)
         return succeed(None)
 
     def deleted(self, context: RequestContext, name: str) -> Deferred[None]:
+        self.deletedNames.append(name)
         return succeed(None)

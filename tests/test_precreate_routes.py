@@ -14,6 +14,7 @@ from tests.backendcases import BackendTestCase, TusTestCase
 from tests.precreatefakes import FakeHooks
 from tests.rawrequests import (
     BOUNDARY,
+    JSON,
     TUS,
     chunk,
     chunkedHead,
@@ -329,7 +330,7 @@ class TusTests(TusTestCase):
         location = self.create("a.txt", 3)
         self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
         self.assertEqual(self.files(), ["b.txt"])
-        info = json.loads(self.request(req(b"GET", location, TUS)).body)
+        info = json.loads(self.request(req(b"GET", location, TUS, JSON)).body)
         self.assertEqual((info["name"], info["file"]["name"]), ("b.txt", "b.txt"))
 
     def test_maxSizeAtCreation(self) -> None:
@@ -362,5 +363,5 @@ class TusTests(TusTestCase):
         self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
         listing = json.loads(self.request(get(b"/files")).body)["files"]
         self.assertEqual([(f["name"], f["metadata"]) for f in listing], [("a", {"owner": "ana"})])
-        info = json.loads(self.request(req(b"GET", location, TUS)).body)
+        info = json.loads(self.request(req(b"GET", location, TUS, JSON)).body)
         self.assertEqual(info["file"]["metadata"], {"owner": "ana"})
