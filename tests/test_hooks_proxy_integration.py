@@ -51,7 +51,9 @@ class HooksThroughProxyTests(TestCase):
             proxyArgs=["--shared-secret", "s3cret", "--tokens-file", str(tokens),
                        "--grant-keys-file", str(keys)],
         )
-        auth = {"Authorization": f"Bearer {TOKEN}", "Cookie": "session=42"}
+        auth: dict[bytes | str, bytes | str] = {
+            "Authorization": f"Bearer {TOKEN}", "Cookie": "session=42",
+        }
 
         put = b"put through the proxy\n" * 5000
         code, _, body = await call("PUT", proxy.url + "/files/put.txt", put, auth)
@@ -62,16 +64,17 @@ class HooksThroughProxyTests(TestCase):
             b"first file\r\n--XX\r\nContent-Disposition: form-data; name=b; "
             b"filename=\"two.txt\"\r\n\r\nsecond file!\r\n--XX--\r\n"
         )
-        code, _, body = await call("POST", proxy.url + "/files", form,
-                                   {**auth, "Content-Type": "multipart/form-data; boundary=XX"})
+        formHeaders = dict(auth)
+        formHeaders["Content-Type"] = "multipart/form-data; boundary=XX"
+        code, _, body = await call("POST", proxy.url + "/files", form, formHeaders)
         self.assertEqual(code, 201, body)
 
         source, sha = sharedFile(3 * MiB)
-        code, output = await run(self, "tuspy", [
+        exit, output = await run(self, "tuspy", [
             sys.executable, str(CLIENTS / "tuspy_upload.py"), proxy.url + "/uploads/",
             str(source), "tus.bin", TOKEN,
         ])
-        self.assertEqual(code, 0, output.decode())
+        self.assertEqual(exit, 0, output.decode())
         self.assertEqual(sha256File(storage / "tus.bin"), sha)
 
         code, _, body = await call("DELETE", proxy.url + "/files/put.txt", None, auth)
