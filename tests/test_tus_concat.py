@@ -345,6 +345,20 @@ class RefusedFinalTests(ConcatTestCase):
         self.assertRefused(self.final(a, b), 413, "too_large", [a, b])
         self.assertEqual(self.hooks.asked, [])
 
+    def test_proxysLimit(self) -> None:
+        """
+        The proxy's limit (a signed URL's sr-max-size, its --max-size), told
+        in Streamrelay-Client-Max-Size, holds for the sum, before the hook
+        is asked; a sum within it is made.
+        """
+        a, b = self.partial(FIRST), self.partial(SECOND)
+        limit = b"Streamrelay-Client-Max-Size: %d" % (len(WHOLE) - 1,)
+        self.assertRefused(self.final(a, b, headers=(limit,)), 413, "too_large", [a, b])
+        self.assertEqual(self.hooks.asked, [])
+        limit = b"Streamrelay-Client-Max-Size: %d" % (len(WHOLE),)
+        self.assertEqual(self.final(a, b, headers=(limit,)).status, 201)
+        self.assertEqual((self.root / "whole.bin").read_bytes(), WHOLE)
+
     def test_hookLimit(self) -> None:
         self.hooks.decide = lambda name: Decision(maxSize=len(WHOLE) - 1)
         a, b = self.partial(FIRST), self.partial(SECOND)

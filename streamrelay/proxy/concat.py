@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from streamrelay.grants import GrantKeys, GrantQuery, checkGrant, grantInvalid
+from streamrelay.hooks.context import CLIENT_MAX_SIZE
 from streamrelay.proxy.access import Access
 
 _FINAL = b"final;"
@@ -46,6 +48,20 @@ def forwardConcat(request: IRequest, access: Access, keys: GrantKeys | None, now
     request.requestHeaders.setRawHeaders(
         b"upload-concat", [_FINAL + " ".join(paths).encode("ascii")]
     )
+
+
+def finalLimit(request: IRequest, headers: Headers, limit: int | None) -> None:
+    """
+    Tell the backend, in C{headers} (the upstream request's), the proxy's
+    C{limit} on a final upload's creation: its length is the sum of its
+    partial uploads', which the proxy does not know, and each of them kept
+    to the limit on its own.
+    """
+    if limit is None or request.method != b"POST":
+        return
+    values = request.requestHeaders.getRawHeaders(b"upload-concat")
+    if values and any(v.strip().startswith(_FINAL) for v in values):
+        headers.setRawHeaders(CLIENT_MAX_SIZE, [b"%d" % (limit,)])
 
 
 def _checkPartial(path: str, query: str, access: Access, keys: GrantKeys | None,

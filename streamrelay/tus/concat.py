@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from streamrelay.errors import ApiError, tooLarge
+from streamrelay.hooks.context import CLIENT_MAX_SIZE
 from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
 from streamrelay.receiving import shielded
 from streamrelay.store import StorageFull
@@ -128,13 +129,17 @@ async def createFinal(
     length = totalLength([await tus._live(i) for i in ids])
     if declared is not None and declared != length:
         raise badRequest(f"The partial uploads hold {length} bytes, not {declared}.")
-    if tus.maxSize is not None and length > tus.maxSize:
-        raise tooLarge(tus.maxSize)
+    # The proxy's limit (--max-size, a signed URL's sr-max-size), which it
+    # cannot apply to a length it does not know: each partial upload kept
+    # to it, their sum need not.
+    mine = smallerLimit(tus.maxSize, count(request, CLIENT_MAX_SIZE))
+    if mine is not None and length > mine:
+        raise tooLarge(mine)
     if ask is None:
         decision = await tus.hooks.preCreate(tus.contexts(request, "tus"), name, length, pairs)
     else:
         decision = await ask(name, length, pairs)
-    limit = smallerLimit(tus.maxSize, decision.maxSize)
+    limit = smallerLimit(mine, decision.maxSize)
     if limit is not None and length > limit:
         raise tooLarge(limit)
     now = tus.clock.seconds()
