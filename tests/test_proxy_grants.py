@@ -259,6 +259,21 @@ class ConcatenationTests(GrantTestCase):
         self.clock.advance(EXPIRES + 1)
         self.refused(self.final(good), 403, "grant_expired")
 
+    def test_concatOnce(self) -> None:
+        """
+        A second Upload-Concat is refused: the backend reads the last one,
+        which the proxy would not have checked (a final upload of partial
+        uploads not signed for the grant).
+        """
+        good = self.partialURL("a" * 32)
+        for headers in [
+            (b"Upload-Concat: final;" + good, b"Upload-Concat: final;/uploads/" + b"b" * 32),
+            (b"Upload-Concat: partial", b"Upload-Concat: final;/uploads/" + b"b" * 32),
+        ]:
+            data = req(b"POST", signed("/uploads/", "POST"), TUS, *headers)
+            self.refused(data, 400, "bad_request")
+        self.refused(self.final(b"http://[::1/uploads/" + b"b" * 32), 403, "grant_invalid")
+
     def test_limitTold(self) -> None:
         """
         The grant's sr-max-size goes to the backend with a final upload,

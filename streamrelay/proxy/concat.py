@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from streamrelay.errors import ApiError
 from streamrelay.grants import GrantKeys, GrantQuery, checkGrant, grantInvalid
 from streamrelay.hooks.context import CLIENT_MAX_SIZE
 from streamrelay.proxy.access import Access
@@ -30,7 +31,12 @@ def forwardConcat(request: IRequest, access: Access, keys: GrantKeys | None, now
         partial upload's URL that the grant of the request does not cover.
     """
     values = request.requestHeaders.getRawHeaders(b"upload-concat")
-    if not values or len(values) != 1 or not values[0].strip().startswith(_FINAL):
+    if not values:
+        return
+    if len(values) != 1:
+        # The backend would act on one of them, maybe not the one checked.
+        raise ApiError(400, "bad_request", "Upload-Concat is given more than once.")
+    if not values[0].strip().startswith(_FINAL):
         return
     try:
         urls = values[0].strip()[len(_FINAL):].decode("ascii").split()
@@ -41,6 +47,8 @@ def forwardConcat(request: IRequest, access: Access, keys: GrantKeys | None, now
         try:
             parts = urlsplit(url)
         except ValueError:
+            if access.grant is not None:
+                raise grantInvalid(f"{url[:200]!r} is not the URL of a partial upload") from None
             return
         if access.grant is not None:
             _checkPartial(parts.path, parts.query, access, keys, now)
