@@ -5,8 +5,8 @@ and the final upload made of them.
 A partial upload (C{Upload-Concat: partial}) is written like any upload,
 but it never becomes a file: not when its last byte arrives, whatever name
 its metadata gives (it needs none).  It keeps to C{--max-size} and expires
-like any upload; the C{pre-create} hook is not asked for it, as it makes
-no file.
+like any upload; the C{pre-create} hook is asked for it with no name (it
+stores bytes, though it makes no file): a refusal and a limit apply.
 
 A final upload (C{Upload-Concat: final;URL URL...}) names complete partial
 uploads by their URLs (absolute or relative; a query, such as a signed
