@@ -19,9 +19,9 @@ from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.sender import HookSender
 from streamrelay.hooks.service import Hooks
-from tests.backendcases import BackendTestCase
+from tests.backendcases import BackendTestCase, TusTestCase
 from tests.hookfakes import Hook, runNow
-from tests.rawrequests import put
+from tests.rawrequests import patch, put
 
 
 class HookRouteTests(BackendTestCase):
@@ -86,3 +86,41 @@ class HookRouteTests(BackendTestCase):
         self.assertEqual(response.headers[b"retry-after"], b"5")
         self.assertEqual((self.root / "a.txt").read_bytes(), b"hello")
         self.assertEqual(self.hook.calls, [])
+
+
+class TusHookTests(TusTestCase):
+    def test_finishNotRecordedThenRetried(self) -> None:
+        """
+        The event of a finished tus upload cannot be recorded: the client
+        hears 503 event_not_recorded, and its next request (a HEAD, as tus
+        clients ask after an error) records it: never published unrecorded.
+        """
+        journal = EventJournal(Path(self.mktemp()), runNow)
+        self.addCleanup(journal.close)
+        journal.open()
+        hook = Hook()
+        sender = HookSender(
+            journal, [], cast(HTTPClient, None), "http://hook/", None, 10, 60,
+            self.clock, HookMetrics(), deliverer=hook,
+        )
+        sender.startService()
+        self.addCleanup(sender.stopService)
+        self.tus.hooks = Hooks(journal, sender, ("post-finish",), self.clock)
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        realSync = journal._sync
+        journal._sync = full
+        location = self.create("t.bin", 5)
+        response = self.request(patch(location, 0, b"hello"))
+        self.assertError(response, 503, "event_not_recorded")
+        self.assertEqual(hook.calls, [])
+        journal._sync = realSync
+        response = self.head(location)
+        self.assertEqual(response.status, 200, response.headers)
+        self.assertEqual(response.headers[b"upload-offset"], b"5")
+        (sent, _), = hook.calls
+        self.assertEqual(sent["type"], "post-finish")
+        self.assertEqual(sent["file"]["name"], "t.bin")
+        self.assertEqual(sent["file"]["sha256"], hashlib.sha256(b"hello").hexdigest())

@@ -505,16 +505,19 @@ class TusUploads:
                     409, "conflict",
                     f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
                 ) from None
+        # The event is made durable before the upload notes that it is
+        # published: if that fails, or the backend stops in between, the
+        # next request finds the file published and records it again.
+        self._hashes.pop(upload.id, None)
+        await self.hooks.finished(self.contexts(request, "tus"), stored)
         upload.stored = {**fileJSON(stored), "replaced": replaced}
         await self.resumable.save(upload)
-        self._hashes.pop(upload.id, None)
         self._log.info(
             "upload stored request_id={rid} name={name!r} size={size} "
             "sha256={sha256} seconds={seconds:.3f} upload={id}",
             rid=requestId(request), name=stored.name, size=stored.size,
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
-        await self.hooks.finished(self.contexts(request, "tus"), stored)
         return upload
 
     async def _terminate(self, request: IRequest, uploadId: str) -> None:
