@@ -141,8 +141,9 @@ class ResumableSender:
     async def _check(self, size: int, sha256: str) -> Stored:
         """Succeed only if the server stored exactly the file's bytes."""
         assert self.url is not None
+        # The upload's JSON: without Accept, a finished upload answers its bytes.
         response, text = await self._request("GET", self.url, "checking the upload",
-                                             headers=self._headers())
+                                             headers=self._headers(accept=b"application/json"))
         answer = _json(text)
         stored = answer.get("file")
         if response.code != 200 or not isinstance(stored, dict):

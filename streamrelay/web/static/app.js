@@ -155,7 +155,8 @@ function start(job) {
 async function stored(job) {
   let answer = { status: 0, body: "" };
   for (let attempt = 0; attempt < 5 && answer.status !== 200; attempt += 1) {
-    answer = await request("GET", job.upload.url);
+    // JSON: without it, a finished upload's URL answers the file's bytes.
+    answer = await request("GET", job.upload.url, { Accept: "application/json" });
   }
   let file = null;
   try { file = JSON.parse(answer.body).file; } catch (e) { /* checked below */ }
@@ -233,10 +234,10 @@ function cancel(job) {
 
 // Stored files
 
-async function request(method, url) {
+async function request(method, url, headers = {}) {
   let response;
   try {
-    response = await fetch(url, { method, headers: authHeaders() });
+    response = await fetch(url, { method, headers: { ...authHeaders(), ...headers } });
   } catch (e) {
     return { status: 0, body: "" };
   }
