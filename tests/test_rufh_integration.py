@@ -1,0 +1,113 @@
+"""
+The IETF resumable upload draft with the real programs on 127.0.0.1,
+per interop version (3, 5, 6 and the latest, 8), on raw sockets: a plain
+C{PUT} announcing the draft gets a 104 with the upload's URL before its
+final answer, directly and through the proxy; the connection dropped
+mid-body, the client asks the offset and sends the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.processes import Program, eventually, sha256File, startService, startStack
+from tests.rufhraw import (
+    VERSIONS,
+    append,
+    appends,
+    completeIn,
+    createAndCut,
+    creation,
+    exchangeAll,
+    query,
+    request,
+)
+
+SIZE = 4 << 20
+CUT = 2 << 20
+
+
+class RawSocketTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.storage = Path(self.mktemp()) / "uploads"
+        self.body = os.urandom(SIZE)
+
+    async def cutAndResume(self, version: int, backend: Program, port: int) -> None:
+        name = f"v{version}.bin"
+        interim = await deferToThread(
+            createAndCut, port, creation(version, name, SIZE), self.body, CUT
+        )
+        self.assertEqual(interim.status, 104, interim)
+        self.assertEqual(interim.line, b"HTTP/1.1 104 Upload Resumption Supported")
+        url = interim.headers[b"location"]
+        self.assertRegex(url, rb"^/uploads/[0-9a-f]{32}$")
+        self.assertEqual(interim.headers[b"upload-draft-interop-version"], b"%d" % version)
+        if version >= 6:
+            self.assertIn(b"expires=" if version == 6 else b"max-age=",
+                          interim.headers[b"upload-limit"])
+        # The user waits for nothing; the test waits for the backend to
+        # have seen the cut, so that what it kept is known.
+        uploadId = url.rsplit(b"/", 1)[-1]
+        self.assertTrue(await eventually(lambda: appends(backend.output, uploadId), 60))
+        [(offset, kept, outcome)] = appends(backend.output, uploadId)
+        self.assertEqual((offset, outcome), (0, "cut"))
+        self.assertGreater(kept, 0)
+        self.assertLessEqual(kept, CUT)
+
+        [head] = await deferToThread(exchangeAll, port, query(b"HEAD", version, url))
+        self.assertEqual(head.status, 204)
+        self.assertEqual(head.headers[b"upload-offset"], b"%d" % kept)
+        self.assertIs(completeIn(version, head), False)
+        self.assertEqual(head.headers[b"cache-control"], b"no-store")
+        self.assertEqual(head.headers[b"upload-length"], b"%d" % SIZE)
+
+        answers = await deferToThread(
+            exchangeAll, port, append(version, url, kept, SIZE - kept) + self.body[kept:]
+        )
+        final = answers[-1]
+        self.assertEqual(final.status, 201, final)
+        self.assertEqual(final.json()["sha256"], hashlib.sha256(self.body).hexdigest())
+        self.assertEqual(final.json()["size"], SIZE)
+        self.assertIs(completeIn(version, final), True)
+        self.assertEqual(final.headers[b"location"], f"/files/{name}".encode())
+        self.assertEqual(sha256File(self.storage / name), hashlib.sha256(self.body).hexdigest())
+        # Only the rest was sent again.
+        self.assertEqual(appends(backend.output, uploadId)[-1], (kept, SIZE - kept, "ok"))
+
+    async def plainPut(self, port: int) -> None:
+        """Without the interop header: no 104, a plain upload."""
+        answers = await deferToThread(
+            exchangeAll, port, creation(None, "plain.bin", SIZE) + self.body
+        )
+        self.assertEqual([a.status for a in answers], [201])
+        self.assertEqual(answers[0].json()["sha256"], hashlib.sha256(self.body).hexdigest())
+
+    async def test_direct(self) -> None:
+        backend = await startService(self, "backend", "--storage", str(self.storage))
+        for version in VERSIONS:
+            await self.cutAndResume(version, backend, backend.port)
+        await self.plainPut(backend.port)
+        self.assertNotIn(b"rufh created", backend.output.split(b"plain.bin")[-1])
+
+    async def test_throughProxy(self) -> None:
+        backend, proxy = await startStack(self, self.storage)
+        for version in VERSIONS:
+            await self.cutAndResume(version, backend, proxy.port)
+        await self.plainPut(proxy.port)
+
+    async def test_unsupportedVersionIsPlain(self) -> None:
+        """Version 4 (not spoken): no 104, the upload is a plain one."""
+        backend = await startService(self, "backend", "--storage", str(self.storage))
+        answers = await deferToThread(exchangeAll, backend.port, request(
+            b"PUT", b"/files/v4.bin", b"Content-Length: 5",
+            b"Upload-Draft-Interop-Version: 4", b"Upload-Complete: ?1",
+        ) + b"hello")
+        self.assertEqual([a.status for a in answers], [201])
+        self.assertEqual((self.storage / "v4.bin").read_bytes(), b"hello")
