@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Protocol
 
 from tests.rawhttp import RawResponse, ResponseReader
+
+
+class _Answer(Protocol):
+    headers: dict[bytes, bytes]
 
 #: The interop versions streamrelay speaks.
 VERSIONS = (3, 5, 6, 8)
@@ -33,7 +38,7 @@ def completeHeader(version: int, complete: bool) -> bytes:
     return b"Upload-Complete: " + (b"?1" if complete else b"?0")
 
 
-def completeIn(version: int, response: RawResponse) -> bool | None:
+def completeIn(version: int, response: _Answer) -> bool | None:
     """What an answer says of completeness, in the version's header."""
     if version == 3:
         value = response.headers.get(b"upload-incomplete")
