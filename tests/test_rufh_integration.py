@@ -3,19 +3,30 @@ The IETF resumable upload draft with the real programs on 127.0.0.1,
 per interop version (3, 5, 6 and the latest, 8), on raw sockets: a plain
 C{PUT} announcing the draft gets a 104 with the upload's URL before its
 final answer, directly and through the proxy; the connection dropped
-mid-body, the client asks the offset and sends the rest.
+mid-body, the client asks the offset and sends the rest.  And
+tus-js-client (under node) with its two draft protocols, cut half-way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.processes import Program, eventually, sha256File, startService, startStack
+from tests.processes import (
+    MiB,
+    Program,
+    eventually,
+    run,
+    sha256File,
+    sharedFile,
+    startService,
+    startStack,
+)
 from tests.rufhraw import (
     VERSIONS,
     append,
@@ -27,6 +38,7 @@ from tests.rufhraw import (
     query,
     request,
 )
+from tests.tusenv import CLIENTS, Cutter, patches, tusJSClient
 
 SIZE = 4 << 20
 CUT = 2 << 20
@@ -111,3 +123,49 @@ class RawSocketTests(TestCase):
         ) + b"hello")
         self.assertEqual([a.status for a in answers], [201])
         self.assertEqual((self.storage / "v4.bin").read_bytes(), b"hello")
+
+
+class TusJSClientTests(TestCase):
+    """tus-js-client's two IETF draft protocols through the proxy, cut half-way."""
+
+    timeout = 400
+
+    def setUp(self) -> None:
+        self.storage = Path(self.mktemp()) / "uploads"
+
+    async def cutAndResumed(self, protocol: str) -> None:
+        client = await deferToThread(tusJSClient)
+        size = 64 * MiB
+        source, digest = sharedFile(size)
+        backend, proxy = await startStack(self, self.storage)
+        cutter = Cutter(proxy.port, size // 2)
+        self.addCleanup(cutter.listening.stopListening)
+        name = f"{protocol}.bin"
+        code, output = await run(self, "tus-js-client", [
+            shutil.which("node") or "node", str(CLIENTS / "rufhjs_upload.js"), str(client),
+            cutter.url + "/uploads/", str(source), name, protocol,
+        ], timeout=300)
+        self.assertEqual(code, 0, output.decode())
+        self.assertIn(b"DONE", output)
+        self.assertTrue(cutter.done)
+        self.assertEqual(sha256File(self.storage / name), digest)
+        self.assertEqual(list((self.storage / ".tus").glob("*.part")), [])
+        # Version 5 or 6 on every request the backend logged.
+        version = b"5" if protocol == "ietf-draft-03" else b"6"
+        self.assertIn(b"version=" + version + b"\n", backend.output)
+        # The backend received every byte once: the appends' bytes add up
+        # to the size, and the last one started where the cut one ended.
+        logged = patches(backend)
+        print(f"\n{protocol} appends (offset, received, kept, outcome): {logged}")
+        self.assertEqual(sum(received for _, received, _, _ in logged), size, logged)
+        self.assertEqual(sum(kept for _, _, kept, _ in logged), size, logged)
+        offset, received, _, outcome = logged[-1]
+        self.assertEqual((offset + received, outcome), (size, "ok"), logged)
+        self.assertGreater(offset, 0, logged)
+        self.assertLessEqual(offset, size // 2, logged)
+
+    async def test_ietfDraft03(self) -> None:
+        await self.cutAndResumed("ietf-draft-03")
+
+    async def test_ietfDraft05(self) -> None:
+        await self.cutAndResumed("ietf-draft-05")
