@@ -17,6 +17,8 @@ from pathlib import Path
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from streamrelay.grants import signURL
+from tests.grantkeys import SECRET1, writeKeys
 from tests.processes import (
     MiB,
     Program,
@@ -169,3 +171,51 @@ class TusJSClientTests(TestCase):
 
     async def test_ietfDraft05(self) -> None:
         await self.cutAndResumed("ietf-draft-05")
+
+
+class SignedCreationTests(TestCase):
+    """A creation let in by a signed URL: the upload's URL comes back signed."""
+
+    timeout = 120
+
+    async def test_signedLocations(self) -> None:
+        storage = Path(self.mktemp()) / "uploads"
+        keysFile = writeKeys(Path(self.mktemp()))
+        tokens = Path(self.mktemp())
+        tokens.write_text("app t0ken\n")
+        backend, proxy = await startStack(
+            self, storage, proxyArgs=["--tokens-file", str(tokens),
+                                      "--grant-keys-file", str(keysFile)],
+        )
+        body = os.urandom(1 << 20)
+        target = signURL("/files/s.bin", "k1", SECRET1, "PUT", expiresIn=600,
+                         maxSize=len(body)).encode()
+        head = creation(8, "s.bin", len(body)).replace(b"/files/s.bin", target, 1)
+        interim = await deferToThread(createAndCut, proxy.port, head, body, len(body) // 2)
+        self.assertEqual(interim.status, 104)
+        url = interim.headers[b"location"]
+        self.assertRegex(url, rb"^/uploads/[0-9a-f]{32}\?.*sr-signature=[0-9a-f]{64}")
+        uploadId = url.split(b"?")[0].rsplit(b"/", 1)[-1]
+        self.assertTrue(await eventually(lambda: appends(backend.output, uploadId), 60))
+        [head204] = await deferToThread(exchangeAll, proxy.port, query(b"HEAD", 8, url))
+        self.assertEqual(head204.status, 204, head204)
+        kept = int(head204.headers[b"upload-offset"])
+        [final] = await deferToThread(
+            exchangeAll, proxy.port, append(8, url, kept, len(body) - kept) + body[kept:]
+        )
+        self.assertEqual(final.status, 201, final)
+        self.assertEqual(final.json()["sha256"], hashlib.sha256(body).hexdigest())
+        # Without the signature, the upload's URL is closed to this client.
+        [refused] = await deferToThread(
+            exchangeAll, proxy.port, query(b"HEAD", 8, url.split(b"?")[0])
+        )
+        self.assertEqual(refused.status, 401)
+
+        # An unfinished creation's final Location is signed too.
+        post = signURL("/uploads/", "k1", SECRET1, "POST", expiresIn=600).encode()
+        [created] = await deferToThread(exchangeAll, proxy.port, request(
+            b"POST", post, b"Upload-Draft-Interop-Version: 6", b"Upload-Complete: ?0",
+            b"Upload-Length: 3", b"Upload-Metadata: filename dC5iaW4=", b"Content-Length: 0",
+        ))
+        self.assertEqual(created.status, 201, created)
+        self.assertIn(b"sr-signature=", created.headers[b"location"])
