@@ -12,7 +12,15 @@ from typing import Any
 from machine import Limit, streamLimits
 from s3 import S3_DIRECT, S3_PROXY, S3_RAW
 from settle import DIRTY_SMALL, QUIET, TIMEOUT, Settled
-from workloads import DIRECT, DOWNLOAD_DIRECT, DOWNLOAD_PROXY, PROXY, UPLOADER, Measurement
+from workloads import (
+    DIRECT,
+    DOWNLOAD_DIRECT,
+    DOWNLOAD_PROXY,
+    HOOKS_DIRECT,
+    PROXY,
+    UPLOADER,
+    Measurement,
+)
 
 MiB = 1 << 20
 
@@ -177,10 +185,23 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
     s3, s3Raw = _find(measurements, "W1S3", S3_DIRECT), _find(measurements, "W1S3", S3_RAW)
     if s3 and s3Raw:
         found.append(Ratio("W1S3 direct path / curl -T straight to S3", s3 / s3Raw))
+    found += _hooksRatio(measurements)
     w1, w2 = _find(measurements, "W1", PROXY), _find(measurements, "W2", PROXY)
     if w1 and w2:
         found.append(Ratio("W2 aggregate via proxy / W1 via proxy", w2 / w1, 1.0))
     return found
+
+
+def _hooksRatio(measurements: list[Measurement]) -> list[Ratio]:
+    """W3's uploads/s with hook events recorded and delivered / without (issue 25)."""
+    rates = {}
+    for m in measurements:
+        if m.workload == "W3" and m.route in (DIRECT, HOOKS_DIRECT) and m.seconds:
+            rates[m.route] = statistics.median(m.uploadRates)
+    if len(rates) < 2:
+        return []
+    on, off = rates[HOOKS_DIRECT], rates[DIRECT]
+    return [Ratio(f"W3 hooks on / off ({on:.0f} / {off:.0f} uploads/s)", on / off, 0.9)]
 
 
 def asJSON(

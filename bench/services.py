@@ -145,10 +145,23 @@ def startService(
     return program
 
 
+def startHookSink(logDir: Path) -> Program:
+    """A local hook receiver answering 204 (bench/hooksink.py)."""
+    argv = [sys.executable, str(Path(__file__).parent / "hooksink.py")]
+    program = Program("hooksink", argv, logDir / f"hooksink-{time.monotonic_ns()}.log")
+    try:
+        program.waitListening()
+    except BaseException:
+        program.stop()
+        raise
+    return program
+
+
 class Stack:
     """
     A fresh backend (storing into C{storage}) and, when C{withProxy}, a proxy
-    in front of it; stopped on exit, even on failure.  Fresh processes per
+    in front of it, with C{hooks} a local hook receiver the backend sends
+    its events to; stopped on exit, even on failure.  Fresh processes per
     measured path make each one's VmHWM belong to that path.
     """
 
@@ -159,8 +172,11 @@ class Stack:
         withProxy: bool,
         backendArgs: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
+        hooks: bool = False,
     ) -> None:
         self.storage = storage
+        self.hooks = hooks
+        self.hookSink: Program | None = None
         self.logDir = logDir
         self.withProxy = withProxy
         self.backendArgs = (
@@ -173,7 +189,11 @@ class Stack:
     def __enter__(self) -> Stack:
         self.storage.mkdir(parents=True, exist_ok=True)
         try:
-            self.backend = startService("backend", self.logDir, *self.backendArgs, env=self.env)
+            backendArgs = list(self.backendArgs)
+            if self.hooks:
+                self.hookSink = startHookSink(self.logDir)
+                backendArgs += ["--hook-url", self.hookSink.url + "/events"]
+            self.backend = startService("backend", self.logDir, *backendArgs, env=self.env)
             if self.withProxy:
                 self.proxy = startService("proxy", self.logDir, "--backend", self.backend.url)
         except BaseException:
@@ -190,7 +210,7 @@ class Stack:
         self.stop()
 
     def stop(self) -> None:
-        for program in (self.proxy, self.backend):
+        for program in (self.proxy, self.backend, self.hookSink):
             if program is not None:
                 program.stop()
 

@@ -124,10 +124,13 @@ class Route:
     label: str
     client: str
     viaProxy: bool
+    #: The backend sends hook events to a local receiver (bench/hooksink.py).
+    hooks: bool = False
 
 
 DIRECT = Route("curl -T -> backend", "curl", False)
 PROXY = Route("curl -T -> proxy -> backend", "curl", True)
+HOOKS_DIRECT = Route("curl -T -> backend, hooks on", "curl", False, hooks=True)
 UPLOADER = Route("streamrelay-upload -> proxy -> backend", "uploader", True)
 DOWNLOAD_DIRECT = Route("curl -o /dev/null <- backend", "curl", False)
 DOWNLOAD_PROXY = Route("curl -o /dev/null <- proxy <- backend", "curl", True)
@@ -368,7 +371,7 @@ class UploadWorkload:
         The services a route sends to (bench/s3.py stores in S3 instead);
         L{None} for a route that needs none of streamrelay's.
         """
-        return Stack(ctx.backendStorage(), ctx.workDir, route.viaProxy)
+        return Stack(ctx.backendStorage(), ctx.workDir, route.viaProxy, hooks=route.hooks)
 
     def clear(self, ctx: Context) -> None:
         """Remove what the runs stored."""
@@ -484,7 +487,7 @@ class DownloadWorkload:
 WORKLOADS: dict[str, Workload] = {
     "W1": UploadWorkload("W1", lambda ctx: ctx.size, 1, 1, (DIRECT, PROXY, UPLOADER)),
     "W2": UploadWorkload("W2", lambda ctx: 64 * MiB, 32, 32, (DIRECT, PROXY)),
-    "W3": UploadWorkload("W3", lambda ctx: MiB, 1000, 64, (DIRECT, PROXY)),
+    "W3": UploadWorkload("W3", lambda ctx: MiB, 1000, 64, (DIRECT, PROXY, HOOKS_DIRECT)),
     "W4": DownloadWorkload("W4", lambda ctx: ctx.size, (DOWNLOAD_DIRECT, DOWNLOAD_PROXY)),
 }
 

@@ -57,6 +57,8 @@ def get(path: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
 
 TUS = b"Tus-Resumable: 1.0.0"
 OCTETS = b"Content-Type: application/offset+octet-stream"
+#: What asks C{GET /uploads/{id}} for the upload's JSON rather than its file.
+JSON = b"Accept: application/json"
 
 
 def b64(text: str) -> str:

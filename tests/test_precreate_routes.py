@@ -12,7 +12,20 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.hooks import Decision, HookRejected, HookUnavailable
 from tests.backendcases import BackendTestCase, TusTestCase
 from tests.precreatefakes import FakeHooks
-from tests.rawrequests import TUS, chunk, chunkedHead, form, get, meta, patch, post, put, req
+from tests.rawrequests import (
+    BOUNDARY,
+    JSON,
+    TUS,
+    chunk,
+    chunkedHead,
+    form,
+    get,
+    meta,
+    patch,
+    post,
+    put,
+    req,
+)
 
 FORM_HEAD = b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
 
@@ -224,6 +237,36 @@ class FormTests(BackendTestCase):
         self.assertEqual([(f["name"], f["size"], f.get("metadata")) for f in files],
                          [("one", 100, {"k": "1"}), ("deux", 100, None)])
 
+    def test_heldWhileAskingChained(self) -> None:
+        """
+        A form whose whole body arrives while the hook is asked about its
+        first file, the answer being a Deferred that is already called but
+        waits on another (as the real hook's HTTP request is): every file is
+        asked about in turn and stored, none is dropped, and the form is
+        answered only once all are decided.
+        """
+        hooks = self.useHooks(FakeHooks(lambda name: None, chained=True))
+        body = form((b"file", b"one", b"1" * 100), (b"file", b"two", b"2" * 100))
+        head = (
+            b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
+            + BOUNDARY + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        conn = self.connect()
+        conn.send(head + chunk(body) + b"0\r\n\r\n")
+        conn.turn()
+        self.assertEqual([a.name for a in hooks.asked], ["one"])
+        self.assertEqual(conn.responses(), [])
+        hooks.asked[0].answer.callback(Decision())
+        conn.turn()
+        self.assertEqual([a.name for a in hooks.asked], ["one", "two"])
+        self.assertEqual(conn.responses(), [])
+        hooks.asked[1].answer.callback(Decision())
+        conn.turn()
+        [response] = conn.responses()
+        self.assertEqual(response.status, 201, response.body)
+        files = json.loads(response.body)["files"]
+        self.assertEqual([(f["name"], f["size"]) for f in files], [("one", 100), ("two", 100)])
+
     def test_heldThenRefused(self) -> None:
         hooks = self.useHooks(FakeHooks(lambda name: None))
         conn = self.connect()
@@ -287,7 +330,7 @@ class TusTests(TusTestCase):
         location = self.create("a.txt", 3)
         self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
         self.assertEqual(self.files(), ["b.txt"])
-        info = json.loads(self.request(req(b"GET", location, TUS)).body)
+        info = json.loads(self.request(req(b"GET", location, TUS, JSON)).body)
         self.assertEqual((info["name"], info["file"]["name"]), ("b.txt", "b.txt"))
 
     def test_maxSizeAtCreation(self) -> None:
@@ -320,5 +363,5 @@ class TusTests(TusTestCase):
         self.assertEqual(self.request(patch(location, 0, b"abc")).status, 204)
         listing = json.loads(self.request(get(b"/files")).body)["files"]
         self.assertEqual([(f["name"], f["metadata"]) for f in listing], [("a", {"owner": "ana"})])
-        info = json.loads(self.request(req(b"GET", location, TUS)).body)
+        info = json.loads(self.request(req(b"GET", location, TUS, JSON)).body)
         self.assertEqual(info["file"]["metadata"], {"owner": "ana"})

@@ -219,6 +219,53 @@ class ResumableTests(GrantTestCase):
         self.refused(patch(location, 0, b"abc"), 403, "grant_expired")
 
 
+class ConcatenationTests(GrantTestCase):
+    """
+    A tus final upload's partial uploads, as their signed URLs: the backend
+    gets their paths; each must be signed with the creating grant's key.
+    """
+
+    def final(self, *urls: bytes, key: str = "k1", secret: bytes = SECRET1) -> bytes:
+        return req(b"POST", signed("/uploads/", "POST", key=key, secret=secret), TUS,
+                   b"Upload-Concat: final;" + b" ".join(urls))
+
+    def partialURL(self, upload: str, key: str = "k1", secret: bytes = SECRET1) -> bytes:
+        return signed(f"/uploads/{upload}", "PATCH", key=key, secret=secret, maxSize=100)
+
+    def test_forwardedAsPaths(self) -> None:
+        a, b = self.partialURL("a" * 32), self.partialURL("b" * 32)
+        self.backend.answer = (201, b"Created", {b"location": b"/uploads/abc123"}, b"")
+        seen = self.forwarded(self.final(b"http://proxy.example" + a, b))
+        self.assertEqual(seen.header(b"upload-concat"),
+                         [b"final;/uploads/" + b"a" * 32 + b" /uploads/" + b"b" * 32])
+
+    def test_unsignedWithToken(self) -> None:
+        """Without a grant (a token), the queries go all the same."""
+        self.backend.answer = (201, b"Created", {b"location": b"/uploads/abc123"}, b"")
+        seen = self.forwarded(req(b"POST", b"/uploads/", TUS, b"Authorization: Bearer t0ken",
+                                  b"Upload-Concat: final;/uploads/a?x=1 /uploads/b"))
+        self.assertEqual(seen.header(b"upload-concat"), [b"final;/uploads/a /uploads/b"])
+
+    def test_partialsOfTheGrant(self) -> None:
+        """Each partial upload's URL must be signed, for itself, with the same key, in time."""
+        good = self.partialURL("a" * 32)
+        for urls in [
+            (good, b"/uploads/" + b"b" * 32),
+            (good, self.partialURL("b" * 32, key="k2", secret=SECRET2)),
+            (good, self.partialURL("b" * 32).replace(b"b" * 32, b"c" * 32)),
+            (good.replace(b"sr-signature=", b"sr-signature=0"),),
+        ]:
+            self.refused(self.final(*urls), 403, "grant_invalid")
+        self.clock.advance(EXPIRES + 1)
+        self.refused(self.final(good), 403, "grant_expired")
+
+    def test_partialPassesUntouched(self) -> None:
+        self.backend.answer = (201, b"Created", {b"location": b"/uploads/abc123"}, b"")
+        seen = self.forwarded(req(b"POST", signed("/uploads/", "POST"), TUS,
+                                  b"Upload-Concat: partial", b"Upload-Length: 5"))
+        self.assertEqual(seen.header(b"upload-concat"), [b"partial"])
+
+
 class ClientContextTests(GrantTestCase):
     FORGED = (b"Streamrelay-Client-Address: 10.9.9.9", b"Streamrelay-Client-Identity: token:root",
               b"Streamrelay-Client-Authorization: Bearer forged")

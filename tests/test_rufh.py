@@ -392,3 +392,16 @@ class _Headers:
 
     def getHeader(self, name: bytes) -> bytes | None:
         return self.value if name == b"upload-draft-interop-version" else None
+
+
+class ConcatenationTests(TusTestCase):
+    def test_partialUploadNotTheDrafts(self) -> None:
+        """A tus partial upload is never appended to, nor completed, by the draft."""
+        response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Length: 3",
+                                    b"Upload-Concat: partial", meta("x.bin")))
+        self.assertEqual(response.status, 201, response.body)
+        url = response.headers[b"location"]
+        answer = self.request(append(8, url, 0, 3) + b"abc")
+        self.assertEqual(answer.status, 403, answer.body)
+        self.assertEqual(self.request(query(b"HEAD", 8, url)).status, 403)
+        self.assertEqual(self.files(), [])

@@ -9,6 +9,7 @@ server (Ceph RGW in CI; skipped without one, see L{tests.s3env}).
 from __future__ import annotations
 
 import hashlib
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,13 @@ from streamrelay.store.interfaces import (
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.store import OWN_FOLDER, S3Store
 from streamrelay.tus.disk import DiskResumableStore
-from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
+from streamrelay.tus.interfaces import (
+    FINAL,
+    PARTIAL,
+    IPartialWriter,
+    IResumableStore,
+    ResumableUpload,
+)
 from streamrelay.tus.s3 import S3ResumableStore
 from tests.s3env import allKeys, newBucket, pendingUploads, skipUnlessServer
 from tests.s3memory import MemoryS3
@@ -487,6 +494,76 @@ class ResumableStoreContract(_Contract):
         self.assertIsNone(await self.resumable.load(UPLOAD_ID))
         self.assertEqual(await self.resumable.ids(), [])
 
+    async def concatenated(
+        self, pieces: list[bytes], name: str = "whole.bin"
+    ) -> tuple[ResumableUpload, list[ResumableUpload]]:
+        """
+        Partial uploads of C{pieces}, and the final upload made of them,
+        checked: the hash of the whole, its bytes once loaded again, the
+        partial uploads untouched; not yet published.
+        """
+        partials = []
+        for data in pieces:
+            partial = newUpload("", len(data))
+            partial.id, partial.concat = secrets.token_hex(16), PARTIAL
+            await self.resumable.create(partial)
+            if data:
+                await append(self.resumable, partial, data)
+            partials.append(partial)
+        whole = b"".join(pieces)
+        final = newUpload(name, len(whole))
+        final.id, final.concat, final.parts = secrets.token_hex(16), FINAL, [
+            p.id for p in partials
+        ]
+        await self.resumable.create(final)
+        state = await self.resumable.concatenate(final, partials)
+        self.assertEqual(state.hexdigest(), sha(whole))
+        final.offset = len(whole)
+        await self.resumable.save(final)
+        loaded = await self.resumable.load(final.id)
+        self.assertEqual(loaded, final)
+        assert loaded is not None
+        self.assertEqual((await self.resumable.hashPrefix(loaded)).hexdigest(), sha(whole))
+        for partial, data in zip(partials, pieces, strict=True):
+            again = await self.resumable.load(partial.id)
+            self.assertEqual(again, partial)
+            assert again is not None
+            self.assertEqual((await self.resumable.hashPrefix(again)).hexdigest(), sha(data))
+        self.assertIsNone(await self.store.stat(name))
+        return final, partials
+
+    async def test_concatenate(self) -> None:
+        """
+        A final upload of partial uploads (the first a whole part's size,
+        as S3 copies inside the bucket) holds their bytes in order, and
+        publishes as any upload; the partial uploads stay as they were.
+        """
+        pieces = [bytes([7]) * (5 * MiB), b"tail" * 300_000]
+        final, partials = await self.concatenated(pieces)
+        whole = b"".join(pieces)
+        info, replaced = await self.resumable.publish(final, sha(whole))
+        self.assertEqual((info.name, info.size, info.sha256, replaced),
+                         ("whole.bin", len(whole), sha(whole), False))
+        self.assertEqual(sha(await read(self.store, "whole.bin")), sha(whole))
+        for partial, data in zip(partials, pieces, strict=True):
+            again = await self.resumable.load(partial.id)
+            assert again is not None
+            self.assertEqual((await self.resumable.hashPrefix(again)).hexdigest(), sha(data))
+
+    async def test_concatenateSmall(self) -> None:
+        """Partial uploads shorter than a part, or empty, anywhere."""
+        pieces = [b"abc", b"", b"defg", bytes([1]) * (6 * MiB), b"h"]
+        final, _ = await self.concatenated(pieces)
+        whole = b"".join(pieces)
+        await self.resumable.publish(final, sha(whole))
+        self.assertEqual(await read(self.store, "whole.bin"), whole)
+
+    async def test_concatenateEmpty(self) -> None:
+        final, _ = await self.concatenated([b"", b""], "empty.bin")
+        info, _ = await self.resumable.publish(final, sha(b""))
+        self.assertEqual(info.size, 0)
+        self.assertEqual(await read(self.store, "empty.bin"), b"")
+
 
 # The disk store
 
@@ -542,8 +619,30 @@ class MemoryS3StoreContractTests(UploadStoreContract, TestCase):
 
 class MemoryS3ResumableContractTests(ResumableStoreContract, TestCase):
     async def makeStores(self) -> tuple[IUploadStore, IResumableStore]:
-        store = S3Store(MemoryS3(), PREFIX, partSize=5 * MiB)
-        return store, S3ResumableStore(store)
+        self.s3 = MemoryS3()
+        store = S3Store(self.s3, PREFIX, partSize=5 * MiB)
+        self.s3resumable = S3ResumableStore(store)
+        return store, self.s3resumable
+
+    async def test_concatenateCopiedInS3(self) -> None:
+        """
+        Partial uploads whose segments are whole parts but the last make a
+        final upload of those very segments (copied inside S3 when it is
+        published), no object of its own; shorter ones are copied into
+        segments of its own.
+        """
+        large = [bytes([7]) * (5 * MiB), bytes([8]) * (5 * MiB), b"tail"]
+        final, partials = await self.concatenated(large)
+        owners = [s.owner for s in self.s3resumable.layout(final)]
+        self.assertEqual(owners, [p.id for p in partials])
+        self.assertEqual(
+            [k for k in self.s3.objects if final.id in k and not k.endswith(".json")], []
+        )
+        small = [b"abc", bytes([7]) * (5 * MiB)]
+        final, _ = await self.concatenated(small, "small.bin")
+        self.assertEqual({s.owner for s in self.s3resumable.layout(final)}, {None})
+        await self.resumable.publish(final, sha(b"".join(small)))
+        self.assertEqual(await read(self.store, "small.bin"), b"".join(small))
 
 
 # The S3 store, over a real S3 server

@@ -23,7 +23,7 @@ from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.tus.service import TusService
 from tests.backendcases import TusTestCase, answerToFailedWrite, failWritesAfterFirst
-from tests.rawrequests import OCTETS, TUS, meta, patch, req
+from tests.rawrequests import JSON, OCTETS, TUS, meta, patch, req
 
 
 class OptionsTests(TusTestCase):
@@ -38,7 +38,7 @@ class OptionsTests(TusTestCase):
         self.assertEqual(
             set(response.headers[b"tus-extension"].split(b",")),
             {b"creation", b"creation-with-upload", b"creation-defer-length",
-             b"termination", b"checksum", b"expiration"},
+             b"termination", b"checksum", b"expiration", b"concatenation"},
         )
         self.assertEqual(response.headers[b"tus-max-size"], b"%d" % (1 << 30,))
         self.assertEqual(response.headers[b"tus-checksum-algorithm"], b"sha1,sha256")
@@ -89,7 +89,7 @@ class CoreTests(TusTestCase):
         listing = json.loads(self.request(req(b"GET", b"/files")).body)
         [info] = listing["files"]
         self.assertEqual((info["name"], info["size"], info["sha256"]), ("hello.txt", 11, sha))
-        answer = json.loads(self.request(req(b"GET", location)).body)
+        answer = json.loads(self.request(req(b"GET", location, JSON)).body)
         self.assertEqual(answer["file"]["sha256"], sha)
         self.assertEqual(answer["file"]["replaced"], False)
         self.assertEqual(answer["offset"], 11)
@@ -101,7 +101,9 @@ class CoreTests(TusTestCase):
         location = self.create("a", 3)
         self.request(patch(location, 0, b"new"))
         self.assertEqual((self.root / "a").read_bytes(), b"new")
-        self.assertTrue(json.loads(self.request(req(b"GET", location)).body)["file"]["replaced"])
+        self.assertTrue(
+            json.loads(self.request(req(b"GET", location, JSON)).body)["file"]["replaced"]
+        )
 
     def test_offsetMismatch(self) -> None:
         """409 when Upload-Offset is not the upload's; nothing written."""

@@ -240,8 +240,11 @@ class ProtocolThroughProxyTests(TestCase):
         status, _, _ = await self.curl(*patch, "-H", "Upload-Offset: 2", "--data-binary", "llo")
         self.assertEqual(status, 204)
         self.assertEqual((storage / "hi.txt").read_bytes(), b"hello")
-        status, _, body = await self.curl(location, *tus)
+        status, _, body = await self.curl(location, *tus, "-H", "Accept: application/json")
         self.assertEqual(json.loads(body)["file"]["name"], "hi.txt")
+        # The finished upload's URL gives its file, as tusd's does.
+        status, _, body = await self.curl(location, *tus)
+        self.assertEqual((status, body), (200, "hello"))
 
         status, h, _ = await self.curl("-X", "POST", url, *tus, "-H", "Upload-Length: 5",
                                        "-H", "Upload-Metadata: filename Ynll")

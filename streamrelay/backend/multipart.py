@@ -343,12 +343,14 @@ class FormUpload:
             raise badName("The file name is not valid UTF-8.") from None
         except BadName as e:
             raise badName(str(e)) from None
+        # Held until decided, whether the answer is there at once or not: a
+        # Deferred's C{called} does not tell (one may be called and still
+        # wait on another).  Released within the parsing, the hold stops
+        # nothing.
         asking = self._asking = _Asking(name)
-        decided = self._ask(name, None, None)
-        if not decided.called:
-            asking.holding = True
-            self._hold()
-        decided.addCallbacks(
+        asking.holding = True
+        self._hold()
+        self._ask(name, None, None).addCallbacks(
             self._decided, self._refused, callbackArgs=(asking,), errbackArgs=(asking,)
         )
 

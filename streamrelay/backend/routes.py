@@ -393,7 +393,7 @@ class BackendRoutes:
             return await tus.create(request, self._asker(request, "tus"))
 
     @app.route("/uploads/<_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
-    async def resumableUpload(self, request: IRequest, _id: str) -> bytes:
+    async def resumableUpload(self, request: IRequest, _id: str) -> bytes | None:
         self._authorize(request)
         tus = self._tus()
         if self.rufh is not None and wantsRufh(request) and request.method != b"GET":
@@ -405,7 +405,25 @@ class BackendRoutes:
             return await tus.terminate(request, _id)
         if request.method == b"HEAD":
             return await tus.head(request, _id)
-        return await tus.info(request, _id)
+        stored = await tus.finished(request, _id)
+        if stored is None:
+            return await tus.info(request, _id)
+        return await self._sendFinished(request, stored)
+
+    async def _sendFinished(self, request: IRequest, stored: dict[str, Any]) -> bytes | None:
+        """The bytes of the file a finished upload became, if it still is that file."""
+        opened = await self.store.open(stored["name"])
+        try:
+            if opened is None or opened.info.sha256 != stored["sha256"]:
+                raise ApiError(
+                    410, "gone",
+                    f"The file this upload became, {stored['name']!r}, was replaced or "
+                    "deleted since.",
+                )
+            return await self._send(request, opened)
+        finally:
+            if opened is not None:
+                opened.close()
 
     async def _rufhUpload(self, request: IRequest, rufh: RufhUploads, uploadId: str) -> bytes:
         """An upload's URL, as the IETF draft uses it (streamrelay/rufh/)."""

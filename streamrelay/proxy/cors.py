@@ -21,14 +21,12 @@ from twisted.web.resource import IResource, Resource
 EXPOSE_HEADERS = (
     b"Location, Upload-Offset, Upload-Length, Tus-Resumable, Upload-Expires, "
     b"Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, "
-    b"Upload-Metadata, Upload-Defer-Length, Content-Location, X-Request-Id, ETag, "
-    b"Repr-Digest, Content-Range, Content-Disposition, Retry-After, "
+    b"Upload-Metadata, Upload-Defer-Length, Upload-Concat, Content-Location, X-Request-Id, "
+    b"ETag, Repr-Digest, Content-Range, Content-Disposition, Retry-After, "
     b"Upload-Complete, Upload-Incomplete, Upload-Limit, Upload-Draft-Interop-Version"
 )
-#: Request headers such a page may send.  C{Upload-Concat} stays although
-#: concatenation is refused: a page's parallel upload then reaches the
-#: backend and reads its C{400} saying why, instead of failing its preflight
-#: with no answer it may read.
+#: Request headers such a page may send (C{Upload-Concat}: tus-js-client's
+#: parallel uploads).
 ALLOW_HEADERS = (
     b"Authorization, Content-Type, Content-Digest, If-None-Match, If-Range, Range, "
     b"Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, "

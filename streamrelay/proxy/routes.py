@@ -30,6 +30,7 @@ from streamrelay.grants import GrantKeys
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.proxy.access import Access, authorize, grantLimit, signedLocation, unchecked
+from streamrelay.proxy.concat import forwardConcat
 from streamrelay.proxy.headers import downstreamHeaders, replaceAuthorization, upstreamHeaders
 from streamrelay.proxy.interim import relayInterim
 from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
@@ -226,6 +227,8 @@ class ProxyRoutes:
     @app.route("/uploads/<path:_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
     async def uploadRequest(self, request: IRequest, _id: str = "") -> bytes | None:
         access = self._authorize(request)
+        if request.method == b"POST":
+            forwardConcat(request, access, self.grantKeys, self.clock.seconds())
         self._checkLength(request, access)
         self._checkDeclared(request, access)
         if request.method != b"HEAD" or not _id:

@@ -161,7 +161,7 @@ class RufhUploads:
             self._strictQuery(request, version)
             holder = await self.engine.acquire(uploadId)
             try:
-                upload = await self.engine.live(uploadId)
+                upload = _notConcatenated(await self.engine.live(uploadId))
                 if upload.complete and upload.stored is None:
                     # Every declared byte is in (the backend stopped before
                     # it published them): publish now.
@@ -239,7 +239,7 @@ class RufhUploads:
         """
         holder = await self.engine.acquire(uploadId)
         try:
-            upload = await self.engine.live(uploadId)
+            upload = _notConcatenated(await self.engine.live(uploadId))
             body = requestBody(request)
             sent = body.declaredLength if body is not None else 0
             if upload.stored is not None:
@@ -449,6 +449,16 @@ class RufhUploads:
             except BadName as e:
                 raise ApiError(400, "bad_name", str(e)) from None
         return text, textPairs, name
+
+
+def _notConcatenated(upload: ResumableUpload) -> ResumableUpload:
+    """The upload, unless it is one of tus concatenation's (never the draft's)."""
+    if upload.concat is not None:
+        raise Problem(
+            403, "forbidden",
+            f"This is a tus concatenation upload ({upload.concat}); go on with tus.",
+        )
+    return upload
 
 
 def _reprDigest(upload: ResumableUpload) -> str | None:

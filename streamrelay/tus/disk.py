@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -34,6 +35,7 @@ from streamrelay.store.folders import StorageRoot
 from streamrelay.store.interfaces import StorageUnavailable
 from streamrelay.store.placing import fsyncFolder, publishByRename
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
+from streamrelay.tus.diskconcat import concatenateFiles
 from streamrelay.tus.interfaces import (
     ID_PATTERN,
     IPartialWriter,
@@ -385,6 +387,26 @@ class DiskResumableStore:
 
     def publish(self, upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
         return Deferred.fromCoroutine(self._publish(upload, sha256))
+
+    async def _concatenate(
+        self, final: ResumableUpload, partials: Sequence[ResumableUpload]
+    ) -> hashlib._Hash:
+        self._ready()
+        sources = [(self._part(p.id), p.offset) for p in partials]
+        try:
+            return await self.run(concatenateFiles, self._part(final.id), sources)
+        except BaseException as e:
+            # The final upload holds no byte (its state says so): an empty file.
+            try:
+                await self.run(_createPart, self._part(final.id))
+            except OSError:
+                pass
+            raise self._storage.failure(e) from e
+
+    def concatenate(
+        self, final: ResumableUpload, partials: Sequence[ResumableUpload]
+    ) -> Deferred[hashlib._Hash]:
+        return Deferred.fromCoroutine(self._concatenate(final, partials))
 
     async def _remove(self, uploadId: str) -> None:
         if not ID_PATTERN.fullmatch(uploadId):

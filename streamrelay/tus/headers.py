@@ -20,7 +20,8 @@ from streamrelay.streaming import RequestBody
 
 TUS_VERSION = b"1.0.0"
 EXTENSIONS = (
-    b"creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+    b"creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,"
+    b"concatenation"
 )
 CHECKSUMS: dict[str, Callable[[], Any]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 OFFSET_STREAM = b"application/offset+octet-stream"
@@ -108,6 +109,17 @@ def requestBody(request: IRequest) -> RequestBody | None:
 def contentType(request: IRequest) -> bytes:
     value = request.getHeader(b"content-type") or b""
     return value.split(b";")[0].strip().lower()
+
+
+def wantsJSON(request: IRequest) -> bool:
+    """
+    Whether a C{GET} of an upload asks for streamrelay's JSON rather than
+    the file's bytes: its C{Accept} names C{application/json} and no
+    wildcard (axios, for one, sends C{application/json, text/plain, */*}).
+    """
+    accept = (request.getHeader(b"accept") or b"").lower()
+    types = {item.split(b";")[0].strip() for item in accept.split(b",")}
+    return b"application/json" in types and not types & {b"*/*", b"application/*"}
 
 
 def checksumOf(request: IRequest) -> tuple[str, bytes] | None:

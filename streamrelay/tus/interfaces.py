@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,10 @@ from streamrelay.store import FileInfo, IUploadStore
 #: What an upload id looks like (C{secrets.token_hex(16)}); anything else
 #: names no upload, in any resumable store.
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+#: L{ResumableUpload.concat} of a partial upload, and of a final one.
+PARTIAL = "partial"
+FINAL = "final"
 
 
 @dataclass
@@ -43,6 +48,10 @@ class ResumableUpload:
         C{pre-create} hook's metadata), or L{None}.
     @ivar maxSize: the most bytes this upload may hold (a C{pre-create}
         hook's limit), or L{None} for the backend's own.
+    @ivar concat: L{PARTIAL} for a partial upload (tus concatenation: it
+        never becomes a file), L{FINAL} for the upload made of partial
+        ones, L{None} for any other.
+    @ivar parts: a final upload's partial uploads (their ids), in order.
     """
 
     id: str
@@ -55,10 +64,17 @@ class ResumableUpload:
     stored: dict[str, Any] | None = None
     fileMetadata: dict[str, str] | None = None
     maxSize: int | None = None
+    concat: str | None = None
+    parts: list[str] | None = None
 
     @property
     def complete(self) -> bool:
         return self.length is not None and self.offset == self.length
+
+    @property
+    def partial(self) -> bool:
+        """Whether this is a partial upload, which is never published."""
+        return self.concat == PARTIAL
 
     def asJSON(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +92,27 @@ class ResumableUpload:
             stored=data.get("stored"),
             fileMetadata=_metadata(data.get("fileMetadata")),
             maxSize=None if data.get("maxSize") is None else int(data["maxSize"]),
+            concat=_concat(data.get("concat")),
+            parts=_parts(data.get("parts")),
         )
+
+
+def _concat(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in (PARTIAL, FINAL):
+        raise ValueError(f"not a concatenation: {value!r}")
+    return str(value)
+
+
+def _parts(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and ID_PATTERN.fullmatch(v) for v in value
+    ):
+        raise ValueError("not a list of upload ids")
+    return list(value)
 
 
 def _metadata(value: Any) -> dict[str, str] | None:
@@ -151,6 +187,16 @@ class IResumableStore(Interface):
         Make the complete bytes the file C{upload.name} of L{store},
         atomically, with SHA-256 C{sha256}; whether it replaced one.  The
         partial bytes are gone afterwards.
+        """
+
+    def concatenate(
+        final: ResumableUpload, partials: Sequence[ResumableUpload]
+    ) -> Deferred[hashlib._Hash]:
+        """
+        Give the new upload C{final} (created, no byte yet) the bytes of
+        the complete uploads C{partials}, in order, without changing them;
+        fires with the SHA-256 state of those bytes.  The caller then saves
+        C{final} with its offset at its length; until then it holds none.
         """
 
     def remove(uploadId: str) -> Deferred[None]:

@@ -5,10 +5,10 @@ files.
 
 Supported: the core protocol and the extensions creation,
 creation-with-upload, creation-defer-length, termination, checksum (sha1,
-sha256) and expiration.  When the last byte arrives, the upload becomes the
-file named by its C{Upload-Metadata} C{filename}, like a plain upload.
-Concatenation is not: a creation with C{Upload-Concat} is refused, so no
-partial upload is ever published under the name it carries.
+sha256), expiration and concatenation (see L{streamrelay.tus.concat}).
+When the last byte arrives, the upload becomes the file named by its
+C{Upload-Metadata} C{filename}, like a plain upload; a partial upload
+never does.
 
 One request at a time writes to an upload: a C{PATCH} (or C{DELETE})
 arriving while another C{PATCH} streams into the same upload takes it
@@ -40,12 +40,13 @@ from streamrelay.errors import (
 )
 from streamrelay.hooks.clients import ClientContexts
 from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
-from streamrelay.hooks.interfaces import IHooks, NoHooks
+from streamrelay.hooks.interfaces import Decision, IHooks, NoHooks
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
 from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
 from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
+from streamrelay.tus.concat import concatHeader, concatOf, createFinal
 from streamrelay.tus.headers import (
     CHECKSUMS,
     EXTENSIONS,
@@ -58,8 +59,15 @@ from streamrelay.tus.headers import (
     httpDate,
     parseMetadata,
     requestBody,
+    wantsJSON,
 )
-from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
+from streamrelay.tus.interfaces import (
+    FINAL,
+    PARTIAL,
+    IPartialWriter,
+    IResumableStore,
+    ResumableUpload,
+)
 from streamrelay.tus.writing import ChunkSink, TakenOver, WriteHolder, locked
 from streamrelay.webapp import requestId
 
@@ -127,14 +135,9 @@ class TusUploads:
         with a smaller limit and metadata.
         """
         self._begin(request)
-        if request.getHeader(b"upload-concat") is not None:
-            # A partial upload names the whole file in its metadata (as
-            # tus-js-client's parallel uploads do): created as a plain
-            # upload, it would replace that file with a fragment.
-            raise badRequest(
-                "Upload-Concat: concatenation is not supported here; "
-                "upload the file in one upload."
-            )
+        concat = concatOf(request)
+        if isinstance(concat, list):
+            return await createFinal(self, request, concat, ask)
         length = count(request, b"upload-length")
         deferred = request.getHeader(b"upload-defer-length")
         if deferred is not None and (deferred.strip() != b"1" or length is not None):
@@ -143,7 +146,12 @@ class TusUploads:
             raise badRequest("Creating an upload needs Upload-Length or Upload-Defer-Length: 1.")
         if length is not None and self.maxSize is not None and length > self.maxSize:
             raise tooLarge(self.maxSize)
-        metadata, name, pairs = self._metadata(request)
+        pairs: dict[str, str]
+        if concat == PARTIAL:
+            # It never becomes a file, whatever name its metadata gives.
+            metadata, name, pairs = self._partialMetadata(request), "", {}
+        else:
+            metadata, name, pairs = self._metadata(request)
         body = requestBody(request)
         if body is not None and contentType(request) != OFFSET_STREAM:
             raise ApiError(
@@ -153,7 +161,9 @@ class TusUploads:
         checksum = checksumOf(request)
         if body is not None and length is not None and (body.declaredLength or 0) > length:
             raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
-        if ask is None:
+        if concat == PARTIAL:
+            decision = Decision()
+        elif ask is None:
             context = self.contexts(request, "tus")
             decision = await self.hooks.preCreate(context, name, length, pairs)
         else:
@@ -166,17 +176,18 @@ class TusUploads:
             id=secrets.token_hex(16), length=length, offset=0, metadata=metadata,
             name=decision.name or name, created=now, expires=now + self.expiry,
             fileMetadata=dict(decision.metadata) if decision.metadata else None,
-            maxSize=decision.maxSize,
+            maxSize=decision.maxSize, concat=PARTIAL if concat == PARTIAL else None,
         )
         await self.resumable.create(upload)
         self._hashes[upload.id] = (0, hashlib.sha256())
         self._log.info(
-            "tus created request_id={rid} upload={id} name={name!r} length={length}",
+            "tus created request_id={rid} upload={id} name={name!r} length={length}"
+            + (" partial" if upload.partial else ""),
             rid=requestId(request), id=upload.id, name=upload.name,
             length="deferred" if length is None else length,
         )
         request.setHeader(b"location", UPLOADS_PATH + upload.id.encode("ascii"))
-        if body is not None or upload.complete:
+        if body is not None or (upload.complete and not upload.partial):
             upload = await shielded(
                 Deferred.fromCoroutine(self._write(request, upload.id, 0, None, checksum))
             )
@@ -188,7 +199,7 @@ class TusUploads:
         self._begin(request)
         try:
             upload = await self._live(uploadId)
-            if upload.complete and upload.stored is None:
+            if _publishable(upload):
                 upload = await shielded(
                     Deferred.fromCoroutine(self._finishLocked(request, uploadId))
                 )
@@ -198,6 +209,12 @@ class TusUploads:
             unavailable = storageUnavailable(e)
             raise ApiError(423, unavailable.code, unavailable.message, unavailable.headers) from e
         self._uploadHeaders(request, upload)
+        concat = concatHeader(upload)
+        if concat is not None:
+            request.setHeader(b"upload-concat", concat)
+        if upload.concat == FINAL and not upload.complete:
+            # Still being made: no offset until it is (tus concatenation).
+            request.responseHeaders.removeHeader(b"upload-offset")
         if upload.length is None:
             request.setHeader(b"upload-defer-length", b"1")
         if upload.metadata:
@@ -217,8 +234,21 @@ class TusUploads:
             "offset": upload.offset,
             "length": upload.length,
             "expires": rfc3339(upload.expires),
+            "concat": upload.concat,
             "file": upload.stored,
         })
+
+    async def finished(self, request: IRequest, uploadId: str) -> dict[str, Any] | None:
+        """
+        C{GET}: the JSON of the file a finished upload became, whose bytes
+        the request gets (as tusd serves an upload's bytes); L{None} when it
+        gets the upload's JSON (L{info}): it asked for it, or the upload is
+        not a file (yet).
+        """
+        request.setHeader(b"tus-resumable", TUS_VERSION)
+        if wantsJSON(request):
+            return None
+        return (await self._live(uploadId)).stored
 
     async def patch(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
@@ -232,7 +262,11 @@ class TusUploads:
             raise badRequest("PATCH needs Upload-Offset.")
         newLength = count(request, b"upload-length")
         checksum = checksumOf(request)
-        await self._live(uploadId)
+        if (await self._live(uploadId)).concat == FINAL:
+            raise ApiError(
+                403, "forbidden",
+                "A final upload takes no PATCH: its bytes are its partial uploads'.",
+            )
         upload = await shielded(
             Deferred.fromCoroutine(self._write(request, uploadId, offset, newLength, checksum))
         )
@@ -244,8 +278,9 @@ class TusUploads:
         self._begin(request)
         upload = await self._live(uploadId, expiredToo=True)
         await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
-        if upload.stored is None:
-            # A finished upload's file stays: only an unfinished one is a deletion.
+        if upload.stored is None and not upload.partial:
+            # A finished upload's file stays: only an unfinished one is a
+            # deletion (a partial upload was never to be a file).
             await self.hooks.deleted(self.contexts(request, "tus"), upload.name)
         request.setResponseCode(204)
         return b""
@@ -297,7 +332,7 @@ class TusUploads:
                 )
             if body is not None and not upload.complete:
                 upload = await self._receive(request, holder, upload, body, room, checksum)
-            if upload.complete and upload.stored is None:
+            if _publishable(upload):
                 upload = await self._finish(request, upload)
             return upload
         finally:
@@ -440,7 +475,7 @@ class TusUploads:
         holder = await self._acquire(uploadId)
         try:
             upload = await self._live(uploadId)
-            if upload.complete and upload.stored is None:
+            if _publishable(upload):
                 upload = await self._finish(request, upload)
             return upload
         finally:
@@ -568,6 +603,16 @@ class TusUploads:
             raise ApiError(400, "bad_name", str(e)) from None
         return text.strip(), name, _textPairs(pairs)
 
+    def _partialMetadata(self, request: IRequest) -> str:
+        """A partial upload's C{Upload-Metadata}: checked, kept, never a name."""
+        raw = request.getHeader(b"upload-metadata") or b""
+        try:
+            text = raw.decode("ascii")
+            parseMetadata(text)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise badRequest(f"Upload-Metadata is malformed: {e}.") from None
+        return text.strip()
+
     def _uploadHeaders(self, request: IRequest, upload: ResumableUpload) -> None:
         request.setHeader(b"upload-offset", b"%d" % (upload.offset,))
         if upload.length is not None:
@@ -576,6 +621,11 @@ class TusUploads:
             request.setHeader(b"upload-expires", httpDate(upload.expires))
         else:
             request.setHeader(b"content-location", location(upload.name))
+
+
+def _publishable(upload: ResumableUpload) -> bool:
+    """Whether C{upload} is complete and yet to become its file."""
+    return upload.complete and upload.stored is None and not upload.partial
 
 
 def _textPairs(pairs: dict[str, bytes]) -> dict[str, str]:

@@ -86,21 +86,29 @@ CONCURRENCY = 4
 
 @dataclass(frozen=True)
 class Segment:
-    """One object holding a stretch of an upload's bytes."""
+    """
+    One object holding a stretch of an upload's bytes; C{owner} is the
+    upload whose object it is when not the upload's own (a final upload
+    made of its partial uploads' segments).
+    """
 
     token: str
     size: int
     etag: str
+    owner: str | None = None
 
     def asJSON(self) -> list[Any]:
-        return [self.token, self.size, self.etag]
+        own = [self.token, self.size, self.etag]
+        return own if self.owner is None else [*own, self.owner]
 
     @classmethod
     def fromJSON(cls, data: Any) -> Segment:
-        token, size, etag = data
+        token, size, etag, *owner = data
         if not isinstance(token, str) or not TOKEN_PATTERN.fullmatch(token):
             raise ValueError(f"not a segment name: {token!r}")
-        return cls(token, int(size), str(etag))
+        if owner and (len(owner) != 1 or not ID_PATTERN.fullmatch(str(owner[0]))):
+            raise ValueError(f"not an upload id: {owner!r}")
+        return cls(token, int(size), str(etag), str(owner[0]) if owner else None)
 
 
 Layout = tuple[Segment, ...]
@@ -138,6 +146,10 @@ class S3ResumableStore:
 
     def segmentKey(self, uploadId: str, token: str) -> str:
         return f"{self.folder}{uploadId}.{token}"
+
+    def keyOf(self, uploadId: str, segment: Segment) -> str:
+        """The object of C{segment}, one of upload C{uploadId}'s."""
+        return self.segmentKey(segment.owner or uploadId, segment.token)
 
     def recordKey(self, uploadId: str) -> str:
         return f"{self.folder}{uploadId}{RECORD_SUFFIX}"
@@ -267,7 +279,7 @@ class S3ResumableStore:
         for segment in self.layout(upload):
             if not segment.size:
                 continue
-            key = self.segmentKey(upload.id, segment.token)
+            key = self.keyOf(upload.id, segment)
             reader = S3File(self.client, key, FileInfo(key, segment.size, "", 0), segment.etag)
             try:
                 await reader.stream(0, segment.size, hasher)
@@ -290,13 +302,10 @@ class S3ResumableStore:
             elif len(layout) == 1:
                 only = layout[0]
                 staged = ObjectHead(only.size, only.etag, 0.0, None)
-                await self.publisher.publish(
-                    self.segmentKey(upload.id, only.token), staged, key, metadata
-                )
+                await self.publisher.publish(self.keyOf(upload.id, only), staged, key, metadata)
             else:
                 await self.publisher.copyParts(key, metadata, [
-                    CopySource(self.segmentKey(upload.id, s.token), s.etag, 0, s.size)
-                    for s in layout
+                    CopySource(self.keyOf(upload.id, s), s.etag, 0, s.size) for s in layout
                 ])
         except BaseException as e:
             error = _unwrap(e)
@@ -320,6 +329,13 @@ class S3ResumableStore:
 
     def publish(self, upload: ResumableUpload, sha256: str) -> Deferred[tuple[FileInfo, bool]]:
         return Deferred.fromCoroutine(self._publish(upload, sha256))
+
+    def concatenate(
+        self, final: ResumableUpload, partials: Sequence[ResumableUpload]
+    ) -> Deferred[Any]:
+        from streamrelay.tus.s3concat import concatenate
+
+        return Deferred.fromCoroutine(concatenate(self, final, partials))
 
     async def _removeSegments(self, uploadId: str) -> None:
         """Remove every object of the upload but its record."""

@@ -1,12 +1,13 @@
 // Upload a file with tus-js-client (the tus project's JavaScript client)
 // under node, retrying from the server's offset after a failure; print
 // DONE, or ERROR and exit 1.  With PARTS, the file goes in that many
-// parallel partial uploads (its parallelUploads option), each carrying the
-// file's name in its metadata, and nothing is retried.
-//   node tusjs_upload.js TUS_JS_CLIENT_DIR ENDPOINT FILE NAME [PARTS]
+// parallel partial uploads (its parallelUploads option) of 5 MiB requests,
+// each carrying PARTIAL_NAME (by default NAME) as the filename in its
+// metadata, and nothing is retried.
+//   node tusjs_upload.js TUS_JS_CLIENT_DIR ENDPOINT FILE NAME [PARTS [PARTIAL_NAME]]
 "use strict";
 const fs = require("fs");
-const [clientDir, endpoint, path, name, parts] = process.argv.slice(2);
+const [clientDir, endpoint, path, name, parts, partialName] = process.argv.slice(2);
 const tus = require(clientDir);
 
 // A read stream with a path is read as a file, in slices (parallel
@@ -14,7 +15,8 @@ const tus = require(clientDir);
 const options = parts
   ? {
       parallelUploads: Number(parts),
-      metadataForPartialUploads: { filename: name },
+      chunkSize: 5 * 1024 * 1024,
+      metadataForPartialUploads: { filename: partialName || name },
       retryDelays: [],
     }
   : {
