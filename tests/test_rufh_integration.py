@@ -9,15 +9,18 @@ tus-js-client (under node) with its two draft protocols, cut half-way.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from streamrelay.grants import signURL
+from streamrelay.rufh.headers import PROBLEMS
 from tests.grantkeys import SECRET1, writeKeys
 from tests.processes import (
     MiB,
@@ -29,6 +32,7 @@ from tests.processes import (
     startService,
     startStack,
 )
+from tests.rawhttp import ResponseReader
 from tests.rufhraw import (
     VERSIONS,
     append,
@@ -219,3 +223,70 @@ class SignedCreationTests(TestCase):
         ))
         self.assertEqual(created.status, 201, created)
         self.assertIn(b"sr-signature=", created.headers[b"location"])
+
+
+class DraftErrorsTests(TestCase):
+    """
+    Through the proxy (interop 8): offset mismatch, digest mismatches,
+    takeover by a second request and cancellation, each answered as the
+    draft says, nothing published.
+    """
+
+    timeout = 120
+
+    async def test_errors(self) -> None:
+        storage = Path(self.mktemp()) / "uploads"
+        backend, proxy = await startStack(self, storage)
+        port = proxy.port
+        [interim, created] = await deferToThread(exchangeAll, port, request(
+            b"POST", b"/uploads/", b"Upload-Draft-Interop-Version: 8", b"Upload-Complete: ?0",
+            b"Upload-Length: 10", b"Upload-Metadata: filename ZS5iaW4=",
+            b"Content-Length: 5") + b"01234")
+        self.assertEqual((interim.status, created.status), (104, 201), created)
+        url = created.headers[b"location"]
+        self.assertEqual(created.headers[b"upload-offset"], b"5")
+
+        [mismatch] = await deferToThread(exchangeAll, port, append(8, url, 3, 7) + b"3456789")
+        self.assertEqual(mismatch.status, 409, mismatch)
+        self.assertEqual(mismatch.headers[b"content-type"], b"application/problem+json")
+        problem = mismatch.json()
+        self.assertEqual(problem["type"], PROBLEMS + "mismatching-upload-offset")
+        self.assertEqual((problem["expected-offset"], problem["provided-offset"]), (5, 3))
+
+        wrong = b"Content-Digest: sha-256=:" + base64.b64encode(b"\0" * 32) + b":"
+        head = append(8, url, 5, 5)[:-2] + wrong + b"\r\n\r\n"
+        [badPart] = await deferToThread(exchangeAll, port, head + b"56789")
+        self.assertEqual((badPart.status, badPart.json()["error"]), (400, "digest_mismatch"))
+
+        # Takeover: an append stalls after 2 of its 5 bytes; a HEAD stops it.
+        taken = await deferToThread(_startAppend, port, append(8, url, 5, 5) + b"56")
+        self.addCleanup(taken.close)
+        part = storage / ".tus" / (url.rsplit(b"/", 1)[-1].decode() + ".part")
+        self.assertTrue(await eventually(lambda: part.stat().st_size >= 7, 60))
+        [offset] = await deferToThread(exchangeAll, port, query(b"HEAD", 8, url))
+        self.assertEqual(offset.headers[b"upload-offset"], b"7")
+        [locked] = await deferToThread(lambda: ResponseReader(taken).untilFinal())
+        self.assertEqual(locked.status, 423, locked)
+
+        [cancelled] = await deferToThread(exchangeAll, port, query(b"DELETE", 8, url))
+        self.assertEqual(cancelled.status, 204)
+        [gone] = await deferToThread(exchangeAll, port, query(b"HEAD", 8, url))
+        self.assertEqual(gone.status, 404)
+
+        # Repr-Digest of the whole: checked on completion; nothing published.
+        body = b"the whole representation"
+        wholeWrong = b"Repr-Digest: sha-256=:" + base64.b64encode(b"\1" * 32) + b":"
+        answers = await deferToThread(
+            exchangeAll, port, creation(8, "r.bin", len(body), wholeWrong) + body
+        )
+        self.assertEqual([a.status for a in answers], [104, 400])
+        self.assertEqual(answers[-1].json()["error"], "digest_mismatch")
+        self.assertEqual(answers[-1].headers[b"upload-complete"], b"?1")
+        self.assertEqual(sorted(p.name for p in storage.iterdir() if p.name[0] != "."), [])
+
+
+def _startAppend(port: int, data: bytes) -> socket.socket:
+    """A connection that sent C{data} (an append short of its content) and waits."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(data)
+    return sock
