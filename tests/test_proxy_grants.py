@@ -259,6 +259,49 @@ class ConcatenationTests(GrantTestCase):
         self.clock.advance(EXPIRES + 1)
         self.refused(self.final(good), 403, "grant_expired")
 
+    def test_concatOnce(self) -> None:
+        """
+        A second Upload-Concat is refused: the backend reads the last one,
+        which the proxy would not have checked (a final upload of partial
+        uploads not signed for the grant).
+        """
+        good = self.partialURL("a" * 32)
+        for headers in [
+            (b"Upload-Concat: final;" + good, b"Upload-Concat: final;/uploads/" + b"b" * 32),
+            (b"Upload-Concat: partial", b"Upload-Concat: final;/uploads/" + b"b" * 32),
+        ]:
+            data = req(b"POST", signed("/uploads/", "POST"), TUS, *headers)
+            self.refused(data, 400, "bad_request")
+        self.refused(self.final(b"http://[::1/uploads/" + b"b" * 32), 403, "grant_invalid")
+
+    def test_limitTold(self) -> None:
+        """
+        The grant's sr-max-size goes to the backend with a final upload,
+        whose length (its partial uploads' sum) the proxy does not know:
+        each partial upload kept to it, the sum would not.  A client's own
+        such header is dropped.
+        """
+        self.backend.answer = (201, b"Created", {b"location": b"/uploads/abc123"}, b"")
+        a, b = self.partialURL("a" * 32), self.partialURL("b" * 32)
+        seen = self.forwarded(req(b"POST", signed("/uploads/", "POST", maxSize=100), TUS,
+                                  b"Upload-Concat: final;" + a + b" " + b,
+                                  b"Streamrelay-Client-Max-Size: 999999"))
+        self.assertEqual(seen.header(b"streamrelay-client-max-size"), [b"100"])
+        seen = self.forwarded(self.final(a, b))
+        self.assertEqual(seen.header(b"streamrelay-client-max-size"), [])
+
+    def test_proxyLimitTold(self) -> None:
+        """The proxy's --max-size too, with a token."""
+        self.maxSize = 50
+        self.routes = self.makeRoutes()
+        self.backend.answer = (201, b"Created", {b"location": b"/uploads/abc123"}, b"")
+        seen = self.forwarded(req(b"POST", b"/uploads/", TUS, b"Authorization: Bearer t0ken",
+                                  b"Upload-Concat: final;/uploads/a /uploads/b"))
+        self.assertEqual(seen.header(b"streamrelay-client-max-size"), [b"50"])
+        seen = self.forwarded(req(b"POST", b"/uploads/", TUS, b"Authorization: Bearer t0ken",
+                                  b"Upload-Concat: partial", b"Upload-Length: 5"))
+        self.assertEqual(seen.header(b"streamrelay-client-max-size"), [])
+
     def test_partialPassesUntouched(self) -> None:
         self.backend.answer = (201, b"Created", {b"location": b"/uploads/abc123"}, b"")
         seen = self.forwarded(req(b"POST", signed("/uploads/", "POST"), TUS,

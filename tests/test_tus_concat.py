@@ -81,6 +81,10 @@ class ConcatTestCase(TusTestCase):
         [response] = conn.responses()
         return response
 
+    def finalAsked(self) -> list[Any]:
+        """The pre-create questions about files (partial uploads are asked with no name)."""
+        return [asked for asked in self.hooks.asked if asked.name]
+
     def uploads(self) -> list[str]:
         return self.successResultOf(self.resumable.ids())
 
@@ -114,9 +118,34 @@ class PartialTests(ConcatTestCase):
         self.assertEqual(response.headers[b"upload-offset"], b"4")
         self.assertNotIn(b"content-location", response.headers)
         self.assertUntouched()
-        self.assertEqual(self.hooks.asked, [])
+        self.assertEqual([(a.name, a.size) for a in self.hooks.asked], [("", 4)])
         info = json.loads(self.request(req(b"GET", location, TUS)).body)
         self.assertEqual((info["concat"], info["file"], info["offset"]), ("partial", None, 4))
+
+    def test_hookAsked(self) -> None:
+        """
+        A partial upload stores bytes, so pre-create is asked before it is
+        made (with no name: it makes no file): a refusal keeps it from
+        being made, a limit holds for it; a name or metadata do not apply.
+        """
+        self.hooks.decide = lambda name: HookRejected(403, "not you")
+        response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Concat: partial",
+                                    b"Upload-Length: 4", OCTETS, body=b"frag"))
+        self.assertError(response, 403, "rejected")
+        self.assertEqual(self.uploads(), [])
+        self.hooks.decide = lambda name: Decision(maxSize=3, name="x.bin", metadata={"k": "v"})
+        response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Concat: partial",
+                                    b"Upload-Length: 4"))
+        self.assertError(response, 413, "too_large")
+        response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Concat: partial",
+                                    b"Upload-Defer-Length: 1"))
+        self.assertEqual(response.status, 201, response.body)
+        location = response.headers[b"location"]
+        response = self.request(patch(location, 0, b"abcd"))
+        self.assertError(response, 413, "too_large")
+        self.assertEqual([(a.name, a.size) for a in self.hooks.asked],
+                         [("", 4), ("", 4), ("", None)])
+        self.assertUntouched()
 
     def test_creationWithUpload(self) -> None:
         """All its bytes in the creation: complete, and still no file."""
@@ -180,7 +209,7 @@ class FinalTests(ConcatTestCase):
         )
         self.assertEqual(self.listing(), ["f.bin", "whole.bin"])
         self.assertEqual((self.root / "f.bin").read_bytes(), b"the good file")
-        [asked] = self.hooks.asked
+        [asked] = self.finalAsked()
         self.assertEqual((asked.name, asked.size, asked.context.protocol),
                          ("whole.bin", len(WHOLE), "tus"))
         [finished] = self.hooks.finishedFiles
@@ -286,13 +315,13 @@ class RefusedFinalTests(ConcatTestCase):
             response = self.request(req(b"POST", b"/uploads", TUS, b"Upload-Concat: " + value,
                                         b"Upload-Length: 4", meta("f.bin")))
             self.assertRefused(response, 400, "bad_request", [a])
-        self.assertEqual(self.hooks.asked, [])
+        self.assertEqual(self.finalAsked(), [])
 
     def test_unknown(self) -> None:
         a = self.partial(FIRST)
         for url in [b"/uploads/" + b"0" * 32, b"/uploads/nope"]:
             self.assertRefused(self.final(a, url), 404, "not_found", [a])
-        self.assertEqual(self.hooks.asked, [])
+        self.assertEqual(self.finalAsked(), [])
 
     def test_unfinished(self) -> None:
         a = self.partial(FIRST)
@@ -343,7 +372,21 @@ class RefusedFinalTests(ConcatTestCase):
         """The sum over --max-size is refused, though each partial upload fits."""
         a, b = self.partial(b"a" * 600), self.partial(b"b" * 600)
         self.assertRefused(self.final(a, b), 413, "too_large", [a, b])
-        self.assertEqual(self.hooks.asked, [])
+        self.assertEqual(self.finalAsked(), [])
+
+    def test_proxysLimit(self) -> None:
+        """
+        The proxy's limit (a signed URL's sr-max-size, its --max-size), told
+        in Streamrelay-Client-Max-Size, holds for the sum, before the hook
+        is asked; a sum within it is made.
+        """
+        a, b = self.partial(FIRST), self.partial(SECOND)
+        limit = b"Streamrelay-Client-Max-Size: %d" % (len(WHOLE) - 1,)
+        self.assertRefused(self.final(a, b, headers=(limit,)), 413, "too_large", [a, b])
+        self.assertEqual(self.finalAsked(), [])
+        limit = b"Streamrelay-Client-Max-Size: %d" % (len(WHOLE),)
+        self.assertEqual(self.final(a, b, headers=(limit,)).status, 201)
+        self.assertEqual((self.root / "whole.bin").read_bytes(), WHOLE)
 
     def test_hookLimit(self) -> None:
         self.hooks.decide = lambda name: Decision(maxSize=len(WHOLE) - 1)
@@ -351,7 +394,7 @@ class RefusedFinalTests(ConcatTestCase):
         self.assertRefused(self.final(a, b), 413, "too_large", [a, b])
 
     def test_hookRejects(self) -> None:
-        self.hooks.decide = lambda name: HookRejected(403, "not yours")
+        self.hooks.decide = lambda name: HookRejected(403, "not yours") if name else Decision()
         a, b = self.partial(FIRST), self.partial(SECOND)
         self.assertRefused(self.final(a, b), 403, "rejected", [a, b])
 

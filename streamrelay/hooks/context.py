@@ -23,8 +23,13 @@ CLIENT_ADDRESS = b"streamrelay-client-address"
 CLIENT_IDENTITY = b"streamrelay-client-identity"
 #: The client's own C{Authorization} header, which the proxy replaced.
 CLIENT_AUTHORIZATION = b"streamrelay-client-authorization"
+#: The most bytes the proxy lets the request store (its C{--max-size} or a
+#: signed URL's C{sr-max-size}) where it cannot count them itself: a tus
+#: final upload, whose length is its partial uploads'.  It only lowers a
+#: limit, so the backend heeds it from anyone.
+CLIENT_MAX_SIZE = b"streamrelay-client-max-size"
 #: Every C{Streamrelay-Client-*} header: the proxy drops them from clients.
-CLIENT_HEADERS = (CLIENT_ADDRESS, CLIENT_IDENTITY, CLIENT_AUTHORIZATION)
+CLIENT_HEADERS = (CLIENT_ADDRESS, CLIENT_IDENTITY, CLIENT_AUTHORIZATION, CLIENT_MAX_SIZE)
 
 #: The forwarded headers by default (C{--hook-forward-headers}).
 DEFAULT_FORWARD_HEADERS = ("Authorization", "Cookie")

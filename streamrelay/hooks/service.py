@@ -23,6 +23,7 @@ from streamrelay.hooks.events import POST_DELETE, POST_FINISH, PRE_CREATE, event
 from streamrelay.hooks.interfaces import RETRY_AFTER_SECONDS, Decision, IHooks
 from streamrelay.hooks.journal import Entry, EventJournal
 from streamrelay.hooks.sender import HookSender
+from streamrelay.receiving import shielded
 from streamrelay.store.interfaces import FileInfo
 
 
@@ -120,4 +121,8 @@ class Hooks:
             return Failure(EventNotRecorded(what, type, failure.getErrorMessage()))
 
         recording.addCallbacks(recorded, failed)
-        return recording
+        # The request may be cancelled (its client left) while the event is
+        # being written: that must not cancel the recording, or a durable
+        # event would never reach the sender (until a restart) and be
+        # logged as not recorded.
+        return shielded(recording, f"recording the {type} event {entry.id}")

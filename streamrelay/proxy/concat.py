@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from streamrelay.errors import ApiError
 from streamrelay.grants import GrantKeys, GrantQuery, checkGrant, grantInvalid
+from streamrelay.hooks.context import CLIENT_MAX_SIZE
 from streamrelay.proxy.access import Access
 
 _FINAL = b"final;"
@@ -28,7 +31,12 @@ def forwardConcat(request: IRequest, access: Access, keys: GrantKeys | None, now
         partial upload's URL that the grant of the request does not cover.
     """
     values = request.requestHeaders.getRawHeaders(b"upload-concat")
-    if not values or len(values) != 1 or not values[0].strip().startswith(_FINAL):
+    if not values:
+        return
+    if len(values) != 1:
+        # The backend would act on one of them, maybe not the one checked.
+        raise ApiError(400, "bad_request", "Upload-Concat is given more than once.")
+    if not values[0].strip().startswith(_FINAL):
         return
     try:
         urls = values[0].strip()[len(_FINAL):].decode("ascii").split()
@@ -39,6 +47,8 @@ def forwardConcat(request: IRequest, access: Access, keys: GrantKeys | None, now
         try:
             parts = urlsplit(url)
         except ValueError:
+            if access.grant is not None:
+                raise grantInvalid(f"{url[:200]!r} is not the URL of a partial upload") from None
             return
         if access.grant is not None:
             _checkPartial(parts.path, parts.query, access, keys, now)
@@ -46,6 +56,20 @@ def forwardConcat(request: IRequest, access: Access, keys: GrantKeys | None, now
     request.requestHeaders.setRawHeaders(
         b"upload-concat", [_FINAL + " ".join(paths).encode("ascii")]
     )
+
+
+def finalLimit(request: IRequest, headers: Headers, limit: int | None) -> None:
+    """
+    Tell the backend, in C{headers} (the upstream request's), the proxy's
+    C{limit} on a final upload's creation: its length is the sum of its
+    partial uploads', which the proxy does not know, and each of them kept
+    to the limit on its own.
+    """
+    if limit is None or request.method != b"POST":
+        return
+    values = request.requestHeaders.getRawHeaders(b"upload-concat")
+    if values and any(v.strip().startswith(_FINAL) for v in values):
+        headers.setRawHeaders(CLIENT_MAX_SIZE, [b"%d" % (limit,)])
 
 
 def _checkPartial(path: str, query: str, access: Access, keys: GrantKeys | None,

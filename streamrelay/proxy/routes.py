@@ -30,7 +30,7 @@ from streamrelay.grants import GrantKeys
 from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.proxy.access import Access, authorize, grantLimit, signedLocation, unchecked
-from streamrelay.proxy.concat import forwardConcat
+from streamrelay.proxy.concat import finalLimit, forwardConcat
 from streamrelay.proxy.headers import downstreamHeaders, replaceAuthorization, upstreamHeaders
 from streamrelay.proxy.interim import relayInterim
 from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
@@ -284,6 +284,8 @@ class ProxyRoutes:
             replaceAuthorization(headers, b"Bearer " + self.secret)
         elif self.tokens is not None:
             replaceAuthorization(headers, None)  # the client's token is the proxy's
+        limit = self._limit(request, access) if request.method in _UPLOADS else None
+        finalLimit(request, headers, limit)
         if not fitsBackend(self.upstream, request.method, url, headers):
             self._logOutcome(rid, request, None, started, "headers_too_large")
             raise ApiError(
@@ -291,7 +293,6 @@ class ProxyRoutes:
                 "The request's headers are too large or too many once the proxy "
                 "adds its own (X-Forwarded-For, X-Request-Id, Streamrelay-Client-*).",
             )
-        limit = self._limit(request, access) if request.method in _UPLOADS else None
         resign = self._resigner(access)
         waiting = self.client.request(
             method, url, headers=headers,

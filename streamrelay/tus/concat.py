@@ -5,8 +5,8 @@ and the final upload made of them.
 A partial upload (C{Upload-Concat: partial}) is written like any upload,
 but it never becomes a file: not when its last byte arrives, whatever name
 its metadata gives (it needs none).  It keeps to C{--max-size} and expires
-like any upload; the C{pre-create} hook is not asked for it, as it makes
-no file.
+like any upload; the C{pre-create} hook is asked for it with no name (it
+stores bytes, though it makes no file): a refusal and a limit apply.
 
 A final upload (C{Upload-Concat: final;URL URL...}) names complete partial
 uploads by their URLs (absolute or relative; a query, such as a signed
@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from streamrelay.errors import ApiError, tooLarge
+from streamrelay.hooks.context import CLIENT_MAX_SIZE
 from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
 from streamrelay.receiving import shielded
 from streamrelay.store import StorageFull
@@ -128,13 +129,17 @@ async def createFinal(
     length = totalLength([await tus._live(i) for i in ids])
     if declared is not None and declared != length:
         raise badRequest(f"The partial uploads hold {length} bytes, not {declared}.")
-    if tus.maxSize is not None and length > tus.maxSize:
-        raise tooLarge(tus.maxSize)
+    # The proxy's limit (--max-size, a signed URL's sr-max-size), which it
+    # cannot apply to a length it does not know: each partial upload kept
+    # to it, their sum need not.
+    mine = smallerLimit(tus.maxSize, count(request, CLIENT_MAX_SIZE))
+    if mine is not None and length > mine:
+        raise tooLarge(mine)
     if ask is None:
         decision = await tus.hooks.preCreate(tus.contexts(request, "tus"), name, length, pairs)
     else:
         decision = await ask(name, length, pairs)
-    limit = smallerLimit(tus.maxSize, decision.maxSize)
+    limit = smallerLimit(mine, decision.maxSize)
     if limit is not None and length > limit:
         raise tooLarge(limit)
     now = tus.clock.seconds()

@@ -161,13 +161,15 @@ class TusUploads:
         checksum = checksumOf(request)
         if body is not None and length is not None and (body.declaredLength or 0) > length:
             raise ApiError(413, "too_large", "The body is larger than Upload-Length.")
-        if concat == PARTIAL:
-            decision = Decision()
-        elif ask is None:
+        if ask is None:
             context = self.contexts(request, "tus")
             decision = await self.hooks.preCreate(context, name, length, pairs)
         else:
             decision = await ask(name, length, pairs)
+        if concat == PARTIAL:
+            # Asked (with no name) as it stores bytes, but it makes no file:
+            # only a refusal and a limit apply to it.
+            decision = Decision(maxSize=decision.maxSize)
         limit = smallerLimit(self.maxSize, decision.maxSize)
         if length is not None and limit is not None and length > limit:
             raise tooLarge(limit)
