@@ -37,6 +37,8 @@ from streamrelay.limits import UploadSlots
 from streamrelay.metrics import Metrics
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
+from streamrelay.rufh.dispatch import rufhVersion, wantsRufh
+from streamrelay.rufh.protocol import RufhUploads
 from streamrelay.store import FileInfo, IUpload, IUploadStore, StorageFull, StorageUnavailable
 from streamrelay.store.interfaces import IExclusiveUpload, NameTaken, NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
@@ -81,6 +83,7 @@ class BackendRoutes:
         self.slots = slots or UploadSlots(None)
         self.metrics = metrics or Metrics("backend")
         self.tus = tus
+        self.rufh = RufhUploads(tus) if tus is not None else None
         self.hooks: IHooks = hooks or NoHooks()
         self.forwardHeaders = tuple(forwardHeaders)
         self.contexts = ClientContexts(secret, self.forwardHeaders)
@@ -156,6 +159,15 @@ class BackendRoutes:
         name = requestName(request)
         body: RequestBody | None = getattr(request, "body", None)
         self._checkLength(body)
+        version = rufhVersion(request) if self.rufh is not None else None
+        if self.rufh is not None and version is not None:
+            # The IETF draft's creation: the upload becomes resumable.
+            if _onlyIfNew(request) and await self.store.stat(name) is not None:
+                raise _exists(name)
+            with self._upload(request):
+                return await self.rufh.create(
+                    request, version, name, self._asker(request, "rufh")
+                )
         expected = _expectedDigest(request)
         onlyIfNew = _onlyIfNew(request)
         declared = body.declaredLength if body is not None else 0
@@ -371,13 +383,21 @@ class BackendRoutes:
     @app.route("/uploads/", methods=["POST"])
     async def createUpload(self, request: IRequest) -> bytes:
         self._authorize(request)
+        tus = self._tus()
         with self._upload(request):
-            return await self._tus().create(request, self._asker(request, "tus"))
+            if self.rufh is not None and wantsRufh(request):
+                return await self.rufh.create(
+                    request, rufhVersion(request, strict=True), None,  # type: ignore[arg-type]
+                    self._asker(request, "rufh"),
+                )
+            return await tus.create(request, self._asker(request, "tus"))
 
     @app.route("/uploads/<_id>", methods=["GET", "HEAD", "PATCH", "DELETE"])
     async def resumableUpload(self, request: IRequest, _id: str) -> bytes | None:
         self._authorize(request)
         tus = self._tus()
+        if self.rufh is not None and wantsRufh(request) and request.method != b"GET":
+            return await self._rufhUpload(request, self.rufh, _id)
         if request.method == b"PATCH":
             with self._upload(request):
                 return await tus.patch(request, _id)
@@ -404,6 +424,17 @@ class BackendRoutes:
         finally:
             if opened is not None:
                 opened.close()
+
+    async def _rufhUpload(self, request: IRequest, rufh: RufhUploads, uploadId: str) -> bytes:
+        """An upload's URL, as the IETF draft uses it (streamrelay/rufh/)."""
+        version = rufhVersion(request, strict=True)
+        assert version is not None
+        if request.method == b"PATCH":
+            with self._upload(request):
+                return await rufh.append(request, version, uploadId)
+        if request.method == b"DELETE":
+            return await rufh.cancel(request, version, uploadId)
+        return await rufh.head(request, version, uploadId)
 
     # Logs
 

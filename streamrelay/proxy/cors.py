@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-#: Response headers a page on another origin may read.
+#: Response headers a page on another origin may read (tus's, the IETF
+#: resumable upload draft's, the file API's).
 EXPOSE_HEADERS = (
     b"Location, Upload-Offset, Upload-Length, Tus-Resumable, Upload-Expires, "
     b"Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, "
     b"Upload-Metadata, Upload-Defer-Length, Upload-Concat, Content-Location, X-Request-Id, "
-    b"ETag, "
-    b"Repr-Digest, Content-Range, Content-Disposition, Retry-After"
+    b"ETag, Repr-Digest, Content-Range, Content-Disposition, Retry-After, "
+    b"Upload-Complete, Upload-Incomplete, Upload-Limit, Upload-Draft-Interop-Version"
 )
 #: Request headers such a page may send (C{Upload-Concat}: tus-js-client's
 #: parallel uploads).
@@ -30,7 +31,8 @@ ALLOW_HEADERS = (
     b"Authorization, Content-Type, Content-Digest, If-None-Match, If-Range, Range, "
     b"Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, "
     b"Upload-Defer-Length, Upload-Checksum, Upload-Concat, X-Request-Id, "
-    b"X-HTTP-Method-Override, X-Requested-With"
+    b"X-HTTP-Method-Override, X-Requested-With, Upload-Complete, Upload-Incomplete, "
+    b"Upload-Draft-Interop-Version, Repr-Digest, Want-Repr-Digest, Content-Disposition"
 )
 ALLOW_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 #: How long a browser may keep a preflight's answer.

@@ -19,6 +19,8 @@ response relayed (Twisted's client drops them, as before).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IRequest
@@ -36,10 +38,15 @@ NOT_RELAYED = frozenset({100, 101})
 _log = Logger()
 
 
-def relayInterim(request: IRequest, body: IBodyProducer | None) -> IBodyProducer | None:
+def relayInterim(
+    request: IRequest,
+    body: IBodyProducer | None,
+    location: Callable[[bytes], bytes] | None = None,
+) -> IBodyProducer | None:
     """
     C{body}, to send upstream, with the backend's interim responses to it
-    relayed to the client of C{request} (None stays None).
+    relayed to the client of C{request} (None stays None); C{location}
+    rewrites their C{Location} (a signed creation's upload URL is signed).
     """
     if body is None:
         return None
@@ -47,8 +54,12 @@ def relayInterim(request: IRequest, body: IBodyProducer | None) -> IBodyProducer
     def relay(code: int, reason: bytes, headers: Headers) -> None:
         if code in NOT_RELAYED:
             return
+        relayed = endToEnd(headers, FRAMING_HEADERS)
+        urls = relayed.getRawHeaders(b"location")
+        if location is not None and urls:
+            relayed.setRawHeaders(b"location", [location(url) for url in urls])
         try:
-            sendInterim(request, code, endToEnd(headers, FRAMING_HEADERS), reason)
+            sendInterim(request, code, relayed, reason)
         except ValueError as e:
             _log.info("interim response {code} of the backend not relayed: {why}",
                       code=code, why=str(e))

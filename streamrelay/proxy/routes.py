@@ -6,6 +6,7 @@ request to the backend and its response back.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -36,6 +37,7 @@ from streamrelay.proxy.limit import BodyTooLarge, upstreamBody
 from streamrelay.proxy.pump import ResponsePump
 from streamrelay.proxy.upstream import UpstreamURL, fitsBackend
 from streamrelay.proxy.watchdog import BackendWatchdog
+from streamrelay.rufh.versions import VERSION_HEADER
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody, clientGone
 from streamrelay.tus.headers import exceedsMaxSize
 from streamrelay.web import asset
@@ -179,11 +181,20 @@ class ProxyRoutes:
         if limit is not None and declared is not None and declared > limit:
             raise tooLarge(limit)
 
+    def _checkDeclared(self, request: IRequest, access: Access) -> None:
+        """A resumable upload's declared size (C{Upload-Length}, offset + body)."""
+        for limit in (self.maxSize, access.grant.maxSize if access.grant else None):
+            if exceedsMaxSize(request, limit):
+                raise tooLarge(limit)  # type: ignore[arg-type]
+
     @app.route("/files/<path:_name>", methods=["PUT"])
     async def putFile(self, request: IRequest, _name: str) -> bytes | None:
         access = self._authorize(request)
         requestName(request)
         self._checkLength(request, access)
+        if request.getHeader(VERSION_HEADER) is not None:
+            # The IETF draft's creation may declare the whole in Upload-Length.
+            self._checkDeclared(request, access)
         return await self.forward(request, access)
 
     @app.route("/files", methods=["POST"])
@@ -219,9 +230,7 @@ class ProxyRoutes:
         if request.method == b"POST":
             forwardConcat(request, access, self.grantKeys, self.clock.seconds())
         self._checkLength(request, access)
-        for limit in (self.maxSize, access.grant.maxSize if access.grant else None):
-            if exceedsMaxSize(request, limit):
-                raise tooLarge(limit)  # type: ignore[arg-type]
+        self._checkDeclared(request, access)
         if request.method != b"HEAD" or not _id:
             return await self.forward(request, access)
         try:
@@ -251,6 +260,13 @@ class ProxyRoutes:
             self.metrics.inFlight.dec()
             self.slots.release(request)
 
+    def _resigner(self, access: Access) -> Callable[[bytes], bytes] | None:
+        """How an upload URL given to a request let in by a grant is signed."""
+        grant, keys = access.grant, self.grantKeys
+        if grant is None or keys is None:
+            return None
+        return lambda location: signedLocation(location, grant, keys)
+
     async def _forward(self, request: IRequest, access: Access) -> bytes | None:
         started = time.monotonic()
         rid = requestId(request)
@@ -277,8 +293,10 @@ class ProxyRoutes:
                 "The request's headers are too large or too many once the proxy "
                 "adds its own (X-Forwarded-For, X-Request-Id, Streamrelay-Client-*).",
             )
+        resign = self._resigner(access)
         waiting = self.client.request(
-            method, url, headers=headers, data=relayInterim(request, upstreamBody(body, limit)),
+            method, url, headers=headers,
+            data=relayInterim(request, upstreamBody(body, limit), resign),
             unbuffered=True,
             allow_redirects=False,
         )
@@ -326,13 +344,11 @@ class ProxyRoutes:
         for name, values in downstreamHeaders(response.headers).getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, values)
         location = request.responseHeaders.getRawHeaders(b"location")
-        if access.grant is not None and self.grantKeys is not None and location and (
-            request.method == b"POST" and request.path in (b"/uploads", b"/uploads/")
-        ):
-            # A tus client goes on at the upload's URL as it is given.
-            request.responseHeaders.setRawHeaders(
-                b"location", [signedLocation(location[0], access.grant, self.grantKeys)]
-            )
+        if resign is not None and location and request.method in (b"POST", b"PUT"):
+            # A resumable upload's client goes on at the upload's URL as it
+            # is given (tus's creation, or the IETF draft's on PUT or POST);
+            # a file's Location stays as it is.
+            request.responseHeaders.setRawHeaders(b"location", [resign(location[0])])
         if (
             response.length is not UNKNOWN_LENGTH
             and request.method != b"HEAD"
