@@ -124,12 +124,12 @@ class MemoryS3:
         """Calls of C{operations} take effect at once again (held ones still wait)."""
         self._holding.difference_update(operations)
 
-    def letGo(self, operation: str) -> None:
-        """The oldest waiting call of C{operation} takes effect and answers."""
-        waiting = self.held.get(operation)
-        if not waiting:
-            raise AssertionError(f"no {operation} call is held")
-        waiting.pop(0)()
+    def letGo(self, operation: str, index: int = 0) -> None:
+        """The waiting call C{index} of C{operation} (the oldest: 0) takes effect and answers."""
+        waiting = self.held.get(operation, [])
+        if len(waiting) <= index:
+            raise AssertionError(f"no {operation} call {index} is held")
+        waiting.pop(index)()
 
     def _run(self, operation: str, action: Callable[[], object]) -> Deferred[Any]:
         def run() -> Deferred[Any]:
