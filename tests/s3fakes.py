@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from streamrelay.store.s3.client import ObjectHead
+from streamrelay.store.s3.client import ObjectHead, Versioned
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import ObjectPage, UploadPage
 from streamrelay.store.s3.signing import syncSHA256
@@ -75,6 +75,22 @@ class FakeS3:
 
     def delete(self, key: str) -> Deferred[None]:
         return self._call("delete", key)
+
+    def readVersion(self, key: str) -> Deferred[Versioned | None]:
+        return self._call("readVersion", key)
+
+    def putIf(
+        self,
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        ifMatch: str | None = None,
+        ifNoneMatch: bool = False,
+    ) -> Deferred[str]:
+        return self._call("putIf", key, chunks, sha256, ifMatch, ifNoneMatch)
+
+    def deleteIf(self, key: str, ifMatch: str) -> Deferred[None]:
+        return self._call("deleteIf", key, ifMatch)
 
     def copy(
         self, source: str, target: str, sourceETag: str, metadata: dict[str, str]

@@ -2,14 +2,19 @@
 An S3 bucket in memory behind L{IS3Client}: what the store contract runs
 the S3 store over without a server.  It answers at once and keeps what S3
 would: objects with their metadata and ETags, multipart uploads and their
-parts; it checks what S3 checks (payload SHA-256s, C{If-Match} ETags).
+parts; it checks what S3 checks (payload SHA-256s, C{If-Match} ETags,
+conditional writes).
+
+A test can hold an operation (L{MemoryS3.hold}): its calls then wait, and
+each takes effect only when the test lets it go (L{MemoryS3.letGo}), so
+that two writers can be made to race in a chosen order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +26,13 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from streamrelay.store.metadata import S3_HEADER, fromS3Header, s3Headers
-from streamrelay.store.s3.client import SHA256_META, ObjectHead
+from streamrelay.store.s3.client import SHA256_META, ObjectHead, Versioned
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
     ListedObject,
     ObjectPage,
     PendingUpload,
+    PreconditionFailed,
     S3Error,
     UploadPage,
 )
@@ -101,6 +107,45 @@ class MemoryS3:
         self.hashChunks = syncSHA256
         self.objects: dict[str, StoredObject] = {}
         self.uploads: dict[str, Multipart] = {}
+        #: operation name -> calls waiting to take effect, in order
+        self.held: dict[str, list[Callable[[], object]]] = {}
+        #: operations held: their calls wait for L{letGo}
+        self._holding: set[str] = set()
+        #: operation name -> an error its next call fails with (once)
+        self.failNext: dict[str, Exception] = {}
+
+    # Holding operations, for races
+
+    def hold(self, *operations: str) -> None:
+        """From now on, calls of C{operations} wait for L{letGo}."""
+        self._holding.update(operations)
+
+    def unhold(self, *operations: str) -> None:
+        """Calls of C{operations} take effect at once again (held ones still wait)."""
+        self._holding.difference_update(operations)
+
+    def letGo(self, operation: str, index: int = 0) -> None:
+        """The waiting call C{index} of C{operation} (the oldest: 0) takes effect and answers."""
+        waiting = self.held.get(operation, [])
+        if len(waiting) <= index:
+            raise AssertionError(f"no {operation} call {index} is held")
+        waiting.pop(index)()
+
+    def _run(self, operation: str, action: Callable[[], object]) -> Deferred[Any]:
+        def run() -> Deferred[Any]:
+            error = self.failNext.pop(operation, None)
+            if error is not None:
+                return fail(error)
+            try:
+                return succeed(action())
+            except Exception as e:
+                return fail(e)
+
+        if operation not in self._holding:
+            return run()
+        d: Deferred[Any] = Deferred()
+        self.held.setdefault(operation, []).append(lambda: run().chainDeferred(d))
+        return d
 
     def _now(self) -> float:
         return float(int(self.clock.seconds()))
@@ -164,6 +209,46 @@ class MemoryS3:
     def delete(self, key: str) -> Deferred[None]:
         self.objects.pop(key, None)
         return succeed(None)
+
+    def readVersion(self, key: str) -> Deferred[Versioned | None]:
+        def read() -> Versioned | None:
+            stored = self.objects.get(key)
+            return None if stored is None else Versioned(stored.data, stored.etag)
+
+        return self._run("readVersion", read)
+
+    def putIf(
+        self,
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        ifMatch: str | None = None,
+        ifNoneMatch: bool = False,
+    ) -> Deferred[str]:
+        if (ifMatch is None) == (not ifNoneMatch):
+            raise ValueError("a conditional put takes exactly one of ifMatch, ifNoneMatch")
+        data = b"".join(chunks)
+
+        def put() -> str:
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise S3Error(400, "XAmzContentSHA256Mismatch", "", key)
+            stored = self.objects.get(key)
+            if ifNoneMatch and stored is not None:
+                raise PreconditionFailed(412, "PreconditionFailed", "it exists", key)
+            if ifMatch is not None and (stored is None or stored.etag != ifMatch.strip('"')):
+                raise PreconditionFailed(412, "PreconditionFailed", "the ETag differs", key)
+            return self._store(key, data, {SHA256_META: sha256})
+
+        return self._run("putIf", put)
+
+    def deleteIf(self, key: str, ifMatch: str) -> Deferred[None]:
+        def delete() -> None:
+            stored = self.objects.get(key)
+            if stored is None or stored.etag != ifMatch.strip('"'):
+                raise PreconditionFailed(412, "PreconditionFailed", "the ETag differs", key)
+            del self.objects[key]
+
+        return self._run("deleteIf", delete)
 
     def copy(
         self, source: str, target: str, sourceETag: str, metadata: dict[str, str]

@@ -14,6 +14,7 @@ import json
 import secrets
 import signal
 import sys
+import time
 from pathlib import Path
 
 from twisted.trial.unittest import TestCase
@@ -328,22 +329,27 @@ class S3IntegrationTests(TestCase):
         self.assertEqual((code, hashlib.sha256(body).hexdigest()), (200, sha))
         # Either backend answers the finished upload.
         self.assertEqual(await self.tusOffset(two, path), len(data))
-        await self.settled(
-            client, bucket, [PREFIX + "shared.bin", f"{PREFIX}.streamrelay/tus/{uploadId}.json"]
-        )
+        # Its lease stays too, released, until the upload expires.
+        await self.settled(client, bucket, [
+            PREFIX + "shared.bin", f"{PREFIX}.streamrelay/tus/{uploadId}.json",
+            f"{PREFIX}.streamrelay/leases/{uploadId}.lease",
+        ])
 
     async def test_resumableBackendKilled(self) -> None:
         """
         A backend killed (SIGKILL) while receiving a resumable upload kept
         in the bucket: another backend answers the offset the record
         counts and takes the upload from there; once the file is stored,
-        the segments the killed backend left are removed too.
+        the segments the killed backend left are removed too.  Until the
+        killed backend's lease on the upload expires (a TTL of 6 s here),
+        the other answers 423, which clients retry.
         """
         data = secrets.token_bytes(20 * MiB)
         sha = hashlib.sha256(data).hexdigest()
         bucket, client = await newBucket(self)
-        one = await self.backend(bucket, "--s3-part-size", "5M")
-        two = await self.backend(bucket, "--s3-part-size", "5M")
+        ttl = ("--s3-part-size", "5M", "--resumable-lease-ttl", "6")
+        one = await self.backend(bucket, *ttl)
+        two = await self.backend(bucket, *ttl)
         path = await self.tusCreate(one, "survivor.bin", len(data))
         offset = await self.tusPatch(one, path, 0, data[:1000])
         source = Path(self.mktemp())
@@ -363,16 +369,28 @@ class S3IntegrationTests(TestCase):
         self.assertEqual(len(await allKeys(client, folder)), 3)
         one.signal(signal.SIGKILL)
         await sending.protocol.ended
+        killed = time.monotonic()
         # The record was not moved by the killed request.
         self.assertEqual(await self.tusOffset(two, path), offset)
-        self.assertEqual(await self.tusPatch(two, path, offset, data[offset:]), len(data))
+        while True:
+            code, headers, body = await call("PATCH", two.url + path, data[offset:], {
+                **TUS, "upload-offset": str(offset),
+                "content-type": "application/offset+octet-stream",
+            })
+            if code != 423:
+                break
+            self.assertEqual(headers.get("retry-after"), "1")
+            self.assertLess(time.monotonic() - killed, 6 + 5, "the lease never expired")
+            await deferLater(0.5)
+        self.assertEqual((code, headers.get("upload-offset")), (204, str(len(data))), body)
         head = await client.head(PREFIX + "survivor.bin")
         assert head is not None
         self.assertEqual((head.size, head.sha256), (len(data), sha))
         uploadId = path.rsplit("/", 1)[1]
-        await self.settled(
-            client, bucket, [PREFIX + "survivor.bin", f"{folder}{uploadId}.json"]
-        )
+        await self.settled(client, bucket, [
+            PREFIX + "survivor.bin", f"{folder}{uploadId}.json",
+            f"{PREFIX}.streamrelay/leases/{uploadId}.lease",
+        ])
 
     async def test_resumableTerminatedAndExpired(self) -> None:
         """

@@ -27,7 +27,7 @@ from zope.interface.verify import verifyObject
 from streamrelay.backend.tap import Options as BackendOptions
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore, StorageFull
 from streamrelay.store.interfaces import StorageUnavailable
-from streamrelay.store.s3.client import ObjectHead, RequestTimedOut, S3Client
+from streamrelay.store.s3.client import ObjectHead, RequestTimedOut, S3Client, Versioned
 from streamrelay.store.s3.config import checkS3Options, parseS3URL
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
@@ -35,6 +35,7 @@ from streamrelay.store.s3.messages import (
     MalformedAnswer,
     ObjectPage,
     PendingUpload,
+    PreconditionFailed,
     S3Error,
     S3Unavailable,
     UploadPage,
@@ -244,6 +245,83 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(len(self.http.sent), 2)
         self.http.sent[1].answer.callback(FakeResponse(204))
         self.successResultOf(d)
+
+    def signedHeaders(self, sent: SentRequest) -> list[str]:
+        authorization = sent.header("authorization") or ""
+        return authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+
+    def test_putIfAbsent(self) -> None:
+        """A create-only PutObject sends If-None-Match: *, signed; its ETag unquoted."""
+        sha = hashlib.sha256(b"lease").hexdigest()
+        d = self.start(self.client.putIf("p/l", [b"lease"], sha, ifNoneMatch=True))
+        [sent] = self.http.sent
+        self.assertEqual((sent.method, sent.body), ("PUT", b"lease"))
+        self.assertEqual(sent.header("if-none-match"), "*")
+        self.assertIsNone(sent.header("if-match"))
+        self.assertIn("if-none-match", self.signedHeaders(sent))
+        self.assertEqual(sent.header("x-amz-content-sha256"), sha)
+        sent.answer.callback(FakeResponse(200, Headers({"etag": ['"e1"']})))
+        self.assertEqual(self.successResultOf(d), "e1")
+
+    def test_putIfMatch(self) -> None:
+        """
+        If-Match goes signed, with the ETag unquoted (Ceph RGW compares
+        it byte for byte with its unquoted ETag).
+        """
+        sha = hashlib.sha256(b"x").hexdigest()
+        self.start(self.client.putIf("p/l", [b"x"], sha, ifMatch='"e1"'))
+        [sent] = self.http.sent
+        self.assertEqual(sent.header("if-match"), "e1")
+        self.assertIsNone(sent.header("if-none-match"))
+        self.assertIn("if-match", self.signedHeaders(sent))
+
+    def test_putIfTakesOneCondition(self) -> None:
+        sha = hashlib.sha256(b"x").hexdigest()
+        kwargsList: list[dict[str, Any]] = [{}, {"ifMatch": "e", "ifNoneMatch": True}]
+        for kwargs in kwargsList:
+            d = self.start(self.client.putIf("p/l", [b"x"], sha, **kwargs))
+            self.failureResultOf(d, ValueError)
+        self.assertEqual(self.http.sent, [])
+
+    def test_putIfRefused(self) -> None:
+        """412 (condition false) and 409 (a write raced) are PreconditionFailed, not retried."""
+        sha = hashlib.sha256(b"x").hexdigest()
+        for status, code in ((412, "PreconditionFailed"), (409, "ConditionalRequestConflict")):
+            d = self.start(self.client.putIf("p/l", [b"x"], sha, ifMatch="e1"))
+            self.http.sent[-1].answer.callback(FakeResponse(
+                status, body=f"<Error><Code>{code}</Code></Error>".encode()))
+            error = self.failureResultOf(d, PreconditionFailed).value
+            self.assertEqual((error.status, error.code, error.key), (status, code, "p/l"))
+        self.assertEqual(len(self.http.sent), 2)
+
+    def test_putIfOtherErrors(self) -> None:
+        sha = hashlib.sha256(b"x").hexdigest()
+        d = self.start(self.client.putIf("p/l", [b"x"], sha, ifNoneMatch=True))
+        self.http.sent[0].answer.callback(FakeResponse(
+            403, body=b"<Error><Code>AccessDenied</Code></Error>"))
+        error = self.failureResultOf(d, S3Error).value
+        self.assertNotIsInstance(error, PreconditionFailed)
+
+    def test_readVersion(self) -> None:
+        d = self.start(self.client.readVersion("p/l"))
+        self.http.sent[0].answer.callback(
+            FakeResponse(200, Headers({"etag": ['"e1"']}), b"body"))
+        self.assertEqual(self.successResultOf(d), Versioned(b"body", "e1"))
+        d = self.start(self.client.readVersion("p/l"))
+        self.http.sent[1].answer.callback(FakeResponse(404))
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_deleteIf(self) -> None:
+        d = self.start(self.client.deleteIf("p/l", '"e1"'))
+        sent = self.http.sent[0]
+        self.assertEqual((sent.method, sent.header("if-match")), ("DELETE", "e1"))
+        self.assertIn("if-match", self.signedHeaders(sent))
+        sent.answer.callback(FakeResponse(204))
+        self.successResultOf(d)
+        d = self.start(self.client.deleteIf("p/l", "e1"))
+        self.http.sent[1].answer.callback(FakeResponse(
+            412, body=b"<Error><Code>PreconditionFailed</Code></Error>"))
+        self.failureResultOf(d, PreconditionFailed)
 
     def test_noRetryOfClientErrors(self) -> None:
         d = self.start(self.client.delete("p/x"))

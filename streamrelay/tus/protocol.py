@@ -16,6 +16,14 @@ over: the first one stops, keeps what it received, and is answered C{423};
 then the new one checks its offset.  Bytes of a C{PATCH} cut off mid-way
 are kept (unless it carried C{Upload-Checksum}, which can then not be
 verified), and C{HEAD} reports them.
+
+Across backends sharing a bucket, a request writing to an upload (and
+C{DELETE}, and the C{HEAD} that publishes a complete upload) also holds
+the upload's lease (L{streamrelay.tus.lease}): a request arriving while
+another backend holds it is answered C{423} with C{Retry-After: 1} at
+once, its body unread, and tus clients retry.  A request whose lease is
+lost meanwhile stops at once and is answered C{423}, writing nothing more:
+the upload keeps what its last saved record counts.
 """
 
 from __future__ import annotations
@@ -68,7 +76,8 @@ from streamrelay.tus.interfaces import (
     IResumableStore,
     ResumableUpload,
 )
-from streamrelay.tus.writing import ChunkSink, TakenOver, WriteHolder, locked
+from streamrelay.tus.lease import ILease, ILeases, LeaseHeld, LocalLeases
+from streamrelay.tus.writing import ChunkSink, TakenOver, WriteHolder, heldElsewhere, locked
 from streamrelay.webapp import requestId
 
 #: Where uploads live in the HTTP API.
@@ -88,6 +97,9 @@ class TusUploads:
 
     @param maxSize: the largest upload accepted (C{Tus-Max-Size}).
     @param expiry: seconds an unfinished upload is kept after its last write.
+    @param leases: where a request writing to an upload takes its lease
+        (L{streamrelay.tus.lease}); by default granted at once (one
+        backend alone writes the store).
     """
 
     _log = Logger()
@@ -101,6 +113,7 @@ class TusUploads:
         expiry: float = DEFAULT_EXPIRY,
         hooks: IHooks | None = None,
         contexts: ClientContexts | None = None,
+        leases: ILeases | None = None,
     ) -> None:
         if resumable.store is not store:
             raise ValueError("the resumable store publishes into another store")
@@ -115,6 +128,7 @@ class TusUploads:
         self._stopping = False
         self.hooks: IHooks = hooks or NoHooks()
         self.contexts = contexts or ClientContexts()
+        self.leases: ILeases = leases or LocalLeases()
 
     # Requests
 
@@ -191,7 +205,9 @@ class TusUploads:
         request.setHeader(b"location", UPLOADS_PATH + upload.id.encode("ascii"))
         if body is not None or (upload.complete and not upload.partial):
             upload = await shielded(
-                Deferred.fromCoroutine(self._write(request, upload.id, 0, None, checksum))
+                Deferred.fromCoroutine(
+                    self._write(request, upload.id, 0, None, checksum, leased=False)
+                )
             )
         self._uploadHeaders(request, upload)
         request.setResponseCode(201)
@@ -304,6 +320,27 @@ class TusUploads:
             del self._holders[uploadId]
         holder.released()
 
+    async def _lease(self, uploadId: str, holder: WriteHolder) -> ILease:
+        """
+        The upload's lease, renewed until released; losing it stops the
+        request (L{WriteHolder.loseLease}).  Another backend holding it: 423.
+        """
+        try:
+            lease = await self.leases.acquire(uploadId)
+        except LeaseHeld as e:
+            self._log.info(
+                "tus upload={id} is being written by another backend (holder={holder})",
+                id=uploadId, holder=e.holder,
+            )
+            raise heldElsewhere() from None
+        lease.renewing(holder.loseLease)
+        return lease
+
+    def _stillHeld(self, holder: WriteHolder, lease: ILease | None) -> None:
+        """Fail with 423 once the request's lease is lost."""
+        if holder.leaseLost or (lease is not None and not lease.valid()):
+            raise locked()
+
     async def _write(
         self,
         request: IRequest,
@@ -311,9 +348,13 @@ class TusUploads:
         offset: int,
         newLength: int | None,
         checksum: tuple[str, bytes] | None,
+        leased: bool = True,
     ) -> ResumableUpload:
         holder = await self._acquire(uploadId)
+        lease: ILease | None = None
         try:
+            if leased:
+                lease = await self._lease(uploadId, holder)
             upload = await self._live(uploadId)
             if newLength is not None:
                 await self._declareLength(upload, newLength)
@@ -333,11 +374,16 @@ class TusUploads:
                     f"The body is {declared} bytes; only {room} fit in this upload.",
                 )
             if body is not None and not upload.complete:
-                upload = await self._receive(request, holder, upload, body, room, checksum)
+                upload = await self._receive(
+                    request, holder, upload, body, room, checksum, lease
+                )
             if _publishable(upload):
+                self._stillHeld(holder, lease)
                 upload = await self._finish(request, upload)
             return upload
         finally:
+            if lease is not None:
+                await lease.release()
             self._release(uploadId, holder)
 
     def _limit(self, upload: ResumableUpload) -> int | None:
@@ -382,6 +428,7 @@ class TusUploads:
         body: RequestBody,
         room: int | None,
         checksum: tuple[str, bytes] | None,
+        lease: ILease | None = None,
     ) -> ResumableUpload:
         start = upload.offset
         running = (await self._runningHash(upload)).copy()
@@ -391,7 +438,9 @@ class TusUploads:
         def checkpoint() -> None:
             if checkpoints and not checkpoints[-1].called:
                 return
-            checkpoints.append(Deferred.fromCoroutine(self._checkpoint(upload, writer)))
+            checkpoints.append(
+                Deferred.fromCoroutine(self._checkpoint(upload, writer, holder, lease))
+            )
 
         sink = ChunkSink(
             writer, running, CHECKSUMS[checksum[0]]() if checksum else None, room,
@@ -410,6 +459,9 @@ class TusUploads:
         writer.unregisterProducer()
         for d in checkpoints:
             await d
+        if holder.leaseLost:
+            # Another backend writes the upload now: nothing more from here.
+            await self._leaseLost(request, upload, writer, start, sink.size)
         cut = isinstance(error, (TakenOver, *_CUT))
         keep = error is None or (cut and checksum is None)
         kept = 0
@@ -434,6 +486,10 @@ class TusUploads:
             await writer.truncate()
         finally:
             writer.close()
+        if holder.leaseLost or (lease is not None and not lease.valid()):
+            # Lost while flushing: the segments stay unnamed (removed with
+            # the upload); the record is the new holder's business.
+            await self._leaseLost(request, upload, writer, start, sink.size)
         upload.offset = start + kept
         if kept:
             # Only a write moves the expiry: a refused request (a checksum
@@ -462,10 +518,37 @@ class TusUploads:
             raise ApiError(507, "insufficient_storage", f"The storage is full: {error}.")
         raise error
 
-    async def _checkpoint(self, upload: ResumableUpload, writer: IPartialWriter) -> None:
+    async def _leaseLost(
+        self, request: IRequest, upload: ResumableUpload, writer: IPartialWriter,
+        start: int, received: int,
+    ) -> None:
+        """Drop what this request has not recorded, and answer 423."""
+        try:
+            await writer.truncate()
+        finally:
+            writer.close()
+        self._hashes.pop(upload.id, None)
+        self._log.info(
+            "tus patch request_id={rid} upload={id} offset={start} received={received} "
+            "kept=unrecorded outcome=lease_lost",
+            rid=requestId(request), id=upload.id, start=start, received=received,
+        )
+        raise locked()
+
+    async def _checkpoint(
+        self,
+        upload: ResumableUpload,
+        writer: IPartialWriter,
+        holder: WriteHolder | None = None,
+        lease: ILease | None = None,
+    ) -> None:
         """Move the kept offset forward to what is on disk, mid-request."""
         try:
             covered = await writer.checkpoint()
+            if holder is not None and (
+                holder.leaseLost or (lease is not None and not lease.valid())
+            ):
+                return
             if covered:
                 moved = ResumableUpload(**upload.asJSON())
                 moved.offset = writer.start + covered
@@ -475,12 +558,16 @@ class TusUploads:
 
     async def _finishLocked(self, request: IRequest, uploadId: str) -> ResumableUpload:
         holder = await self._acquire(uploadId)
+        lease: ILease | None = None
         try:
+            lease = await self._lease(uploadId, holder)
             upload = await self._live(uploadId)
             if _publishable(upload):
                 upload = await self._finish(request, upload)
             return upload
         finally:
+            if lease is not None:
+                await lease.release()
             self._release(uploadId, holder)
 
     async def _finish(self, request: IRequest, upload: ResumableUpload) -> ResumableUpload:
@@ -522,13 +609,18 @@ class TusUploads:
 
     async def _terminate(self, request: IRequest, uploadId: str) -> None:
         holder = await self._acquire(uploadId)
+        lease: ILease | None = None
         try:
+            lease = await self._lease(uploadId, holder)
             await self.resumable.remove(uploadId)
             self._hashes.pop(uploadId, None)
             self._log.info("tus terminated request_id={rid} upload={id}",
                            rid=requestId(request), id=uploadId)
         finally:
+            if lease is not None:
+                await lease.release()
             self._release(uploadId, holder)
+        await self.leases.forget(uploadId)
 
     # Expiry and stopping
 
@@ -541,6 +633,7 @@ class TusUploads:
                 continue
             if upload is None or upload.expires <= now:
                 await self.resumable.remove(uploadId)
+                await self.leases.forget(uploadId)
                 self._hashes.pop(uploadId, None)
                 removed += 1
         if removed:

@@ -23,8 +23,9 @@ only once every segment it names is, so it never counts bytes the bucket
 does not hold, whichever backend stopped when.  Segments a stored record
 no longer names are removed; those of an interrupted request go with their
 upload.  Two backends writing one upload at the same moment (a client
-sending twice) cannot mix their bytes: the last record stored wins whole,
-and the other client learns the offset with its next request.
+sending twice) cannot mix their bytes: the last record stored wins whole;
+and the protocol lets only one backend at a time write an upload, by a
+lease kept in the bucket (L{streamrelay.tus.lease}).
 
 The SHA-256 of an upload is computed as its bytes arrive; a backend that
 did not receive the bytes before (another did, or it restarted) reads the

@@ -32,11 +32,22 @@ def locked() -> ApiError:
     )
 
 
+def heldElsewhere() -> ApiError:
+    """Another backend sharing the bucket holds the upload's lease."""
+    return ApiError(
+        423, "locked",
+        "Another request is writing to this upload; try again in a moment.",
+        {b"retry-after": b"1"},
+    )
+
+
 class WriteHolder:
     """The one request writing to an upload, and who waits for it."""
 
     def __init__(self) -> None:
         self.takenOver = False
+        #: The upload's lease was lost: nothing more may be written.
+        self.leaseLost = False
         self.body: Deferred[None] | None = None
         self._waiters: list[Deferred[None]] = []
         self._released = False
@@ -46,6 +57,11 @@ class WriteHolder:
         body, self.body = self.body, None
         if body is not None:
             body.cancel()
+
+    def loseLease(self, reason: object = None) -> None:
+        """Another backend took the upload's lease: stop at once, write nothing more."""
+        self.leaseLost = True
+        self.takeOver()
 
     def whenReleased(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()

@@ -31,7 +31,9 @@ from zope.interface import implementer
 from streamrelay.store.metadata import S3_HEADER, fromS3Header, s3Headers
 from streamrelay.store.s3.interfaces import IS3Client
 from streamrelay.store.s3.messages import (
+    PRECONDITION_STATUSES,
     ObjectPage,
+    PreconditionFailed,
     S3Error,
     S3Unavailable,
     UploadPage,
@@ -89,6 +91,14 @@ class ObjectHead:
     sha256: str | None
     #: The file's metadata (see L{streamrelay.store.metadata}), if any.
     metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A small object's bytes, and the ETag they are stored under."""
+
+    data: bytes
+    etag: str
 
 
 def unquoteETag(value: str) -> str:
@@ -379,6 +389,59 @@ class S3Client:
 
     async def delete(self, key: str) -> None:
         await self.call("DELETE", key, ok=(200, 204, 404))
+
+    # Conditional writes
+
+    async def readVersion(self, key: str) -> Versioned | None:
+        """A small object's bytes and ETag; L{None} when there is none."""
+        answer = await self.call("GET", key, ok=(200, 404))
+        if answer.status != 200:
+            return None
+        return Versioned(answer.body, unquoteETag(answer.header("etag") or ""))
+
+    async def putIf(
+        self,
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        ifMatch: str | None = None,
+        ifNoneMatch: bool = False,
+    ) -> str:
+        """
+        PutObject with C{If-None-Match: *} or C{If-Match}, both signed
+        (botocore signs every header given); L{PreconditionFailed} when
+        the condition does not hold (412) or another write raced (409).
+
+        The ETag goes unquoted: Ceph RGW compares C{If-Match} on a PUT
+        byte for byte with the ETag it keeps, which has no quotes (a
+        quoted one never matches there).
+        """
+        if (ifMatch is None) == (not ifNoneMatch):
+            raise ValueError("a conditional put takes exactly one of ifMatch, ifNoneMatch")
+        condition = (
+            {"if-none-match": "*"} if ifNoneMatch else {"if-match": unquoteETag(ifMatch or "")}
+        )
+        try:
+            answer = await self.call(
+                "PUT", key, headers={SHA256_META: sha256, **condition}, body=chunks,
+                payloadSHA256=sha256,
+            )
+        except S3Error as e:
+            if e.status in PRECONDITION_STATUSES:
+                raise PreconditionFailed(e.status, e.code, e.message, key) from None
+            raise
+        return unquoteETag(answer.header("etag") or "")
+
+    async def deleteIf(self, key: str, ifMatch: str) -> None:
+        """DeleteObject with C{If-Match}; see L{IS3Client.deleteIf} for who honours it."""
+        try:
+            await self.call(
+                "DELETE", key, headers={"if-match": unquoteETag(ifMatch)}, ok=(200, 204),
+            )
+        except S3Error as e:
+            if e.status in (*PRECONDITION_STATUSES, 404):
+                raise PreconditionFailed(e.status, e.code, e.message, key) from None
+            raise
 
     async def copy(
         self, source: str, target: str, sourceETag: str, metadata: dict[str, str]

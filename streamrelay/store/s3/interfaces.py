@@ -22,7 +22,7 @@ from zope.interface import Attribute, Interface
 from streamrelay.store.s3.messages import ObjectPage, UploadPage
 
 if TYPE_CHECKING:
-    from streamrelay.store.s3.client import ObjectHead
+    from streamrelay.store.s3.client import ObjectHead, Versioned
 
 T = TypeVar("T")
 
@@ -70,6 +70,32 @@ class IS3Client(Interface):
 
     def delete(key: str) -> Awaitable[None]:
         """Remove C{key}; none there is fine."""
+
+    # Conditional writes (see docs/s3.md for what Ceph RGW honours)
+
+    def readVersion(key: str) -> Awaitable[Versioned | None]:
+        """A small object's bytes and ETag, read whole; L{None} when there is none."""
+
+    def putIf(
+        key: str,
+        chunks: Sequence[bytes],
+        sha256: str,
+        ifMatch: str | None = None,
+        ifNoneMatch: bool = False,
+    ) -> Awaitable[str]:
+        """
+        Store C{chunks} as C{key} (as L{put}, without file metadata) only if
+        it does not exist yet (C{ifNoneMatch}: C{If-None-Match: *}) or its
+        ETag is still C{ifMatch} (C{If-Match}); its new ETag.  Fails with
+        L{PreconditionFailed} otherwise, or when another write raced it.
+        """
+
+    def deleteIf(key: str, ifMatch: str) -> Awaitable[None]:
+        """
+        Remove C{key} only if its ETag is C{ifMatch}; L{PreconditionFailed}
+        otherwise.  Some servers ignore the condition (Ceph RGW 16 does,
+        and deletes whatever is there): callers must not rely on it there.
+        """
 
     def copy(
         source: str, target: str, sourceETag: str, metadata: dict[str, str]

@@ -42,6 +42,20 @@ class S3Unavailable(S3Error, StorageUnavailable):
     """S3 could not be reached, or failed inside, on every try."""
 
 
+class PreconditionFailed(S3Error):
+    """
+    A conditional write lost: the object is not what its condition said
+    (C{412 PreconditionFailed}: there is one for C{If-None-Match: *}, it
+    is gone or has another ETag for C{If-Match}), or another write to it
+    ran at the same moment (C{409 ConditionalRequestConflict} on AWS,
+    C{ConcurrentModification} on Ceph RGW).
+    """
+
+
+#: The statuses a conditional write answers when its condition does not hold.
+PRECONDITION_STATUSES = (409, 412)
+
+
 class MalformedAnswer(Exception):
     """S3 answered something that is not the XML expected."""
 
