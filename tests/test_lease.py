@@ -279,7 +279,7 @@ class Backend:
         return Connection(appResource(self.routes.app), clock=self.clock)
 
 
-class TwoBackendsTests(SynchronousTestCase):
+class TwoBackendsCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -308,6 +308,7 @@ class TwoBackendsTests(SynchronousTestCase):
     def file(self) -> bytes:
         return self.s3.objects["p/f.bin"].data
 
+class TwoBackendsTests(TwoBackendsCase):
     def test_secondBackendTold423AtOnce(self) -> None:
         """
         While one backend streams a PATCH into an upload, a PATCH for it
@@ -374,3 +375,38 @@ class TwoBackendsTests(SynchronousTestCase):
         self.assertEqual(first.responses()[0].status, 204)
         self.assertEqual(self.request(self.two, req(b"DELETE", location, TUS)).status, 204)
         self.assertEqual([k for k in self.s3.objects if "leases" in k], [])
+
+
+def rufhAppendHead(location: bytes, offset: int, length: int, complete: bool) -> bytes:
+    """An IETF draft (interop version 8) append's head, its content to follow."""
+    return (
+        b"PATCH " + location + b" HTTP/1.1\r\nHost: x\r\nUpload-Draft-Interop-Version: 8\r\n"
+        b"Content-Type: application/partial-upload\r\nUpload-Complete: ?%d\r\n"
+        b"Upload-Offset: %d\r\nContent-Length: %d\r\n\r\n" % (complete, offset, length)
+    )
+
+
+class TwoBackendsRufhTests(TwoBackendsCase):
+    """The IETF draft's appends take the same lease as tus."""
+
+    def test_rufhAppendTold423AtOnce(self) -> None:
+        """
+        While one backend streams an append into an upload, an append for
+        it through another backend is answered 423 at once, its content
+        unread; the first completes the upload with its own bytes.
+        """
+        location = self.create(10)
+        first = self.one.connect()
+        first.send(rufhAppendHead(location, 0, 10, True) + b"0123")
+        first.turn()
+        second = self.two.connect()
+        second.send(rufhAppendHead(location, 0, 10, True) + b"ab")
+        second.turn()
+        [answer] = second.responses()
+        self.assertEqual(answer.status, 423, answer.body)
+        self.assertEqual(first.responses(), [])
+        first.send(b"456789")
+        first.turn()
+        [done] = first.responses()
+        self.assertIn(done.status, (200, 201), done.body)
+        self.assertEqual(self.file(), b"0123456789")

@@ -21,6 +21,7 @@ from streamrelay.hooks.clients import ClientContexts
 from streamrelay.hooks.interfaces import IHooks
 from streamrelay.streaming import RequestBody
 from streamrelay.tus.interfaces import IResumableStore, ResumableUpload
+from streamrelay.tus.lease import ILease
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.tus.writing import WriteHolder
 
@@ -66,6 +67,19 @@ class SharedEngine:
     def release(self, uploadId: str, holder: WriteHolder) -> None:
         self._tus._release(uploadId, holder)
 
+    async def lease(self, uploadId: str, holder: WriteHolder) -> ILease:
+        """
+        The upload's lease in the storage (one backend writes to an upload
+        at a time), renewed until released; another backend holding it is
+        423 at once, its request going on (a takeover reaches requests on
+        this backend only).  Losing it stops C{holder}'s request.
+        """
+        return await self._tus._lease(uploadId, holder)
+
+    def stillHeld(self, holder: WriteHolder, lease: ILease) -> None:
+        """Fail with 423 once the lease is lost."""
+        self._tus._stillHeld(holder, lease)
+
     async def live(self, uploadId: str, expiredToo: bool = False) -> ResumableUpload:
         """The upload (404 if unknown, 410 if expired unless C{expiredToo})."""
         return await self._tus._live(uploadId, expiredToo)
@@ -96,12 +110,14 @@ class SharedEngine:
         body: RequestBody,
         room: int | None,
         checksum: tuple[str, bytes] | None,
+        lease: ILease | None = None,
     ) -> ResumableUpload:
         """
-        Append C{body} (while C{holder} holds the upload): a cut body keeps
-        what arrived unless C{checksum} was given, which must then match.
+        Append C{body} (while C{holder} holds the upload and C{lease}): a
+        cut body keeps what arrived unless C{checksum} was given, which must
+        then match.
         """
-        return await self._tus._receive(request, holder, upload, body, room, checksum)
+        return await self._tus._receive(request, holder, upload, body, room, checksum, lease)
 
     async def terminate(self, request: IRequest, uploadId: str) -> None:
         """Take the upload over and remove it with its bytes."""

@@ -57,6 +57,7 @@ from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import sendInterim
 from streamrelay.tus.headers import contentType, parseMetadata, requestBody
 from streamrelay.tus.interfaces import ResumableUpload
+from streamrelay.tus.lease import ILease
 from streamrelay.tus.protocol import UPLOADS_PATH, TusUploads
 from streamrelay.webapp import requestId
 
@@ -164,8 +165,14 @@ class RufhUploads:
                 upload = _notConcatenated(await self.engine.live(uploadId))
                 if upload.complete and upload.stored is None:
                     # Every declared byte is in (the backend stopped before
-                    # it published them): publish now.
-                    upload, _ = await self._finish(request, upload)
+                    # it published them): publish now, holding the lease.
+                    lease = await self.engine.lease(uploadId, holder)
+                    try:
+                        upload = _notConcatenated(await self.engine.live(uploadId))
+                        if upload.complete and upload.stored is None:
+                            upload, _ = await self._finish(request, upload)
+                    finally:
+                        await lease.release()
             finally:
                 self.engine.release(uploadId, holder)
         except Problem as p:
@@ -238,7 +245,9 @@ class RufhUploads:
         if that completes it.
         """
         holder = await self.engine.acquire(uploadId)
+        lease: ILease | None = None
         try:
+            lease = await self.engine.lease(uploadId, holder)
             upload = _notConcatenated(await self.engine.live(uploadId))
             body = requestBody(request)
             sent = body.declaredLength if body is not None else 0
@@ -277,7 +286,7 @@ class RufhUploads:
                 checksum = None if partDigest is None else ("sha256", bytes.fromhex(partDigest))
                 try:
                     upload = await self.engine.receive(
-                        request, holder, upload, body, room, checksum
+                        request, holder, upload, body, room, checksum, lease
                     )
                 except ApiError as e:
                     self._logAppend(request, version, upload, start, e.code)
@@ -300,6 +309,7 @@ class RufhUploads:
                 upload.length = upload.offset
                 await self.engine.resumable.save(upload)
             if upload.complete:
+                self.engine.stillHeld(holder, lease)
                 return await self._finish(request, upload)
             if complete:
                 raise inconsistentLength(
@@ -307,6 +317,8 @@ class RufhUploads:
                 )
             return upload, None
         finally:
+            if lease is not None:
+                await lease.release()
             self.engine.release(uploadId, holder)
 
     async def _finish(
