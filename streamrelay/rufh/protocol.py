@@ -152,7 +152,11 @@ class RufhUploads:
             request.setHeader(b"location", url)
             for header, value in self._limitHeader(version, upload):
                 request.setHeader(header, value)
-        return self._answer(request, version, upload, finished, 201)
+        answer = self._answer(request, version, upload, finished, 201)
+        if finished is not None and version.creationLocation:
+            request.setHeader(b"content-location", location(finished[0].name))
+            request.setHeader(b"location", url)
+        return answer
 
     # Offset retrieval, append, cancellation
 
