@@ -121,4 +121,4 @@ class SharedEngine:
 
     async def terminate(self, request: IRequest, uploadId: str) -> None:
         """Take the upload over and remove it with its bytes."""
-        await self._tus._terminate(request, uploadId)
+        await self._tus.removeUpload(request, uploadId)

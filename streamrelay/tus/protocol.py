@@ -165,7 +165,7 @@ class TusUploads:
             # It never becomes a file, whatever name its metadata gives.
             metadata, name, pairs = self._partialMetadata(request), "", {}
         else:
-            metadata, name, pairs = self._metadata(request)
+            metadata, name, pairs = self.uploadMetadata(request)
         body = requestBody(request)
         if body is not None and contentType(request) != OFFSET_STREAM:
             raise ApiError(
@@ -295,7 +295,7 @@ class TusUploads:
     async def terminate(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
         upload = await self._live(uploadId, expiredToo=True)
-        await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
+        await shielded(Deferred.fromCoroutine(self.removeUpload(request, uploadId)))
         if upload.stored is None and not upload.partial:
             # A finished upload's file stays: only an unfinished one is a
             # deletion (a partial upload was never to be a file).
@@ -607,7 +607,8 @@ class TusUploads:
         )
         return upload
 
-    async def _terminate(self, request: IRequest, uploadId: str) -> None:
+    async def removeUpload(self, request: IRequest, uploadId: str) -> None:
+        """Take the upload over and remove it with its bytes (termination, cancellation)."""
         holder = await self._acquire(uploadId)
         lease: ILease | None = None
         try:
@@ -679,7 +680,7 @@ class TusUploads:
             raise ApiError(410, "gone", "This upload expired.")
         return upload
 
-    def _metadata(self, request: IRequest) -> tuple[str, str, dict[str, str]]:
+    def uploadMetadata(self, request: IRequest) -> tuple[str, str, dict[str, str]]:
         """
         C{Upload-Metadata} as sent, the file name it gives, and its pairs
         whose values are text (what the C{pre-create} hook is shown).
