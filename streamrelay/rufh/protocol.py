@@ -362,16 +362,19 @@ class RufhUploads:
                     409, "conflict",
                     f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
                 ) from None
+        # As tus does: the event is durable before the upload notes that it
+        # is published, so that a failure in between is recorded again by
+        # the next request, which finds the file published.
+        self.engine.forget(upload.id)
+        await self.engine.hooks.finished(self.engine.contexts(request, "rufh"), stored)
         upload.stored = {**fileJSON(stored), "replaced": replaced}
         await self.engine.resumable.save(upload)
-        self.engine.forget(upload.id)
         self._log.info(
             "upload stored request_id={rid} name={name!r} size={size} "
             "sha256={sha256} seconds={seconds:.3f} upload={id}",
             rid=requestId(request), name=stored.name, size=stored.size,
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
-        await self.engine.hooks.finished(self.engine.contexts(request, "rufh"), stored)
         return upload, (stored, replaced)
 
     # Answers and helpers
