@@ -52,8 +52,7 @@ from streamrelay.rufh.headers import (
     sfInteger,
 )
 from streamrelay.rufh.versions import InteropVersion
-from streamrelay.store import FileInfo, StorageFull
-from streamrelay.store.interfaces import NotAFile
+from streamrelay.store import FileInfo
 from streamrelay.streaming import sendInterim
 from streamrelay.tus.headers import contentType, parseMetadata, requestBody
 from streamrelay.tus.interfaces import ResumableUpload
@@ -353,15 +352,7 @@ class RufhUploads:
                     "and nothing was stored.",
                     headers={b"upload-complete": b"?1"},
                 )
-            try:
-                stored, replaced = await self.engine.resumable.publish(upload, sha256)
-            except StorageFull as e:
-                raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
-            except NotAFile as e:
-                raise ApiError(
-                    409, "conflict",
-                    f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
-                ) from None
+            stored, replaced = await self.engine.publish(upload, sha256)
         # As tus does: the event is durable before the upload notes that it
         # is published, so that a failure in between is recorded again by
         # the next request, which finds the file published.

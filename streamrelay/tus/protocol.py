@@ -51,7 +51,7 @@ from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
 from streamrelay.hooks.interfaces import Decision, IHooks, NoHooks
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
-from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
+from streamrelay.store import FileInfo, IUploadStore, StorageFull, StorageUnavailable
 from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.concat import concatHeader, concatOf, createFinal
@@ -582,16 +582,7 @@ class TusUploads:
                 raise
             stored, replaced = info, True
         else:
-            try:
-                stored, replaced = await self.resumable.publish(upload, sha256)
-            except StorageFull as e:
-                raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
-            except NotAFile as e:
-                # Kept, complete: once the folder is gone, HEAD publishes it.
-                raise ApiError(
-                    409, "conflict",
-                    f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
-                ) from None
+            stored, replaced = await self.publishUpload(upload, sha256)
         # The event is made durable before the upload notes that it is
         # published: if that fails, or the backend stops in between, the
         # next request finds the file published and records it again.
@@ -606,6 +597,21 @@ class TusUploads:
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
         return upload
+
+    async def publishUpload(
+        self, upload: ResumableUpload, sha256: str
+    ) -> tuple[FileInfo, bool]:
+        """Publish a complete upload's bytes as its file (the store's errors as answers)."""
+        try:
+            return await self.resumable.publish(upload, sha256)
+        except StorageFull as e:
+            raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
+        except NotAFile as e:
+            # Kept, complete: once the folder is gone, HEAD publishes it.
+            raise ApiError(
+                409, "conflict",
+                f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
+            ) from None
 
     async def removeUpload(self, request: IRequest, uploadId: str) -> None:
         """Take the upload over and remove it with its bytes (termination, cancellation)."""
