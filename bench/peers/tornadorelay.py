@@ -26,7 +26,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.httpserver import HTTPServer
@@ -61,7 +61,7 @@ class Store(RequestHandler):
         self.fsync = fsync
 
     def prepare(self) -> None:
-        name = self.path_kwargs["name"]
+        name = self.path_args[0]
         if name.startswith("."):
             raise HTTPError(400)
         self.partial = self.storage / PARTIAL / uuid.uuid4().hex
@@ -111,19 +111,31 @@ class Relay(RequestHandler):
             headers["Content-Length"] = self.request.headers["Content-Length"]
         request = HTTPRequest(
             self.backend + self.request.uri, method="PUT", headers=headers,
-            body_producer=self._produce, request_timeout=3600, connect_timeout=60,
+            # A coroutine function does: Tornado awaits what it returns.
+            body_producer=cast(Any, self._produce), request_timeout=3600, connect_timeout=60,
         )
         self.answer = AsyncHTTPClient().fetch(request, raise_error=False)
 
     async def data_received(self, chunk: bytes) -> None:
-        await self.chunks.put(chunk)
+        # Wait for room in the queue (flow control) unless the backend has
+        # answered already (an error before the whole body): then the rest
+        # of the body is read and dropped.
+        await self._unlessAnswered(chunk)
+
+    async def _unlessAnswered(self, chunk: bytes | None) -> None:
+        """Queue C{chunk} (L{None}: the end) when there is room, unless the backend answers."""
+        if not self.answer.done():
+            waits: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(self.chunks.put(chunk)), self.answer,
+            }
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
 
     async def _produce(self, write: Callable[[bytes], Awaitable[Any]]) -> None:
         while (chunk := await self.chunks.get()) is not None:
             await write(chunk)
 
     async def put(self, name: str) -> None:
-        await self.chunks.put(None)
+        await self._unlessAnswered(None)
         answer: HTTPResponse = await self.answer
         self.set_status(answer.code)
         self.set_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
