@@ -111,6 +111,8 @@ def ensurePython(peer: str, installed: Installed, say: Callable[[str], None]) ->
     installed.versions[peer] = ", ".join(
         f"{pip} {metadata.version(pip)}" for pip in modules.values()
     )
+    if not missing:
+        say(f"peers: using {installed.versions[peer]} already installed in {sys.prefix}")
 
 
 def install(peers: list[str], say: Callable[[str], None] = print) -> Installed:

@@ -39,11 +39,11 @@ class Relay:
 RELAYS: dict[str, Relay] = {
     relay.key: relay
     for relay in (
-        Relay("nginx", "nginx (proxy_request_buffering off -> WebDAV PUT; cannot fsync or hash)",
+        Relay("nginx", "nginx -> nginx WebDAV PUT (cannot fsync or hash)",
               canFsync=False, answersDigest=False),
-        Relay("aiohttp", "aiohttp + uvloop (streaming client -> streaming backend)",
+        Relay("aiohttp", "aiohttp + uvloop",
               canFsync=True, answersDigest=True),
-        Relay("tornado", "Tornado (body_producer -> @stream_request_body backend)",
+        Relay("tornado", "Tornado",
               canFsync=True, answersDigest=True),
     )
 }
