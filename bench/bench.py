@@ -194,7 +194,7 @@ def run(options: argparse.Namespace) -> int:
           "RSS; CPU = its CPU time during the timed runs / their wall time (100% = one core)")
     print(settleLine(ctx.settles))
     print()
-    print(resultsTable(ours, limits))
+    print(resultsTable(measurements, limits))
     print()
     print("ratios (of medians; a machine limit at its best run):")
     for ratio in ratios(ours, limits):

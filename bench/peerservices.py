@@ -19,7 +19,9 @@ from pathlib import Path
 
 from peerinstall import nginxBinary
 from peers.nginxrelay import backConfig, frontConfig
-from services import Program, ServiceFailed, Stack
+from services import Program, ServiceFailed, Stack, Usage
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 PEER_DIR = Path(__file__).parent / "peers"
 
@@ -73,6 +75,45 @@ def waitAccepting(program: Program, timeout: float = 30.0) -> None:
     raise ServiceFailed(f"{program.label} not listening after {timeout:.0f} s")
 
 
+class ProcessTree(Program):
+    """
+    A service of several processes (nginx: a master and its workers): its
+    usage is the sum over the master and its children, RSS, peak RSS
+    (VmHWM, each at its own peak) and CPU time.
+    """
+
+    def _children(self) -> list[int]:
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            return []
+
+    def usage(self) -> Usage:
+        total = super().usage()
+        rss, peak, cpu = total.rss, total.peak, total.cpuSeconds
+        for child in self._children():
+            try:
+                usage = _processUsage(child)
+            except (OSError, KeyError, ValueError, IndexError):
+                continue  # a worker that just ended
+            rss, peak, cpu = rss + usage.rss, peak + usage.peak, cpu + usage.cpuSeconds
+        return Usage(rss, peak, cpu)
+
+
+def _processUsage(pid: int) -> Usage:
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(rest.split()[0]) * 1024
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read().rpartition(")")[2].split()
+    cpu = (int(stat[11]) + int(stat[12])) / _CLOCK_TICKS
+    return Usage(fields["VmRSS"], fields["VmHWM"], cpu)
+
+
 def _user() -> str | None:
     """As root, nginx's workers run as root too, to write the bench's private folders."""
     return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
@@ -86,7 +127,7 @@ def startNginx(label: str, folder: Path, config: str, port: int) -> Program:
     (folder / "nginx.conf").write_text(config)
     argv = [binary, "-e", "stderr", "-p", str(folder), "-c", str(folder / "nginx.conf"),
             "-g", "daemon off;"]
-    program = Program(label, argv, folder / f"{label}.log")
+    program = ProcessTree(label, argv, folder / f"{label}.log")
     program.port = port
     try:
         waitAccepting(program)
