@@ -246,6 +246,16 @@ def peerLines(
         print(ratio.line())
 
 
+def optionErrors(options: argparse.Namespace) -> list[str]:
+    """What is wrong with options that each parse."""
+    errors = []
+    if options.runs < 1:
+        errors.append("--runs must be at least 1")
+    if options.peers and not set(options.workloads) & set(PEER_WORKLOADS):
+        errors.append(f"--peers runs with {', '.join(PEER_WORKLOADS)}: name one in --workloads")
+    return errors
+
+
 def registerS3() -> None:
     """W1S3 (W1 with the S3 store) when an S3 server is at hand; else say why not."""
     w1s3, why = s3Workload("W1S3")
@@ -258,8 +268,8 @@ def registerS3() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     registerS3()
     options = parser().parse_args(argv)
-    if options.runs < 1:
-        parser().error("--runs must be at least 1")
+    for error in optionErrors(options):
+        parser().error(error)
     signal.signal(signal.SIGTERM, _terminated)
     return run(options)
 

@@ -23,7 +23,7 @@ from peerservices import PEERS
 from peerworkloads import PeerRoute, PeersWorkload, checkStatus, peerRoute, peerRoutes, verifyStored
 from workloads import PROXY, WORKLOADS, Measurement, UploadWorkload
 
-from bench import parsePeers, parser, selectedWorkloads  # type: ignore[attr-defined]
+from bench import optionErrors, parsePeers, parser, selectedWorkloads  # type: ignore[attr-defined]
 
 
 class ArgumentTests(SynchronousTestCase):
@@ -46,6 +46,14 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(parser().parse_args(["--peers"]).peers, list(PEERS))
         self.assertEqual(parser().parse_args(["--peers", "--size", "256M"]).peers, list(PEERS))
         self.assertEqual(parser().parse_args(["--peers=aiohttp"]).peers, ["aiohttp"])
+
+    def test_peersNeedTheirWorkloads(self) -> None:
+        """C{--peers} with none of W1-W3 is refused before anything is installed."""
+        options = parser().parse_args(["--peers", "--workloads", "W4"])
+        self.assertEqual(optionErrors(options),
+                         ["--peers runs with W1, W2, W3: name one in --workloads"])
+        options = parser().parse_args(["--peers", "--workloads", "W4,W3"])
+        self.assertEqual(optionErrors(options), [])
 
     def test_w3Files(self) -> None:
         """C{--w3-files} is a count of at least one; 1,000 by default."""
