@@ -251,7 +251,12 @@ class RoundTests(SynchronousTestCase):
         st = os.stat(self.root)
         seen: list[os.stat_result | None] = []
         commits = self.commits()
-        d = commits.commit(Entry(st, lambda s: seen.append(s) or 1, (self.root,)))
+
+        def place(s: os.stat_result | None) -> int:
+            seen.append(s)
+            return 1
+
+        d = commits.commit(Entry(st, place, (self.root,)))
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(seen, [st])
         self.assertEqual(self.events.names(), ["folder"])
