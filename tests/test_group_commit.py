@@ -168,6 +168,28 @@ class RoundTests(SynchronousTestCase):
         runner.release()
         self.assertEqual(self.successResultOf(ds[3]), "d")
 
+    def test_largeFileAlone(self) -> None:
+        """
+        A large file goes at once in a round of its own: small files never
+        wait for its bytes to be synced, nor it for theirs.
+        """
+        runner = HeldRounds()
+        commits = self.commits(runner, aloneAbove=100)
+        small = commits.commit(self.entry("small"))
+        large = commits.commit(Entry(self.file("large", b"x" * 101), lambda st: "large",
+                                     (self.root,), size=101))
+        self.assertEqual(len(runner.held), 2)
+        runner.release()
+        self.assertEqual(self.successResultOf(small), "small")
+        self.assertNoResult(large)
+        after = commits.commit(self.entry("after"))
+        self.assertEqual(len(runner.held), 2)  # its round did not wait for the large one
+        runner.held.reverse()
+        runner.release()
+        self.assertEqual(self.successResultOf(after), "after")
+        runner.release()
+        self.assertEqual(self.successResultOf(large), "large")
+
     def test_fileNotSynced(self) -> None:
         """
         A file whose bytes could not be synced fails alone, with its own

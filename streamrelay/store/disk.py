@@ -205,7 +205,7 @@ class DiskUpload:
             self._closeReader()
             fd, self._fd = self._fd, None
             assert fd is not None
-            self._sealed = await self._store.commits.commit(Entry(fd, _status))
+            self._sealed = await self._store.commits.commit(Entry(fd, _status, size=self.size))
         except BaseException as e:
             raise storageError(e) from e
 
@@ -232,6 +232,7 @@ class DiskUpload:
                         replace=replace, keep=keep, metadata=self.metadata),
                 folders=(self._store.root,),
                 withdraw=partial(takeBack, target),
+                size=self.size,
             ))
         except BaseException as e:
             self._discard()

@@ -50,6 +50,11 @@ SYNCFS_BELOW = 32 << 20
 #: Most files in one round: a round holds each one's file open.
 ROUND_FILES = 256
 
+#: A file larger than this is committed in a round of its own, at once
+#: and beside the others: its sync is mostly its own bytes, which it would
+#: make every small file of a shared round wait for.
+ALONE_ABOVE = 16 << 20
+
 #: Syncs the bytes of each given file; each one's error, or None.
 Flush = Callable[[Sequence[int]], list[BaseException | None]]
 
@@ -69,12 +74,14 @@ class Entry(Generic[T]):
         fsynced before the entry is answered.
     @ivar withdraw: (in the round's thread) take back what C{place} did,
         when a folder of the entry could not be synced.
+    @ivar size: the file's size: above L{ALONE_ABOVE}, it goes alone.
     """
 
     file: int | os.stat_result | None
     place: Callable[[os.stat_result | None], T]
     folders: tuple[Path, ...] = ()
     withdraw: Callable[[T], object] | None = None
+    size: int = 0
 
 
 class FolderNotSynced(OSError):
@@ -238,7 +245,8 @@ class GroupCommit:
     """
     Runs rounds (L{runRound}) through C{run}, one at a time: each file
     handed in while a round runs goes in the next one, at most
-    L{ROUND_FILES} a round.
+    L{ROUND_FILES} a round.  A file larger than C{aloneAbove} goes at once
+    in a round of its own, beside the shared ones.
 
     @param run: runs a round off the reactor thread.
     @param flush: makes the files of a round durable (tests count its calls).
@@ -251,11 +259,13 @@ class GroupCommit:
         flush: Flush = flushFiles,
         syncFolder: Callable[[Path], None] = fsyncFolder,
         roundFiles: int = ROUND_FILES,
+        aloneAbove: int = ALONE_ABOVE,
     ) -> None:
         self._run = run
         self._flush = flush
         self._syncFolder = syncFolder
         self._roundFiles = roundFiles
+        self._aloneAbove = aloneAbove
         self._waiting: list[tuple[Entry[Any], Deferred[Any]]] = []
         self._running = False
         self._answering = False
@@ -275,6 +285,9 @@ class GroupCommit:
         with the error of its own file or folder.
         """
         d: Deferred[T] = Deferred()
+        if entry.size > self._aloneAbove:
+            self._start([(entry, d)], alone=True)
+            return d
         self._waiting.append((entry, d))
         self._kick()
         return d
@@ -285,15 +298,19 @@ class GroupCommit:
         batch = self._waiting[: self._roundFiles]
         del self._waiting[: len(batch)]
         self._running = True
+        self._start(batch, alone=False)
+
+    def _start(self, batch: list[tuple[Entry[Any], Deferred[Any]]], alone: bool) -> None:
         self.rounds += 1
         self.files += len(batch)
         entries = [entry for entry, _ in batch]
         self._run(runRound, entries, self._flush, self._syncFolder).addBoth(
-            self._ended, [d for _, d in batch]
+            self._ended, [d for _, d in batch], alone
         )
 
-    def _ended(self, results: object, waiters: list[Deferred[Any]]) -> None:
-        self._running = False
+    def _ended(self, results: object, waiters: list[Deferred[Any]], alone: bool) -> None:
+        if not alone:
+            self._running = False
         if isinstance(results, Failure):
             outcomes: list[Any] = [results.value] * len(waiters)
         else:

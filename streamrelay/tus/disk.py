@@ -344,6 +344,7 @@ class DiskResumableStore:
                     partial(placeRenamed, part=part, target=store.root / upload.name,
                             metadata=upload.fileMetadata),
                     folders=(store.root, part.parent),
+                    size=upload.offset,
                 ))
             except BaseException as e:
                 raise store.failure(e) from e
