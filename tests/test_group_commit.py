@@ -456,3 +456,30 @@ class RouteAnswerTests(SynchronousTestCase):
         [response] = [r for r in conn.responses() if r.status >= 200]
         self.assertEqual(response.status, 201, response.body)
         self.assertEqual((root / "held.bin").read_bytes(), body)
+
+    def test_syncsBeforeAnswer(self) -> None:
+        """
+        The file's bytes are synced, then its name appears, then its folder
+        is synced, and only then is the 201 sent.
+        """
+        root = Path(self.mktemp())
+        store = DiskStore(root)
+        conn = Connection(appResource(BackendRoutes(store).app))
+        seen: list[tuple[str, bool, bool]] = []
+
+        def answered() -> bool:
+            return any(r.status == 201 for r in conn.responses())
+
+        def flush(fds: Sequence[int]) -> list[BaseException | None]:
+            seen.append(("flush", (root / "f.bin").exists(), answered()))
+            return flushFiles(fds)
+
+        def syncFolder(folder: Path) -> None:
+            seen.append(("folder", (root / "f.bin").exists(), answered()))
+
+        store.commits = GroupCommit(inline, flush, syncFolder)
+        conn.send(put(b"/files/f.bin", b"y" * 3000))
+        conn.turn()
+        self.assertTrue(answered())
+        # (name there?, answered?) at each step
+        self.assertEqual(seen, [("flush", False, False), ("folder", True, False)])
