@@ -402,11 +402,47 @@ class DiskStoreCommitTests(SynchronousTestCase):
         self.assertEqual((self.root / "b").read_bytes(), b"bbb")
         self.assertEqual(list(self.store.partialDir.iterdir()), [])
 
+    def test_crashBetweenDataAndRename(self) -> None:
+        """
+        A backend that dies after a round synced its files' bytes and
+        before it renamed them answered none of them and named none: what
+        is on the disk then holds every file answered before, whole, and
+        started again the backend sweeps the round's bytes.
+        """
+        answered = self.upload("answered", b"kept")
+        self.runner.release()
+        self.successResultOf(answered)
+        onDisk: dict[str, bytes] = {}
+
+        class Crash(Exception):
+            pass
+
+        def syncThenDie(fds: Sequence[int]) -> list[BaseException | None]:
+            self.assertEqual(flushFiles(fds), [None] * len(fds))
+            for path in self.root.iterdir():
+                if path.is_file():
+                    onDisk[path.name] = path.read_bytes()
+            raise Crash()
+
+        self.store.commits = GroupCommit(self.runner, syncThenDie, self.recordFolder)
+        pending = [self.upload(n, n.encode()) for n in ("x", "y")]
+        while self.runner.held:
+            self.runner.release()
+        for d in pending:
+            self.failureResultOf(d, Crash)  # never answered as stored
+        self.assertEqual(onDisk, {"answered": b"kept"})
+        self.assertNotIn("folder", [what for what, _ in self.events.log[2:]])
+        again = DiskStore(self.root)
+        again.sweep()
+        self.assertEqual((self.root / "answered").read_bytes(), b"kept")
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial", "answered"])
+        self.assertEqual(list(again.partialDir.iterdir()), [])
+
     def test_crashBeforeRound(self) -> None:
         """
-        A backend that stops while its files wait for their round (or while
-        it syncs them) answered none of them, and named none: started
-        again, it sweeps their bytes and has lost nothing it answered.
+        A backend that stops while its files wait for their round answered
+        none of them, and named none: started again, it sweeps their bytes
+        and has lost nothing it answered.
         """
         answered = self.upload("answered", b"kept")
         self.runner.release()
@@ -419,7 +455,12 @@ class DiskStoreCommitTests(SynchronousTestCase):
         self.assertEqual(again.sweep(), 2)
         self.assertEqual((self.root / "answered").read_bytes(), b"kept")
         self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial", "answered"])
-        self.runner.held.clear()
+        # (The old store's round, released after the sweep, stores nothing.)
+        while self.runner.held:
+            self.runner.release()
+        for d in pending:
+            self.failureResultOf(d)
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial", "answered"])
 
     def test_folderNotSyncedNothingPublished(self) -> None:
         """A failed folder sync answers an error and leaves no name or partial."""
