@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,7 +102,7 @@ _LIBC = _libc()
 def syncfs(fd: int) -> None:
     """(Blocking.) C{syncfs(2)}: flush the whole file system holding C{fd}."""
     if _LIBC is None or not hasattr(_LIBC, "syncfs"):
-        raise OSError(38, "syncfs is not available")
+        raise OSError(errno.ENOSYS, "syncfs is not available")
     if _LIBC.syncfs(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
@@ -154,7 +155,7 @@ def flushFiles(
         try:
             whole(fds[0])
         except OSError as e:
-            if e.errno != 38:
+            if e.errno != errno.ENOSYS:
                 return [e] * len(fds)
         else:
             return [None] * len(fds)
@@ -228,7 +229,7 @@ def runRound(
             continue
         error = unsynced[lost[0]]
         failed[i] = FolderNotSynced(
-            getattr(error, "errno", None) or 5,
+            getattr(error, "errno", None) or errno.EIO,
             f"the folder could not be synced, so the new name might not survive a crash: "
             f"{error}",
             str(lost[0]),
