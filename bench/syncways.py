@@ -12,6 +12,8 @@ fsyncs the folder, one of four ways, interleaved round by round:
    folder fsync): what the backend did before the group commit;
  - C{fsync}: one thread, one C{fsync} per file, then the links, one folder fsync;
  - C{fdatasync}: the same after starting every file's writeback at once;
+ - C{parallel}: one C{fdatasync} per file, 8 at once, then the links and
+   one folder fsync;
  - C{syncfs}: one C{syncfs(2)} of the file system, the links, one folder fsync.
 
 With C{--writer} another thread writes a large file through the page cache
@@ -90,6 +92,14 @@ def fdatasyncEach(folder: Path, files: list[File]) -> None:
     _link(folder, files)
 
 
+_SYNCERS = ThreadPoolExecutor(8)
+
+
+def fdatasyncParallel(folder: Path, files: list[File]) -> None:
+    list(_SYNCERS.map(os.fdatasync, [fd for fd, _ in files]))
+    _link(folder, files)
+
+
 def syncfs(folder: Path, files: list[File]) -> None:
     if _LIBC.syncfs(files[0][0]) != 0:
         code = ctypes.get_errno()
@@ -98,7 +108,8 @@ def syncfs(folder: Path, files: list[File]) -> None:
 
 
 WAYS: dict[str, Callable[[Path, list[File]], None]] = {
-    "threads": threads, "fsync": fsyncEach, "fdatasync": fdatasyncEach, "syncfs": syncfs,
+    "threads": threads, "fsync": fsyncEach, "fdatasync": fdatasyncEach,
+    "parallel": fdatasyncParallel, "syncfs": syncfs,
 }
 
 

@@ -26,6 +26,7 @@ from streamrelay.store.groupcommit import (
     GroupCommit,
     flushFiles,
     runRound,
+    syncEach,
 )
 from streamrelay.store.interfaces import NameTaken
 from streamrelay.webapp import appResource
@@ -344,6 +345,22 @@ class FlushTests(SynchronousTestCase):
 
         flushFiles([3, 4], lambda: 0, whole, self.each)
         self.assertEqual(self.calls, [("each", [3, 4])])
+
+    def test_eachFileItsOwnError(self) -> None:
+        """Synced at once, each file still gets its own error."""
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        fds = [os.open(folder / n, os.O_WRONLY | os.O_CREAT, 0o644) for n in "abc"]
+        os.close(fds[1])
+        try:
+            errors = syncEach(fds)
+        finally:
+            os.close(fds[0])
+            os.close(fds[2])
+        self.assertIsNone(errors[0])
+        self.assertIsNone(errors[2])
+        assert isinstance(errors[1], OSError)
+        self.assertEqual(errors[1].errno, errno.EBADF)
 
     def test_realFiles(self) -> None:
         """Both ways work on this machine's file system."""
