@@ -186,10 +186,29 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
     if s3 and s3Raw:
         found.append(Ratio("W1S3 direct path / curl -T straight to S3", s3 / s3Raw))
     found += _hooksRatio(measurements)
+    found += _smallFilesRatio(measurements, limits)
     w1, w2 = _find(measurements, "W1", PROXY), _find(measurements, "W2", PROXY)
     if w1 and w2:
         found.append(Ratio("W2 aggregate via proxy / W1 via proxy", w2 / w1, 1.0))
     return found
+
+
+def _smallFilesRatio(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
+    """
+    W3's uploads/s through the proxy / the machine's 1 MiB files written and
+    fsynced one after another, at its best run (issue 28: only a group
+    commit gets there).
+    """
+    files = [limit for limit in limits if limit.key == "files" and limit.seconds]
+    proxy = [m for m in measurements if m.workload == "W3" and m.route == PROXY and m.seconds]
+    if not files or not proxy:
+        return []
+    uploads = statistics.median(proxy[0].uploadRates)
+    machine = max(files[0].fileRates)
+    median = statistics.median(files[0].fileRates)
+    return [Ratio(f"W3 via proxy / 1 MiB files each fsynced, best run "
+                  f"({uploads:.0f} / {machine:.0f} files/s; median run {median:.0f})",
+                  uploads / machine, 1.0)]
 
 
 def _hooksRatio(measurements: list[Measurement]) -> list[Ratio]:

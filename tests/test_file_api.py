@@ -20,7 +20,7 @@ from streamrelay.backend.ranges import Unsatisfiable, parseRange
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.names import BadName
 from streamrelay.store.disk import DiskStore
-from streamrelay.store.placing import publishFile
+from streamrelay.store.groupcommit import runRound
 from streamrelay.webapp import appResource
 from tests.backendcases import BackendTestCase
 from tests.httpfakes import Connection, Response
@@ -444,7 +444,10 @@ class ConcurrentWriterTests(BackendTestCase):
         two.turn()
         one.send(a[-1:])
         two.send(b[-1:])
-        self.assertEqual(len(runner.held), 2)  # both passed every check
+        # Both passed every check: one is being put in place, the other
+        # waits for the next round of the group commit.
+        self.assertEqual((len(runner.held), self.store.commits.waiting), (1, 1))
+        runner.release()
         runner.release()
         [first] = one.responses()
         [second] = two.responses()
@@ -456,15 +459,16 @@ class ConcurrentWriterTests(BackendTestCase):
 
 class HeldPublishing:
     """
-    A store runner that holds each file's publishing (renamed into place,
-    in a thread in the service) until released; the rest runs inline.
+    A store runner that holds each round of its group commit (files synced
+    and renamed into place, in a thread in the service) until released;
+    the rest runs inline.
     """
 
     def __init__(self) -> None:
         self.held: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
 
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        if f is not publishFile:
+        if f is not runRound:
             return maybeDeferred(f, *args)
         d: Deferred[Any] = Deferred()
         self.held.append((f, args, d))

@@ -31,6 +31,7 @@ from streamrelay.service import (
     exitOnOSError,
     handleSignals,
 )
+from streamrelay.store.commitmetrics import register as registerCommitMetrics
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.s3.config import S3_OPTIONS, checkS3Options, isS3URL, makeS3Store
 from streamrelay.store.writer import Runner
@@ -138,6 +139,8 @@ def makeService(options: Options) -> IService:
         _log.info("removed {count} partial upload(s) left by an earlier run", count=swept)
     slots = UploadSlots(reactor, options["max-concurrent-uploads"])  # type: ignore[arg-type]
     metrics = Metrics("backend")
+    if isinstance(store, DiskStore):
+        registerCommitMetrics(metrics.registry, store.commits)
     hooks, hookService = makeHooks(
         options,
         reactor,

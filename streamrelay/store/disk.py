@@ -18,6 +18,7 @@ import os
 import secrets
 import stat
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -35,6 +36,7 @@ from streamrelay.store.direct import DirectPool, DirectWriter, bufferedIO, direc
 from streamrelay.store.diskfile import DiskFile, fileInfo
 from streamrelay.store.diskmeta import forgetMetadata
 from streamrelay.store.folders import StorageRoot
+from streamrelay.store.groupcommit import Entry, GroupCommit
 from streamrelay.store.interfaces import (
     FileInfo,
     IExclusiveUpload,
@@ -49,11 +51,11 @@ from streamrelay.store.interfaces import (
 )
 from streamrelay.store.placing import (
     Published,
-    flushFile,
     fsyncFolder,
     isFolder,
-    publishFile,
+    placeFlushed,
     revokeFile,
+    takeBack,
 )
 from streamrelay.store.writer import (
     SYNC_EVERY,
@@ -85,8 +87,9 @@ class DiskUpload:
     """
     One file being written into a L{DiskStore}: written by threads through
     a L{DirectWriter} (or, where the file system refuses direct I/O, a
-    L{QueuedWriter}), fsynced and put in place by a thread.  Sealed, it is
-    fsynced and closed at once, and only put in place when committed.
+    L{QueuedWriter}), then synced and put in place by the store's group
+    commit, together with the other files finished meanwhile.  Sealed, it
+    is synced and closed at once, and only put in place when committed.
     """
 
     def __init__(
@@ -202,7 +205,7 @@ class DiskUpload:
             self._closeReader()
             fd, self._fd = self._fd, None
             assert fd is not None
-            self._sealed = await self._store.run(flushFile, fd)
+            self._sealed = await self._store.commits.commit(Entry(fd, _status, size=self.size))
         except BaseException as e:
             raise storageError(e) from e
 
@@ -222,10 +225,15 @@ class DiskUpload:
             fd, self._fd = self._fd, None
             flushed = self._sealed if fd is None else fd
             assert flushed is not None
-            published = await self._store.run(
-                publishFile, flushed, self._path, self._store.root / self.name, sha256, replace,
-                keep, self.metadata,
-            )
+            target = self._store.root / self.name
+            published = await self._store.commits.commit(Entry(
+                flushed,
+                partial(placeFlushed, partial=self._path, target=target, sha256=sha256,
+                        replace=replace, keep=keep, metadata=self.metadata),
+                folders=(self._store.root,),
+                withdraw=partial(takeBack, target),
+                size=self.size,
+            ))
         except BaseException as e:
             self._discard()
             raise self._store.failure(e) from e
@@ -258,6 +266,12 @@ class DiskUpload:
             os.unlink(self._path)
         except FileNotFoundError:
             pass
+
+
+def _status(st: os.stat_result | None) -> os.stat_result:
+    """A sealed file's status, as its group commit gives it."""
+    assert st is not None
+    return st
 
 
 class _Throttle:
@@ -329,6 +343,9 @@ class DiskStore:
         self.writeRate = writeRate
         self.partialDir.mkdir(parents=True, exist_ok=True)
         self.storage = StorageRoot(root)
+        #: Syncs and places the files of uploads finished at about the same
+        #: time together (see L{streamrelay.store.groupcommit}).
+        self.commits = GroupCommit(run)
 
     def ready(self) -> None:
         """

@@ -66,10 +66,30 @@ def publishFile(
     survives a crash.
     """
     st = flushFile(file) if isinstance(file, int) else file
+    published = placeFlushed(st, partial, target, sha256, replace, keep, metadata)
+    fsyncFolder(target.parent)
+    return published
+
+
+def placeFlushed(
+    st: os.stat_result | None,
+    partial: Path,
+    target: Path,
+    sha256: str,
+    replace: bool,
+    keep: Path | None,
+    metadata: Mapping[str, str] | None = None,
+) -> Published:
+    """
+    (In a thread, once the file's bytes are durable; C{st} its status.)
+    Keep its digest and metadata with it and put it in place (see
+    L{placeFile}); the caller fsyncs the folder (a group commit, once for
+    many files) before telling anyone.
+    """
+    assert st is not None
     setSHA256(partial, sha256)
     keepMetadata(partial, target.parent, target.name, metadata)
     replaced, kept = placeFile(partial, target, replace, keep)
-    fsyncFolder(target.parent)
     return Published(st.st_mtime, replaced, (st.st_dev, st.st_ino), kept)
 
 
@@ -169,9 +189,14 @@ def revokeFile(target: Path, published: Published) -> None:
     (In a thread.) Take back a published version, if the name still holds
     it: put back the version it replaced, or free the name.
     """
+    takeBack(target, published)
+    fsyncFolder(target.parent)
+
+
+def takeBack(target: Path, published: Published) -> None:
+    """L{revokeFile} without the folder's fsync (the caller's to do)."""
     with _PLACING:
         _takeBack(target, published)
-    fsyncFolder(target.parent)
 
 
 def _takeBack(target: Path, published: Published) -> None:
@@ -259,3 +284,37 @@ def publishByRename(
     fsyncFolder(target.parent)
     fsyncFolder(part.parent)
     return modified, replaced
+
+
+def openToPublish(part: Path, sha256: str) -> int:
+    """
+    (In a thread.) Open a file written elsewhere on the same file system (a
+    resumable upload's bytes) to hand it to a group commit, its digest kept
+    with it: the group commit syncs and closes it, then
+    L{placeRenamed} puts it in place.
+    """
+    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setSHA256(fd, sha256)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def placeRenamed(
+    st: os.stat_result | None,
+    part: Path,
+    target: Path,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[float, bool]:
+    """
+    (In a thread, once the file opened by L{openToPublish} is durable; C{st}
+    its status.)  Put it in place as L{publishByRename} does, but leave
+    fsyncing both folders to the caller.  Its time, and whether it replaced
+    a file.
+    """
+    assert st is not None
+    keepMetadata(part, target.parent, target.name, metadata)
+    replaced, _ = placeFile(part, target)
+    return st.st_mtime, replaced

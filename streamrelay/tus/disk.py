@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
@@ -32,8 +33,9 @@ from streamrelay.digests import hashFilePrefix
 from streamrelay.store import FileInfo, IUploadStore, StorageFull
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.folders import StorageRoot
+from streamrelay.store.groupcommit import Entry
 from streamrelay.store.interfaces import StorageUnavailable
-from streamrelay.store.placing import fsyncFolder, publishByRename
+from streamrelay.store.placing import fsyncFolder, openToPublish, placeRenamed
 from streamrelay.store.writer import QueuedWriter, Runner, inline, storageError, syncAndDrop
 from streamrelay.tus.diskconcat import concatenateFiles
 from streamrelay.tus.interfaces import (
@@ -335,10 +337,15 @@ class DiskResumableStore:
             assert isinstance(store, DiskStore)
             store.ready()
             try:
-                modified, replaced = await self.run(
-                    publishByRename, part, store.root / upload.name, sha256,
-                    upload.fileMetadata,
-                )
+                fd = await self.run(openToPublish, part, sha256)
+                # Synced and renamed with the store's other new files.
+                modified, replaced = await store.commits.commit(Entry(
+                    fd,
+                    partial(placeRenamed, part=part, target=store.root / upload.name,
+                            metadata=upload.fileMetadata),
+                    folders=(store.root, part.parent),
+                    size=upload.offset,
+                ))
             except BaseException as e:
                 raise store.failure(e) from e
             info = FileInfo(upload.name, upload.offset, sha256, modified, upload.fileMetadata)
