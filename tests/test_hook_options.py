@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamrelay.backend.tap import Options
+from streamrelay.hooks.config import (
+    DEFAULT_PRE_CREATE_CONCURRENCY,
+    IDLE_CONNECTION_SECONDS,
+    hookConnections,
+    hookPool,
+)
+from streamrelay.hooks.sender import MAX_IN_FLIGHT
 
 
 def parse(*args: str, **env: str) -> Options:
@@ -85,3 +93,27 @@ class HookOptionTests(SynchronousTestCase):
                "AWS_SECRET_ACCESS_KEY": "s"}
         message = self.refused("--storage", "s3://bucket/p", "--hook-url", "http://h/", **env)
         self.assertIn("--hook-queue", message)
+
+
+class HookConnectionTests(SynchronousTestCase):
+    """The connections to the hook kept open between events."""
+
+    def test_oneForEachEventAtOnce(self) -> None:
+        """
+        One for each delivery the sender has in flight and each upload's
+        pre-create request that may be asked at once.
+        """
+        self.assertEqual(hookConnections(8, maxInFlight=16), 24)
+        self.assertEqual(hookConnections(100, maxInFlight=4), 104)
+
+    def test_noUploadLimit(self) -> None:
+        """Without --max-concurrent-uploads, a burst of 64 pre-creates is provided for."""
+        self.assertEqual(DEFAULT_PRE_CREATE_CONCURRENCY, 64)
+        self.assertEqual(hookConnections(None), MAX_IN_FLIGHT + 64)
+
+    def test_pool(self) -> None:
+        """The pool keeps that many idle connections per host, for a while."""
+        pool = hookPool(Clock(), 80)
+        self.assertTrue(pool.persistent)
+        self.assertEqual(pool.maxPersistentPerHost, 80)
+        self.assertEqual(pool.cachedConnectionTimeout, IDLE_CONNECTION_SECONDS)

@@ -114,11 +114,38 @@ def checkHookOptions(options: Any, s3: bool) -> None:
         )
 
 
-def hookClient(reactor: Any) -> HTTPClient:
-    """A treq client for the hook: pooled connections, no cookies kept."""
+#: Pre-create requests expected at once when C{--max-concurrent-uploads}
+#: sets no limit (the connections kept open for them; more still go, on
+#: connections opened for them and closed after).
+DEFAULT_PRE_CREATE_CONCURRENCY = 64
+
+#: Seconds an idle connection to the hook is kept.
+IDLE_CONNECTION_SECONDS = 30
+
+
+def hookConnections(maxConcurrentUploads: int | None, maxInFlight: int = MAX_IN_FLIGHT) -> int:
+    """
+    How many idle connections to the hook are kept: one for each delivery
+    the sender has in flight and each pre-create request of an upload
+    taken at once.  Fewer, and every burst of uploads beyond them opens
+    connections that are closed as soon as they answered (a TCP handshake
+    and a teardown for each of those events, on both sides).
+    """
+    concurrency = maxConcurrentUploads or DEFAULT_PRE_CREATE_CONCURRENCY
+    return maxInFlight + concurrency
+
+
+def hookPool(reactor: Any, connections: int) -> HTTPConnectionPool:
+    """Persistent connections to the hook: up to C{connections} kept idle."""
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = MAX_IN_FLIGHT
-    pool.cachedConnectionTimeout = 30
+    pool.maxPersistentPerHost = connections
+    pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
+    return pool
+
+
+def hookClient(reactor: Any, connections: int = MAX_IN_FLIGHT) -> HTTPClient:
+    """A treq client for the hook: pooled connections, no cookies kept."""
+    pool = hookPool(reactor, connections)
     jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
     return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)  # type: ignore[arg-type]
 
@@ -142,7 +169,9 @@ def makeHooks(
     folder = options["hook-queue"] or str(Path(options["storage"]) / HOOKS_FOLDER)
     journal = EventJournal(Path(folder), run, check=check)
     reloaded = journal.open()
-    client = http or hookClient(reactor)
+    client = http or hookClient(
+        reactor, hookConnections(options.get("max-concurrent-uploads"))
+    )
     sender = HookSender(
         journal,
         reloaded,
