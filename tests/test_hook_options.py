@@ -117,3 +117,7 @@ class HookConnectionTests(SynchronousTestCase):
         self.assertTrue(pool.persistent)
         self.assertEqual(pool.maxPersistentPerHost, 80)
         self.assertEqual(pool.cachedConnectionTimeout, IDLE_CONNECTION_SECONDS)
+
+    def test_quiet(self) -> None:
+        """Opening a connection to the hook logs nothing (it was two lines at info)."""
+        self.assertFalse(hookPool(Clock(), 1)._factory.noisy)

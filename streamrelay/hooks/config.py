@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IAgent
 
 from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
 from streamrelay.hooks.events import EVENT_TYPES
@@ -135,19 +134,29 @@ def hookConnections(maxConcurrentUploads: int | None, maxInFlight: int = MAX_IN_
     return maxInFlight + concurrency
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """Opens a connection without logging "Starting factory" (and stopping) at info."""
+
+    noisy = False
+
+
+class HookPool(HTTPConnectionPool):
+    """The pool of connections to the hook, opened without log lines."""
+
+    _factory = _QuietFactory
+
+
 def hookPool(reactor: Any, connections: int) -> HTTPConnectionPool:
     """Persistent connections to the hook: up to C{connections} kept idle."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = HookPool(reactor, persistent=True)
     pool.maxPersistentPerHost = connections
     pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
     return pool
 
 
-def hookClient(reactor: Any, connections: int = MAX_IN_FLIGHT) -> HTTPClient:
-    """A treq client for the hook: pooled connections, no cookies kept."""
-    pool = hookPool(reactor, connections)
-    jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-    return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)  # type: ignore[arg-type]
+def hookAgent(reactor: Any, connections: int = MAX_IN_FLIGHT) -> IAgent:
+    """The agent events are posted with (L{streamrelay.hooks.delivery}): pooled connections."""
+    return Agent(reactor, pool=hookPool(reactor, connections))
 
 
 def makeHooks(
@@ -156,7 +165,7 @@ def makeHooks(
     metrics: HookMetrics,
     run: Runner,
     check: Callable[[], None] = lambda: None,
-    http: HTTPClient | None = None,
+    agent: IAgent | None = None,
 ) -> tuple[IHooks, IService]:
     """
     The hooks C{options} ask for (L{NoHooks} without C{--hook-url}) and the
@@ -169,13 +178,13 @@ def makeHooks(
     folder = options["hook-queue"] or str(Path(options["storage"]) / HOOKS_FOLDER)
     journal = EventJournal(Path(folder), run, check=check)
     reloaded = journal.open()
-    client = http or hookClient(
+    agent = agent or hookAgent(
         reactor, hookConnections(options.get("max-concurrent-uploads"))
     )
     sender = HookSender(
         journal,
         reloaded,
-        client,
+        agent,
         options["hook-url"],
         options["hook-secret"],
         options["hook-timeout"],
@@ -189,7 +198,7 @@ def makeHooks(
         options["hook-secret"],
         options["hook-timeout"],
         options["hook-unreachable"],
-        client,
+        agent,
         reactor,
     )
     hooks = Hooks(journal, sender, options["hook-events"], reactor, preCreate)
