@@ -105,6 +105,46 @@ class JournalTests(SynchronousTestCase):
         journal.close()
         self.assertEqual(self.reopened(), ["b"])
 
+    def test_doneMarksNotSynced(self) -> None:
+        """
+        A job writing only C{done} marks (nothing waits for them) does not
+        sync; the next record's sync takes them along.
+        """
+        journal = self.journal()
+        journal.open()
+        a = entry("a")
+        self.successResultOf(journal.record(a))
+        self.assertEqual(len(self.syncs), 1)
+        journal.delivered(a)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertIn(b'"done"', (self.folder / EVENTS_FILE).read_bytes())
+        self.successResultOf(journal.record(entry("b")))
+        self.assertEqual(len(self.syncs), 2)
+        journal.close()
+        self.assertEqual(self.reopened(), ["b"])
+
+    def test_doneMarksRideWithRecords(self) -> None:
+        """A mark made while a job runs goes with the next records, in their job."""
+        runner = HeldRunner()
+        journal = self.journal(runner)
+        journal.open()
+        a = entry("a")
+        d = journal.record(a)
+        runner.runOne()
+        self.successResultOf(d)
+        b = journal.record(entry("b"))
+        journal.delivered(a)
+        c = journal.record(entry("c"))
+        runner.runOne()
+        self.successResultOf(b)
+        self.assertEqual(len(runner.jobs), 1)
+        runner.runOne()
+        self.successResultOf(c)
+        self.assertEqual(len(self.syncs), 3)
+        self.assertEqual(runner.jobs, [])
+        journal.close()
+        self.assertEqual(self.reopened(), ["b", "c"])
+
     def test_compaction(self) -> None:
         """
         Once enough events were delivered, the file is rewritten with only

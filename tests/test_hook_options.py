@@ -4,13 +4,15 @@ The backend's C{--hook-*} options: defaults, and bad values refused at start.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamrelay.backend.tap import Options
+from streamrelay.backend.tap import Options, ownThread
 from streamrelay.hooks.config import (
     DEFAULT_PRE_CREATE_CONCURRENCY,
     IDLE_CONNECTION_SECONDS,
@@ -121,3 +123,65 @@ class HookConnectionTests(SynchronousTestCase):
     def test_quiet(self) -> None:
         """Opening a connection to the hook logs nothing (it was two lines at info)."""
         self.assertFalse(hookPool(Clock(), 1)._factory.noisy)
+
+
+class _Reactor:
+    """Just what L{ownThread} uses of a reactor, each call kept for the test to make."""
+
+    def __init__(self) -> None:
+        self.whenRunning: list[Callable[[], object]] = []
+        self.shutdown: list[Callable[[], object]] = []
+        self.fromThread: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+
+    def callWhenRunning(self, f: Callable[[], object]) -> None:
+        self.whenRunning.append(f)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Callable[[], object]) -> None:
+        assert (phase, event) == ("during", "shutdown")
+        self.shutdown.append(f)
+
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            self.fromThread.append((f, args))
+
+    def run(self) -> None:
+        for f in self.whenRunning:
+            f()
+
+    def stop(self) -> None:
+        """Shut down (the thread is joined), then run what it handed back."""
+        for f in self.shutdown:
+            f()
+        for f, args in self.fromThread:
+            f(*args)
+
+
+class OwnThreadTests(SynchronousTestCase):
+    """The hook journal's thread, apart from the uploads' pool."""
+
+    def test_ownThreadInOrder(self) -> None:
+        """Jobs run one at a time, in order, in the named thread, once the reactor runs."""
+        reactor = _Reactor()
+        run = ownThread(reactor, "hook-journal-test")
+        seen: list[tuple[int, str]] = []
+
+        def job(n: int) -> int:
+            seen.append((n, threading.current_thread().name))
+            return n * 10
+
+        results = [run(job, n) for n in range(3)]
+        self.assertEqual(seen, [])
+        reactor.run()
+        reactor.stop()
+        self.assertEqual([n for n, _ in seen], [0, 1, 2])
+        self.assertEqual({name for _, name in seen}, {"PoolThread-hook-journal-test-0"})
+        self.assertEqual([self.successResultOf(d) for d in results], [0, 10, 20])
+
+    def test_errorsPassedOn(self) -> None:
+        reactor = _Reactor()
+        run = ownThread(reactor, "hook-journal-test")
+        d = run(lambda: 1 / 0)
+        reactor.run()
+        reactor.stop()
+        self.failureResultOf(d, ZeroDivisionError)

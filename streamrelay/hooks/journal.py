@@ -12,7 +12,10 @@ Group commit: records are written by one job at a time, off the reactor
 thread; every record made while a job runs goes into the next one, which
 writes them all and syncs once.  Each record's Deferred fires when its own
 job has synced.  C{done} marks are not waited for: losing one only means
-the event is delivered again, which at-least-once allows.
+the event is delivered again, which at-least-once allows.  So a job
+writing nothing but C{done} marks does not sync (they reach the disk with
+the next job that does, or the kernel's writeback): under steady uploads
+that halved the syncs, each of which the uploads' own syncs queue behind.
 
 Dead events are appended, as plain JSON lines, to C{dead.log} (synced
 before the event leaves C{events.log}): for an operator to read and replay.
@@ -240,7 +243,7 @@ class EventJournal:
             self._obsolete = 0
             self._rewrite = False
         self._flushing = True
-        job = self._run(self._write, lines, deadLines, snapshot)
+        job = self._run(self._write, lines, deadLines, snapshot, bool(waiters))
 
         def written(result: object) -> None:
             self._flushing = False
@@ -269,9 +272,16 @@ class EventJournal:
         job.addBoth(written)
 
     def _write(
-        self, lines: list[bytes], deadLines: list[bytes], snapshot: list[Entry] | None
+        self,
+        lines: list[bytes],
+        deadLines: list[bytes],
+        snapshot: list[Entry] | None,
+        sync: bool = True,
     ) -> None:
-        """In a thread: a rewrite if due, the dead events, then the records."""
+        """
+        In a thread: a rewrite if due, the dead events, then the records;
+        synced when C{sync} (a record is waited for).
+        """
         if snapshot is None and not self._sameFile():
             raise _Vanished()
         if snapshot is not None:
@@ -296,7 +306,8 @@ class EventJournal:
         before = self._size
         try:
             _writeAll(self._fd, data)
-            self._sync(self._fd)
+            if sync:
+                self._sync(self._fd)
         except OSError:
             # Never leave a torn record for the next ones to follow.
             try:
