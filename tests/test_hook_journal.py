@@ -9,6 +9,7 @@ import errno
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -52,15 +53,41 @@ class JournalTests(SynchronousTestCase):
 
     def test_groupCommit(self) -> None:
         """
-        Records made while a write runs share the next write: one sync for
-        them all, and none fires before its own write is synced.
+        Records made before a job starts share it: one sync for them all.
         """
         runner = HeldRunner()
         journal = self.journal(runner)
         journal.open()
-        first = journal.record(entry("a"))
-        later = [journal.record(entry(name)) for name in "bcd"]
+        records = [journal.record(entry(name)) for name in "abcd"]
         self.assertEqual(len(runner.jobs), 1)
+        for d in records:
+            self.assertNoResult(d)
+        runner.runOne()
+        for d in records:
+            self.successResultOf(d)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(runner.jobs, [])
+        self.assertEqual(self.reopened(), ["a", "b", "c", "d"])
+
+    def test_nextJobWaitsInRunner(self) -> None:
+        """
+        Records made while a job writes go to the next job, handed to the
+        runner at once (it starts when the first ends, without the
+        reactor); none fires before its own job synced.
+        """
+        runner = HeldRunner()
+        later: list[Any] = []
+
+        def sync(fd: int) -> None:
+            self.syncs.append(fd)
+            if not later:
+                later.extend(journal.record(entry(name)) for name in "bcd")
+                self.assertEqual(len(runner.jobs), 1)
+
+        journal = EventJournal(self.folder, runner, sync=sync)
+        self.addCleanup(journal.close)
+        journal.open()
+        first = journal.record(entry("a"))
         runner.runOne()
         self.successResultOf(first)
         for d in later:
@@ -71,6 +98,37 @@ class JournalTests(SynchronousTestCase):
             self.successResultOf(d)
         self.assertEqual(len(self.syncs), 2)
         self.assertEqual(self.reopened(), ["a", "b", "c", "d"])
+
+    def test_vanishedUnderTwoJobs(self) -> None:
+        """
+        The folder removed while a job writes, the next one waiting: that
+        one's records go, in order, after the pending events into the
+        file written again.
+        """
+        runner = HeldRunner()
+        later: list[Any] = []
+
+        def sync(fd: int) -> None:
+            self.syncs.append(fd)
+            if not later:
+                shutil.rmtree(self.folder)
+                later.extend(journal.record(entry(name)) for name in "bc")
+
+        journal = EventJournal(self.folder, runner, sync=sync)
+        self.addCleanup(journal.close)
+        journal.open()
+        first = journal.record(entry("a"))
+        runner.runOne()
+        self.successResultOf(first)
+        runner.runOne()
+        for d in later:
+            self.assertNoResult(d)
+        self.assertEqual(len(runner.jobs), 1)
+        runner.runOne()
+        for d in later:
+            self.successResultOf(d)
+        journal.close()
+        self.assertEqual(self.reopened(), ["a", "b", "c"])
 
     def test_reloadSkipsTornRecord(self) -> None:
         """
@@ -124,7 +182,7 @@ class JournalTests(SynchronousTestCase):
         self.assertEqual(self.reopened(), ["b"])
 
     def test_doneMarksRideWithRecords(self) -> None:
-        """A mark made while a job runs goes with the next records, in their job."""
+        """A mark made before a job starts goes in it, with the records: one sync."""
         runner = HeldRunner()
         journal = self.journal(runner)
         journal.open()
@@ -135,12 +193,11 @@ class JournalTests(SynchronousTestCase):
         b = journal.record(entry("b"))
         journal.delivered(a)
         c = journal.record(entry("c"))
-        runner.runOne()
-        self.successResultOf(b)
         self.assertEqual(len(runner.jobs), 1)
         runner.runOne()
+        self.successResultOf(b)
         self.successResultOf(c)
-        self.assertEqual(len(self.syncs), 3)
+        self.assertEqual(len(self.syncs), 2)
         self.assertEqual(runner.jobs, [])
         journal.close()
         self.assertEqual(self.reopened(), ["b", "c"])
