@@ -8,14 +8,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import URI
 
 from streamrelay.backend.tap import Options, ownThread
-from streamrelay.hooks.config import (
+from streamrelay.hooks.connections import (
     DEFAULT_PRE_CREATE_CONCURRENCY,
     IDLE_CONNECTION_SECONDS,
+    HookEndpoints,
     hookConnections,
     hookPool,
 )
@@ -123,6 +127,30 @@ class HookConnectionTests(SynchronousTestCase):
     def test_quiet(self) -> None:
         """Opening a connection to the hook logs nothing (it was two lines at info)."""
         self.assertFalse(hookPool(Clock(), 1)._factory.noisy)
+
+
+class HookEndpointTests(SynchronousTestCase):
+    """The endpoint the hook's connections are opened to, made once."""
+
+    def test_madeOnce(self) -> None:
+        endpoints = HookEndpoints(MemoryReactorClock())
+        first = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9/events"))
+        again = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9/other"))
+        self.assertIs(first, again)
+        self.assertIsInstance(first, HostnameEndpoint)
+        other = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:10/events"))
+        self.assertIsNot(other, first)
+
+    def test_https(self) -> None:
+        """An https hook is reached over TLS (checked as a browser would), not plain TCP."""
+        endpoints = HookEndpoints(MemoryReactorClock())
+        endpoint = endpoints.endpointForURI(URI.fromBytes(b"https://hook.example/events"))
+        self.assertNotIsInstance(endpoint, HostnameEndpoint)
+        self.assertIsInstance(endpoint._wrappedEndpoint, HostnameEndpoint)  # type: ignore[attr-defined]
+
+    def test_otherScheme(self) -> None:
+        endpoints = HookEndpoints(MemoryReactorClock())
+        self.assertRaises(ValueError, endpoints.endpointForURI, URI.fromBytes(b"ftp://h/x"))
 
 
 class _Reactor:

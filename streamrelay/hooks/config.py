@@ -13,16 +13,16 @@ from urllib.parse import urlsplit
 
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent
 
+from streamrelay.hooks.connections import hookAgent, hookConnections
 from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
 from streamrelay.hooks.events import EVENT_TYPES
 from streamrelay.hooks.interfaces import IHooks, NoHooks
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.precreate import PreCreate
-from streamrelay.hooks.sender import MAX_IN_FLIGHT, HookSender
+from streamrelay.hooks.sender import HookSender
 from streamrelay.hooks.service import Hooks
 from streamrelay.store.writer import Runner
 
@@ -111,52 +111,6 @@ def checkHookOptions(options: Any, s3: bool) -> None:
             "with s3:// storage, --hook-url needs --hook-queue DIR: a local folder "
             "for this backend's undelivered events"
         )
-
-
-#: Pre-create requests expected at once when C{--max-concurrent-uploads}
-#: sets no limit (the connections kept open for them; more still go, on
-#: connections opened for them and closed after).
-DEFAULT_PRE_CREATE_CONCURRENCY = 64
-
-#: Seconds an idle connection to the hook is kept.
-IDLE_CONNECTION_SECONDS = 30
-
-
-def hookConnections(maxConcurrentUploads: int | None, maxInFlight: int = MAX_IN_FLIGHT) -> int:
-    """
-    How many idle connections to the hook are kept: one for each delivery
-    the sender has in flight and each pre-create request of an upload
-    taken at once.  Fewer, and every burst of uploads beyond them opens
-    connections that are closed as soon as they answered (a TCP handshake
-    and a teardown for each of those events, on both sides).
-    """
-    concurrency = maxConcurrentUploads or DEFAULT_PRE_CREATE_CONCURRENCY
-    return maxInFlight + concurrency
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    """Opens a connection without logging "Starting factory" (and stopping) at info."""
-
-    noisy = False
-
-
-class HookPool(HTTPConnectionPool):
-    """The pool of connections to the hook, opened without log lines."""
-
-    _factory = _QuietFactory
-
-
-def hookPool(reactor: Any, connections: int) -> HTTPConnectionPool:
-    """Persistent connections to the hook: up to C{connections} kept idle."""
-    pool = HookPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = connections
-    pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
-    return pool
-
-
-def hookAgent(reactor: Any, connections: int = MAX_IN_FLIGHT) -> IAgent:
-    """The agent events are posted with (L{streamrelay.hooks.delivery}): pooled connections."""
-    return Agent(reactor, pool=hookPool(reactor, connections))
 
 
 def makeHooks(

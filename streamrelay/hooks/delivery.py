@@ -7,7 +7,7 @@ it.  The answer's body is read up to L{MAX_ANSWER_BYTES}: a hook is the
 application's own endpoint, but a runaway one must not fill our memory.
 
 It goes straight to an L{IAgent} (pooled connections, see
-L{streamrelay.hooks.config}), with the URL made ASCII once (L{hookURI}):
+L{streamrelay.hooks.connections}), with the URL made ASCII once (L{hookURI}):
 treq's client around it parsed the URL twice, built a cookie request and
 a content-decoding agent for every event, about as much reactor time as
 hashing the 1 MiB upload the event was about.  No cookies are kept, no
