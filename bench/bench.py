@@ -14,12 +14,19 @@ SHA-256 is checked against the source, and so is one download's bytes per
 download path; any error makes the exit status 1.
 
     .venv/bin/python bench/bench.py [--size 1G] [--runs 3]
-        [--workloads W1,W2,W3,W4] [--json results.json]
+        [--workloads W1,W2,W3,W4] [--w3-files 1000] [--json results.json]
+        [--peers[=nginx,aiohttp,tornado]]
+
+With C{--peers}, W1-W3 also run through nginx, aiohttp + uvloop and
+Tornado (bench/peers/, installed first if missing: bench/peerinstall.py),
+interleaved with streamrelay's own routes, and a table of each relay's
+figures without and with fsync and streamrelay's ratios to them follows.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import shutil
@@ -32,9 +39,22 @@ from types import FrameType
 
 from clients import uploaderStartup
 from machine import describe, loadAverage, measureLimits
+from peerinstall import install as installPeers
+from peerreport import PEER_WORKLOADS, peerRatios, peersTable
+from peerservices import PEERS
+from peerworkloads import PeerRoute, PeersWorkload, peerRoutes
 from report import asJSON, machineLines, ratios, resultsTable, settleLine
 from s3 import workload as s3Workload
-from workloads import PLANNED, WORKLOADS, Context, Measurement, progress, sizeLabel
+from workloads import (
+    PLANNED,
+    WORKLOADS,
+    Context,
+    Measurement,
+    UploadWorkload,
+    Workload,
+    progress,
+    sizeLabel,
+)
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
@@ -65,6 +85,31 @@ def parseWorkloads(text: str) -> list[str]:
     return keys
 
 
+def parsePeers(text: str) -> list[str]:
+    """C{nginx,tornado}: peers by name, in the order they are reported; C{all}: every one."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(PEERS)
+    for name in names:
+        if name not in PEERS:
+            raise argparse.ArgumentTypeError(
+                f"unknown peer {name!r}; choose from {', '.join(PEERS)} (or all)"
+            )
+    if not names:
+        raise argparse.ArgumentTypeError("no peer named")
+    return [p for p in PEERS if p in names]
+
+
+def parseCount(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return count
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench.py",
@@ -78,6 +123,13 @@ def parser() -> argparse.ArgumentParser:
                    help="runs of each path; the median is reported (default 3)")
     p.add_argument("--workloads", type=parseWorkloads, default=list(WORKLOADS),
                    help=f"comma-separated, from {','.join(WORKLOADS)} (default all)")
+    p.add_argument("--w3-files", type=parseCount, default=1000, metavar="N",
+                   help="W3's number of 1 MiB uploads (64 at a time; default 1000)")
+    p.add_argument("--peers", type=parsePeers, nargs="?", const=list(PEERS), default=[],
+                   metavar="NAMES",
+                   help="also run W1-W3 through other relays, interleaved with streamrelay's "
+                   f"routes: {', '.join(PEERS)} (default all), installing what they need "
+                   "(apt-get for nginx, pip into this Python's environment)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also save the results as JSON")
     p.add_argument("--tmpdir", type=Path, default=Path(tempfile.gettempdir()),
                    help="where the temporary storage folder goes (default %(default)s)")
@@ -90,8 +142,30 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def selectedWorkloads(options: argparse.Namespace, peers: list[str]) -> dict[str, Workload]:
+    """
+    The workloads to run, by key: W3 with C{--w3-files} uploads, and W1-W3
+    with the routes of C{peers} added (L{PeersWorkload}).
+    """
+    selected: dict[str, Workload] = {}
+    for key in options.workloads:
+        workload = WORKLOADS[key]
+        if key == "W3" and isinstance(workload, UploadWorkload):
+            workload = copy.copy(workload)
+            workload.count = options.w3_files
+        if peers and key in PEER_WORKLOADS and isinstance(workload, UploadWorkload):
+            workload = PeersWorkload(workload, peerRoutes(peers))
+        selected[key] = workload
+    return selected
+
+
 def run(options: argparse.Namespace) -> int:
     """One benchmark run; the exit status."""
+    peers, versions, skipped = [], {}, {}
+    if options.peers:
+        installed = installPeers(options.peers)
+        peers, versions, skipped = installed.peers, installed.versions, installed.skipped
+    workloads = selectedWorkloads(options, peers)
     workDir = Path(tempfile.mkdtemp(prefix="streamrelay-bench-", dir=options.tmpdir))
     try:
         ctx = Context(workDir, options.runs, options.size)
@@ -100,8 +174,7 @@ def run(options: argparse.Namespace) -> int:
         limits = measureLimits(source, ctx.storage, options.runs, ctx.settle)
         measurements: list[Measurement] = []
         titles = []
-        for key in options.workloads:
-            workload = WORKLOADS[key]
+        for key, workload in workloads.items():
             titles.append(f"{key}: {workload.title(ctx)}")
             progress(f"{titles[-1]}")
             measurements += workload.run(ctx)
@@ -111,6 +184,7 @@ def run(options: argparse.Namespace) -> int:
         shutil.rmtree(workDir, ignore_errors=True)
 
     errors = [e for m in measurements for e in m.errors]
+    ours = [m for m in measurements if not isinstance(m.route, PeerRoute)]
     print()
     print("\n".join(machineLines(info)))
     print(f"runs per path: {options.runs} (median reported); MB/s = 10^6 bytes/s, "
@@ -123,8 +197,10 @@ def run(options: argparse.Namespace) -> int:
     print(resultsTable(measurements, limits))
     print()
     print("ratios (of medians; a machine limit at its best run):")
-    for ratio in ratios(measurements, limits):
+    for ratio in ratios(ours, limits):
         print(ratio.line())
+    if options.peers:
+        peerLines(measurements, versions, skipped)
     if startup is not None:
         print(f"\nstreamrelay-upload start-up (interpreter and imports, timed with --help): "
               f"{startup:.2f} s, included in its MB/s")
@@ -137,8 +213,13 @@ def run(options: argparse.Namespace) -> int:
     if options.json is not None:
         record = asJSON(info, {
             "size": options.size, "runs": options.runs, "workloads": options.workloads,
-            "uploader_startup_s": startup,
+            "uploader_startup_s": startup, "w3_files": options.w3_files, "peers": options.peers,
         }, measurements, limits, errors)
+        record["peers"] = {
+            "versions": versions, "skipped": skipped,
+            "ratios": [{"label": r.label, "value": r.value, "target": r.target}
+                       for r in peerRatios(measurements)],
+        }
         record["settle"] = [
             {"dirty_before_bytes": s.before, "dirty_after_bytes": s.dirty,
              "seconds": s.seconds, "settled": s.settled}
@@ -147,6 +228,32 @@ def run(options: argparse.Namespace) -> int:
         options.json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"\nresults saved to {options.json}")
     return 1 if errors else 0
+
+
+def peerLines(
+    measurements: list[Measurement], versions: dict[str, str], skipped: dict[str, str]
+) -> None:
+    """The peers' table and streamrelay's ratios to them."""
+    print()
+    print("peers (median figures, run interleaved with streamrelay's routes above; every "
+          "stored file re-read and its SHA-256 checked after each run; (!) = a run failed):")
+    print(peersTable(measurements, versions))
+    for peer, why in skipped.items():
+        print(f"  {peer}: not run: {why}")
+    print()
+    print("streamrelay via its proxy / each peer at the same durability (ratios of medians):")
+    for ratio in peerRatios(measurements):
+        print(ratio.line())
+
+
+def optionErrors(options: argparse.Namespace) -> list[str]:
+    """What is wrong with options that each parse."""
+    errors = []
+    if options.runs < 1:
+        errors.append("--runs must be at least 1")
+    if options.peers and not set(options.workloads) & set(PEER_WORKLOADS):
+        errors.append(f"--peers runs with {', '.join(PEER_WORKLOADS)}: name one in --workloads")
+    return errors
 
 
 def registerS3() -> None:
@@ -161,8 +268,8 @@ def registerS3() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     registerS3()
     options = parser().parse_args(argv)
-    if options.runs < 1:
-        parser().error("--runs must be at least 1")
+    for error in optionErrors(options):
+        parser().error(error)
     signal.signal(signal.SIGTERM, _terminated)
     return run(options)
 

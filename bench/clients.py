@@ -67,12 +67,14 @@ def _run(argv: list[str], stdout: Path, stderr: Path) -> tuple[int, float]:
 
 
 def curlUploads(
-    baseURL: str, source: Path, names: Sequence[str], parallel: int, workDir: Path
+    baseURL: str, source: Path, names: Sequence[str], parallel: int, workDir: Path,
+    jsonAnswers: bool = True,
 ) -> Batch:
     """
     PUT C{source} under each of C{names} with C{curl -T} (Content-Length),
     C{parallel} at a time from one curl process; a single name is a plain
-    C{curl -T}.
+    C{curl -T}.  Each answer is read as JSON unless C{jsonAnswers} is false
+    (a server that answers otherwise, such as nginx's WebDAV module).
     """
     answers = workDir / "answers"
     answers.mkdir(parents=True, exist_ok=True)
@@ -101,10 +103,11 @@ def curlUploads(
         if len(fields) > 4 and fields[4]:
             transfer.error = fields[4]
         answerPath = answers / (name + ".json")
-        try:
-            transfer.answer = json.loads(answerPath.read_bytes())
-        except (OSError, ValueError) as e:
-            transfer.error = transfer.error or f"no JSON answer ({e})"
+        if jsonAnswers:
+            try:
+                transfer.answer = json.loads(answerPath.read_bytes())
+            except (OSError, ValueError) as e:
+                transfer.error = transfer.error or f"no JSON answer ({e})"
         answerPath.unlink(missing_ok=True)
         byName[name] = transfer
     transfers = []

@@ -415,8 +415,11 @@ class UploadWorkload:
             if self.count != 1:
                 raise ValueError("the uploader route sends one file per workload run")
             return uploaderUpload(url, source, workDir)
-        names = [f"{self.key.lower()}-r{run}-{i:04d}.bin" for i in range(self.count)]
-        return curlUploads(url, source, names, self.parallel, workDir)
+        return curlUploads(url, source, self.names(run), self.parallel, workDir)
+
+    def names(self, run: int) -> list[str]:
+        """The names run C{run} stores its files under (with curl)."""
+        return [f"{self.key.lower()}-r{run}-{i:04d}.bin" for i in range(self.count)]
 
 
 class DownloadWorkload:

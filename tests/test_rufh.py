@@ -102,7 +102,14 @@ class RufhCases(TusTestCase):
         answer = json.loads(response.body)
         self.assertEqual((answer["name"], answer["size"], answer["sha256"]),
                          (name, len(data), sha(data)))
-        self.assertEqual(response.headers[b"location"], b"/files/" + name.encode())
+        fileURL = b"/files/" + name.encode()
+        if response.headers.get(b"content-location") is not None:
+            # A creation's answer in drafts -01 to -05: Location is the upload's.
+            self.assertNotEqual(self.version, 8)
+            self.assertEqual(response.headers[b"content-location"], fileURL)
+            self.assertTrue(response.headers[b"location"].startswith(b"/uploads/"))
+        else:
+            self.assertEqual(response.headers[b"location"], fileURL)
         self.assertEqual(response.headers[b"etag"], b'"%s"' % sha(data).encode())
         self.assertIs(completeIn(self.version, response), True)
         self.assertEqual((self.root / name).read_bytes(), data)
@@ -144,6 +151,21 @@ class RufhCases(TusTestCase):
         [asked] = self.hooks.asked
         self.assertEqual((asked.name, asked.size, asked.context.protocol),
                          ("a.txt", len(body), "rufh"))
+
+    def test_creationLocation(self) -> None:
+        """
+        A creation that completes the upload in one request: for drafts -01
+        to -05 its answer's Location is the upload's, as in the 104 (the
+        file in Content-Location); from -09 on, the answer is the file's.
+        """
+        interim, final = self.put("loc.bin", b"abc")
+        self.assertStoredFile(final, "loc.bin", b"abc")
+        if self.version == 8:
+            self.assertEqual(final.headers[b"location"], b"/files/loc.bin")
+            self.assertNotIn(b"content-location", final.headers)
+        else:
+            self.assertEqual(final.headers[b"location"], interim.headers[b"location"])
+            self.assertEqual(final.headers[b"content-location"], b"/files/loc.bin")
 
     def test_plainPutHasNoInterim(self) -> None:
         """Without the interop header: a plain upload, no 104, no upload kept."""

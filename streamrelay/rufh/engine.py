@@ -19,6 +19,7 @@ from twisted.web.iweb import IRequest
 
 from streamrelay.hooks.clients import ClientContexts
 from streamrelay.hooks.interfaces import IHooks
+from streamrelay.store import FileInfo
 from streamrelay.streaming import RequestBody
 from streamrelay.tus.interfaces import IResumableStore, ResumableUpload
 from streamrelay.tus.lease import ILease
@@ -98,6 +99,10 @@ class SharedEngine:
     def forget(self, uploadId: str) -> None:
         self._tus._hashes.pop(uploadId, None)
 
+    async def publish(self, upload: ResumableUpload, sha256: str) -> tuple[FileInfo, bool]:
+        """Publish the complete upload as its file (507, 409 as tus answers them)."""
+        return await self._tus.publishUpload(upload, sha256)
+
     async def runningHash(self, upload: ResumableUpload) -> Any:
         """The SHA-256 state of the upload's kept bytes."""
         return await self._tus._runningHash(upload)
@@ -121,4 +126,4 @@ class SharedEngine:
 
     async def terminate(self, request: IRequest, uploadId: str) -> None:
         """Take the upload over and remove it with its bytes."""
-        await self._tus._terminate(request, uploadId)
+        await self._tus.removeUpload(request, uploadId)

@@ -52,8 +52,7 @@ from streamrelay.rufh.headers import (
     sfInteger,
 )
 from streamrelay.rufh.versions import InteropVersion
-from streamrelay.store import FileInfo, StorageFull
-from streamrelay.store.interfaces import NotAFile
+from streamrelay.store import FileInfo
 from streamrelay.streaming import sendInterim
 from streamrelay.tus.headers import contentType, parseMetadata, requestBody
 from streamrelay.tus.interfaces import ResumableUpload
@@ -152,7 +151,11 @@ class RufhUploads:
             request.setHeader(b"location", url)
             for header, value in self._limitHeader(version, upload):
                 request.setHeader(header, value)
-        return self._answer(request, version, upload, finished, 201)
+        answer = self._answer(request, version, upload, finished, 201)
+        if finished is not None and version.creationLocation:
+            request.setHeader(b"content-location", location(finished[0].name))
+            request.setHeader(b"location", url)
+        return answer
 
     # Offset retrieval, append, cancellation
 
@@ -349,25 +352,20 @@ class RufhUploads:
                     "and nothing was stored.",
                     headers={b"upload-complete": b"?1"},
                 )
-            try:
-                stored, replaced = await self.engine.resumable.publish(upload, sha256)
-            except StorageFull as e:
-                raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
-            except NotAFile as e:
-                raise ApiError(
-                    409, "conflict",
-                    f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
-                ) from None
+            stored, replaced = await self.engine.publish(upload, sha256)
+        # As tus does: the event is durable before the upload notes that it
+        # is published, so that a failure in between is recorded again by
+        # the next request, which finds the file published.
+        self.engine.forget(upload.id)
+        await self.engine.hooks.finished(self.engine.contexts(request, "rufh"), stored)
         upload.stored = {**fileJSON(stored), "replaced": replaced}
         await self.engine.resumable.save(upload)
-        self.engine.forget(upload.id)
         self._log.info(
             "upload stored request_id={rid} name={name!r} size={size} "
             "sha256={sha256} seconds={seconds:.3f} upload={id}",
             rid=requestId(request), name=stored.name, size=stored.size,
             sha256=stored.sha256, seconds=time.monotonic() - started, id=upload.id,
         )
-        await self.engine.hooks.finished(self.engine.contexts(request, "rufh"), stored)
         return upload, (stored, replaced)
 
     # Answers and helpers

@@ -95,6 +95,12 @@ class InteropVersion:
         completeness header are refused.
     @ivar contentForCompleted: an append with content to a completed upload
         is an inconsistent length (8), not just a completed upload.
+    @ivar creationLocation: a creation's final answer, even one that
+        completed the upload, names the upload in C{Location} (drafts -01 to
+        -05: "the server MUST include the Location header field in the
+        response" and set it to the upload's URL; the file is then named in
+        C{Content-Location}); from -09 on, a completed upload's answer is the
+        target resource's own and names the file.
     """
 
     number: int
@@ -105,6 +111,7 @@ class InteropVersion:
     pendingStatus: int
     strictQueries: bool
     contentForCompleted: bool
+    creationLocation: bool
 
     @property
     def completeHeader(self) -> bytes:
@@ -122,10 +129,11 @@ class InteropVersion:
 VERSIONS: dict[int, InteropVersion] = {
     v.number: v
     for v in (
-        InteropVersion(3, "01", True, None, None, 201, True, False),
-        InteropVersion(5, "03", False, None, None, 201, True, False),
-        InteropVersion(6, "04, 05", False, PARTIAL_UPLOAD, b"expires", 201, True, False),
-        InteropVersion(8, "09, 10, 11", False, PARTIAL_UPLOAD, b"max-age", 204, False, True),
+        InteropVersion(3, "01", True, None, None, 201, True, False, True),
+        InteropVersion(5, "03", False, None, None, 201, True, False, True),
+        InteropVersion(6, "04, 05", False, PARTIAL_UPLOAD, b"expires", 201, True, False, True),
+        InteropVersion(8, "09, 10, 11", False, PARTIAL_UPLOAD, b"max-age", 204, False, True,
+                       False),
     )
 }
 LATEST = VERSIONS[8]

@@ -125,7 +125,7 @@ async def createFinal(
     body = requestBody(request)
     if body is not None and body.declaredLength != 0:
         raise badRequest("A final upload takes no body: its bytes are its partial uploads'.")
-    metadata, name, pairs = tus._metadata(request)
+    metadata, name, pairs = tus.uploadMetadata(request)
     length = totalLength([await tus._live(i) for i in ids])
     if declared is not None and declared != length:
         raise badRequest(f"The partial uploads hold {length} bytes, not {declared}.")

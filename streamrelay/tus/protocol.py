@@ -51,7 +51,7 @@ from streamrelay.hooks.decisions import PreCreateAsker, smallerLimit
 from streamrelay.hooks.interfaces import Decision, IHooks, NoHooks
 from streamrelay.names import BadName, validateName
 from streamrelay.receiving import TooLarge, shielded
-from streamrelay.store import IUploadStore, StorageFull, StorageUnavailable
+from streamrelay.store import FileInfo, IUploadStore, StorageFull, StorageUnavailable
 from streamrelay.store.interfaces import NotAFile
 from streamrelay.streaming import BodyIncomplete, BodyTimeout, RequestBody
 from streamrelay.tus.concat import concatHeader, concatOf, createFinal
@@ -165,7 +165,7 @@ class TusUploads:
             # It never becomes a file, whatever name its metadata gives.
             metadata, name, pairs = self._partialMetadata(request), "", {}
         else:
-            metadata, name, pairs = self._metadata(request)
+            metadata, name, pairs = self.uploadMetadata(request)
         body = requestBody(request)
         if body is not None and contentType(request) != OFFSET_STREAM:
             raise ApiError(
@@ -295,7 +295,7 @@ class TusUploads:
     async def terminate(self, request: IRequest, uploadId: str) -> bytes:
         self._begin(request)
         upload = await self._live(uploadId, expiredToo=True)
-        await shielded(Deferred.fromCoroutine(self._terminate(request, uploadId)))
+        await shielded(Deferred.fromCoroutine(self.removeUpload(request, uploadId)))
         if upload.stored is None and not upload.partial:
             # A finished upload's file stays: only an unfinished one is a
             # deletion (a partial upload was never to be a file).
@@ -582,16 +582,7 @@ class TusUploads:
                 raise
             stored, replaced = info, True
         else:
-            try:
-                stored, replaced = await self.resumable.publish(upload, sha256)
-            except StorageFull as e:
-                raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
-            except NotAFile as e:
-                # Kept, complete: once the folder is gone, HEAD publishes it.
-                raise ApiError(
-                    409, "conflict",
-                    f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
-                ) from None
+            stored, replaced = await self.publishUpload(upload, sha256)
         # The event is made durable before the upload notes that it is
         # published: if that fails, or the backend stops in between, the
         # next request finds the file published and records it again.
@@ -607,7 +598,23 @@ class TusUploads:
         )
         return upload
 
-    async def _terminate(self, request: IRequest, uploadId: str) -> None:
+    async def publishUpload(
+        self, upload: ResumableUpload, sha256: str
+    ) -> tuple[FileInfo, bool]:
+        """Publish a complete upload's bytes as its file (the store's errors as answers)."""
+        try:
+            return await self.resumable.publish(upload, sha256)
+        except StorageFull as e:
+            raise ApiError(507, "insufficient_storage", f"The storage is full: {e}.") from None
+        except NotAFile as e:
+            # Kept, complete: once the folder is gone, HEAD publishes it.
+            raise ApiError(
+                409, "conflict",
+                f"{e.name!r} is a folder in the storage, not a file; the upload is kept.",
+            ) from None
+
+    async def removeUpload(self, request: IRequest, uploadId: str) -> None:
+        """Take the upload over and remove it with its bytes (termination, cancellation)."""
         holder = await self._acquire(uploadId)
         lease: ILease | None = None
         try:
@@ -679,7 +686,7 @@ class TusUploads:
             raise ApiError(410, "gone", "This upload expired.")
         return upload
 
-    def _metadata(self, request: IRequest) -> tuple[str, str, dict[str, str]]:
+    def uploadMetadata(self, request: IRequest) -> tuple[str, str, dict[str, str]]:
         """
         C{Upload-Metadata} as sent, the file name it gives, and its pairs
         whose values are text (what the C{pre-create} hook is shown).
