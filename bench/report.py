@@ -73,6 +73,9 @@ def _notes(m: Measurement) -> str:
         p50, p99 = m.latency(0.5), m.latency(0.99)
         if p50 is not None and p99 is not None:
             notes.append(f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    if m.hookCounts is not None:
+        connections, requests = m.hookCounts
+        notes.append(f"hook sink: {requests} requests on {connections} connections")
     if m.errors:
         notes.append(f"{len(m.errors)} error(s), {len(m.seconds)} good run(s)")
     return "; ".join(notes)
@@ -220,7 +223,13 @@ def _hooksRatio(measurements: list[Measurement]) -> list[Ratio]:
     if len(rates) < 2:
         return []
     on, off = rates[HOOKS_DIRECT], rates[DIRECT]
-    return [Ratio(f"W3 hooks on / off ({on:.0f} / {off:.0f} uploads/s)", on / off, 0.9)]
+    label = f"W3 hooks on / off ({on:.0f} / {off:.0f} uploads/s"
+    byRoute = {m.route: m.cpuPerUpload("backend") for m in measurements
+               if m.workload == "W3" and m.route in (HOOKS_DIRECT, DIRECT)}
+    cpuOn, cpuOff = byRoute.get(HOOKS_DIRECT), byRoute.get(DIRECT)
+    if cpuOn is not None and cpuOff is not None:
+        label += f"; backend CPU {cpuOn * 1000:.1f} / {cpuOff * 1000:.1f} ms per upload"
+    return [Ratio(label + ")", on / off, 0.9)]
 
 
 def asJSON(
@@ -264,6 +273,10 @@ def asJSON(
                 "latency_p99_s": m.latency(0.99),
                 "proxy": usage(m, "proxy"),
                 "backend": usage(m, "backend"),
+                "backend_cpu_s_per_upload": m.cpuPerUpload("backend"),
+                "hook_sink": None if m.hookCounts is None else {
+                    "connections": m.hookCounts[0], "requests": m.hookCounts[1],
+                },
                 "errors": m.errors,
             }
             for m in measurements

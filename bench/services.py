@@ -26,6 +26,7 @@ from types import TracebackType
 BIN = Path(sys.executable).parent
 
 _LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
+_SINK_COUNTS = re.compile(rb"hooksink: (\d+) connection\(s\), (\d+) request\(s\)")
 _PR_SET_PDEATHSIG = 1
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -177,6 +178,8 @@ class Stack:
         self.storage = storage
         self.hooks = hooks
         self.hookSink: Program | None = None
+        #: The hook sink's connections and requests, once stopped.
+        self.hookCounts: tuple[int, int] | None = None
         self.logDir = logDir
         self.withProxy = withProxy
         self.backendArgs = (
@@ -213,6 +216,10 @@ class Stack:
         for program in (self.proxy, self.backend, self.hookSink):
             if program is not None:
                 program.stop()
+        if self.hookSink is not None:
+            match = _SINK_COUNTS.search(self.hookSink.logPath.read_bytes())
+            if match:
+                self.hookCounts = (int(match.group(1)), int(match.group(2)))
 
     @property
     def url(self) -> str:

@@ -151,6 +151,10 @@ class Measurement:
     #: CPU seconds each service used during the timed runs only.
     cpu: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: Connections the hook sink accepted and requests it answered, all runs.
+    hookCounts: tuple[int, int] | None = None
+    #: Timed runs whose CPU time is in L{cpu} (those with errors too).
+    cpuRuns: int = 0
 
     @property
     def rates(self) -> list[float]:
@@ -181,7 +185,14 @@ class Measurement:
             return None
         return self.cpu[label] / sum(self.seconds)
 
+    def cpuPerUpload(self, label: str) -> float | None:
+        """CPU seconds the service used per upload in the timed runs."""
+        if label not in self.cpu or not self.cpuRuns:
+            return None
+        return self.cpu[label] / (self.cpuRuns * self.uploadsPerRun)
+
     def addCPU(self, before: dict[str, Usage], after: dict[str, Usage]) -> None:
+        self.cpuRuns += 1
         for label, usage in after.items():
             if label in before:
                 spent = usage.cpuSeconds - before[label].cpuSeconds
@@ -290,6 +301,11 @@ class RouteRuns:
         if self._started is not None:
             self.m.end = self._started.usage()
 
+    def stopped(self) -> None:
+        """After its services stopped: what the hook sink counted."""
+        if self._started is not None:
+            self.m.hookCounts = self._started.hookCounts
+
 
 def interleave(ctx: Context, routes: list[RouteRuns]) -> list[Measurement]:
     """
@@ -317,6 +333,8 @@ def interleave(ctx: Context, routes: list[RouteRuns]) -> list[Measurement]:
                 route.finish()
             except _FAILURES as e:
                 route.m.errors.append(f"{route.m.workload} {route.m.route.label}: {e}")
+    for route in routes:
+        route.stopped()
     return [route.m for route in routes]
 
 

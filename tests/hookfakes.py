@@ -49,7 +49,7 @@ class Hook:
         self.calls: list[tuple[dict[str, Any], Deferred[tuple[int, bytes]]]] = []
 
     def __call__(
-        self, http: Any, url: str, body: bytes, secret: bytes | None, timeout: float, clock: Any
+        self, agent: Any, url: bytes, body: bytes, secret: bytes | None, timeout: float, clock: Any
     ) -> Deferred[tuple[int, bytes]]:
         import json
 

@@ -1,20 +1,25 @@
 """
 One hook delivery attempt (L{streamrelay.hooks.delivery}), against an
-in-memory receiver with treq's testing client and a fake clock.
+in-memory receiver with treq's testing agent and a fake clock.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from treq.client import HTTPClient
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from streamrelay.hooks.delivery import MAX_ANSWER_BYTES, DeliveryFailed, deliver
+from streamrelay.hooks.delivery import (
+    MAX_ANSWER_BYTES,
+    BytesBody,
+    DeliveryFailed,
+    deliver,
+    hookURI,
+)
 from streamrelay.hooks.signature import verify
 
 
@@ -26,6 +31,8 @@ class Receiver(Resource):
         self.status = status
         self.answer = answer
         self.hang = hang
+        self.cookie: bytes | None = None
+        self.location: bytes | None = None
         self.seen: list[tuple[dict[bytes, Any], bytes]] = []
 
     def render_POST(self, request: Request) -> bytes | int:
@@ -35,6 +42,10 @@ class Receiver(Resource):
         if self.hang:
             return NOT_DONE_YET
         request.setResponseCode(self.status)
+        if self.cookie is not None:
+            request.setHeader(b"set-cookie", self.cookie)
+        if self.location is not None:
+            request.setHeader(b"location", self.location)
         return self.answer
 
 
@@ -42,10 +53,10 @@ class DeliverTests(SynchronousTestCase):
     def attempt(self, receiver: Receiver, secret: bytes | None = b"s3cret", timeout: float = 10):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        http = StubTreq(receiver)
-        url = "http://hook.example/events"
-        d = deliver(cast(HTTPClient, http), url, b'{"id":"1"}', secret, timeout, self.clock)
-        http.flush()
+        agent = RequestTraversalAgent(receiver)
+        url = b"http://hook.example/events"
+        d = deliver(agent, url, b'{"id":"1"}', secret, timeout, self.clock)
+        agent.flush()
         return d
 
     def test_answer(self) -> None:
@@ -100,6 +111,60 @@ class DeliverTests(SynchronousTestCase):
     def test_unreachable(self) -> None:
         """A connection error is a L{DeliveryFailed} too."""
         self.clock = Clock()
-        http = cast(HTTPClient, StubTreq(Receiver()))
-        d = deliver(http, "http://[bad", b"{}", None, 1, self.clock)
+        agent = RequestTraversalAgent(Receiver())
+        d = deliver(agent, b"http://[bad", b"{}", None, 1, self.clock)
         self.failureResultOf(d, DeliveryFailed)
+
+    def test_lengthAndAgent(self) -> None:
+        """The body goes with its length (not chunked) and streamrelay's user agent."""
+        receiver = Receiver()
+        self.successResultOf(self.attempt(receiver))
+        headers, body = receiver.seen[0]
+        self.assertEqual(headers[b"Content-Length"], [b"%d" % len(body)])
+        self.assertNotIn(b"Transfer-Encoding", headers)
+        self.assertEqual(headers[b"User-Agent"], [b"streamrelay-hooks"])
+
+    def test_noCookiesKept(self) -> None:
+        """A cookie the hook sets is not sent back with the next event."""
+        receiver = Receiver()
+        receiver.cookie = b"session=1"
+        agent = RequestTraversalAgent(receiver)
+        clock = Clock()
+        for _ in range(2):
+            d = deliver(agent, b"http://hook.example/", b"{}", None, 10, clock)
+            agent.flush()
+            self.successResultOf(d)
+        self.assertNotIn(b"Cookie", receiver.seen[1][0])
+
+    def test_redirectNotFollowed(self) -> None:
+        """A redirect is the hook's answer, not followed."""
+        receiver = Receiver(302)
+        receiver.location = b"http://elsewhere.example/"
+        self.assertEqual(self.successResultOf(self.attempt(receiver)), (302, b""))
+        self.assertEqual(len(receiver.seen), 1)
+
+
+class HookURITests(SynchronousTestCase):
+    def test_ascii(self) -> None:
+        self.assertEqual(hookURI("http://127.0.0.1:9/events?x=1"), b"http://127.0.0.1:9/events?x=1")
+
+    def test_iri(self) -> None:
+        """An IRI is sent as its URI: the host in IDNA, the path percent-encoded."""
+        self.assertEqual(
+            hookURI("https://bücher.example/é vents"),
+            b"https://xn--bcher-kva.example/%C3%A9%20vents",
+        )
+
+
+class BytesBodyTests(SynchronousTestCase):
+    def test_writtenAtOnce(self) -> None:
+        written: list[bytes] = []
+
+        class Consumer:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+
+        body = BytesBody(b"abc")
+        self.assertEqual(body.length, 3)
+        self.successResultOf(body.startProducing(Consumer()))  # type: ignore[arg-type]
+        self.assertEqual(written, [b"abc"])

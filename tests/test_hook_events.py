@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
-from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgent
 
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
@@ -31,7 +31,7 @@ class ClientGoneTests(SynchronousTestCase):
         self.journal.open()
         self.hook = Hook()
         self.sender = HookSender(
-            self.journal, [], cast(HTTPClient, None), "http://hook/", None, 10, 60,
+            self.journal, [], cast(IAgent, None), "http://hook/", None, 10, 60,
             self.clock, HookMetrics(), deliverer=self.hook,
         )
         self.sender.startService()

@@ -9,6 +9,7 @@ import errno
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -52,15 +53,41 @@ class JournalTests(SynchronousTestCase):
 
     def test_groupCommit(self) -> None:
         """
-        Records made while a write runs share the next write: one sync for
-        them all, and none fires before its own write is synced.
+        Records made before a job starts share it: one sync for them all.
         """
         runner = HeldRunner()
         journal = self.journal(runner)
         journal.open()
-        first = journal.record(entry("a"))
-        later = [journal.record(entry(name)) for name in "bcd"]
+        records = [journal.record(entry(name)) for name in "abcd"]
         self.assertEqual(len(runner.jobs), 1)
+        for d in records:
+            self.assertNoResult(d)
+        runner.runOne()
+        for d in records:
+            self.successResultOf(d)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(runner.jobs, [])
+        self.assertEqual(self.reopened(), ["a", "b", "c", "d"])
+
+    def test_nextJobWaitsInRunner(self) -> None:
+        """
+        Records made while a job writes go to the next job, handed to the
+        runner at once (it starts when the first ends, without the
+        reactor); none fires before its own job synced.
+        """
+        runner = HeldRunner()
+        later: list[Any] = []
+
+        def sync(fd: int) -> None:
+            self.syncs.append(fd)
+            if not later:
+                later.extend(journal.record(entry(name)) for name in "bcd")
+                self.assertEqual(len(runner.jobs), 1)
+
+        journal = EventJournal(self.folder, runner, sync=sync)
+        self.addCleanup(journal.close)
+        journal.open()
+        first = journal.record(entry("a"))
         runner.runOne()
         self.successResultOf(first)
         for d in later:
@@ -71,6 +98,37 @@ class JournalTests(SynchronousTestCase):
             self.successResultOf(d)
         self.assertEqual(len(self.syncs), 2)
         self.assertEqual(self.reopened(), ["a", "b", "c", "d"])
+
+    def test_vanishedUnderTwoJobs(self) -> None:
+        """
+        The folder removed while a job writes, the next one waiting: that
+        one's records go, in order, after the pending events into the
+        file written again.
+        """
+        runner = HeldRunner()
+        later: list[Any] = []
+
+        def sync(fd: int) -> None:
+            self.syncs.append(fd)
+            if not later:
+                shutil.rmtree(self.folder)
+                later.extend(journal.record(entry(name)) for name in "bc")
+
+        journal = EventJournal(self.folder, runner, sync=sync)
+        self.addCleanup(journal.close)
+        journal.open()
+        first = journal.record(entry("a"))
+        runner.runOne()
+        self.successResultOf(first)
+        runner.runOne()
+        for d in later:
+            self.assertNoResult(d)
+        self.assertEqual(len(runner.jobs), 1)
+        runner.runOne()
+        for d in later:
+            self.successResultOf(d)
+        journal.close()
+        self.assertEqual(self.reopened(), ["a", "b", "c"])
 
     def test_reloadSkipsTornRecord(self) -> None:
         """
@@ -104,6 +162,45 @@ class JournalTests(SynchronousTestCase):
         self.assertEqual(journal.pending, 1)
         journal.close()
         self.assertEqual(self.reopened(), ["b"])
+
+    def test_doneMarksNotSynced(self) -> None:
+        """
+        A job writing only C{done} marks (nothing waits for them) does not
+        sync; the next record's sync takes them along.
+        """
+        journal = self.journal()
+        journal.open()
+        a = entry("a")
+        self.successResultOf(journal.record(a))
+        self.assertEqual(len(self.syncs), 1)
+        journal.delivered(a)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertIn(b'"done"', (self.folder / EVENTS_FILE).read_bytes())
+        self.successResultOf(journal.record(entry("b")))
+        self.assertEqual(len(self.syncs), 2)
+        journal.close()
+        self.assertEqual(self.reopened(), ["b"])
+
+    def test_doneMarksRideWithRecords(self) -> None:
+        """A mark made before a job starts goes in it, with the records: one sync."""
+        runner = HeldRunner()
+        journal = self.journal(runner)
+        journal.open()
+        a = entry("a")
+        d = journal.record(a)
+        runner.runOne()
+        self.successResultOf(d)
+        b = journal.record(entry("b"))
+        journal.delivered(a)
+        c = journal.record(entry("c"))
+        self.assertEqual(len(runner.jobs), 1)
+        runner.runOne()
+        self.successResultOf(b)
+        self.successResultOf(c)
+        self.assertEqual(len(self.syncs), 2)
+        self.assertEqual(runner.jobs, [])
+        journal.close()
+        self.assertEqual(self.reopened(), ["b", "c"])
 
     def test_compaction(self) -> None:
         """

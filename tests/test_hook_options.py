@@ -4,12 +4,26 @@ The backend's C{--hook-*} options: defaults, and bad values refused at start.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import URI
 
-from streamrelay.backend.tap import Options
+from streamrelay.backend.tap import Options, ownThread
+from streamrelay.hooks.connections import (
+    DEFAULT_PRE_CREATE_CONCURRENCY,
+    IDLE_CONNECTION_SECONDS,
+    HookEndpoints,
+    hookConnections,
+    hookPool,
+)
+from streamrelay.hooks.sender import MAX_IN_FLIGHT
 
 
 def parse(*args: str, **env: str) -> Options:
@@ -85,3 +99,117 @@ class HookOptionTests(SynchronousTestCase):
                "AWS_SECRET_ACCESS_KEY": "s"}
         message = self.refused("--storage", "s3://bucket/p", "--hook-url", "http://h/", **env)
         self.assertIn("--hook-queue", message)
+
+
+class HookConnectionTests(SynchronousTestCase):
+    """The connections to the hook kept open between events."""
+
+    def test_oneForEachEventAtOnce(self) -> None:
+        """
+        One for each delivery the sender has in flight and each upload's
+        pre-create request that may be asked at once.
+        """
+        self.assertEqual(hookConnections(8, maxInFlight=16), 24)
+        self.assertEqual(hookConnections(100, maxInFlight=4), 104)
+
+    def test_noUploadLimit(self) -> None:
+        """Without --max-concurrent-uploads, a burst of 64 pre-creates is provided for."""
+        self.assertEqual(DEFAULT_PRE_CREATE_CONCURRENCY, 64)
+        self.assertEqual(hookConnections(None), MAX_IN_FLIGHT + 64)
+
+    def test_pool(self) -> None:
+        """The pool keeps that many idle connections per host, for a while."""
+        pool = hookPool(Clock(), 80)
+        self.assertTrue(pool.persistent)
+        self.assertEqual(pool.maxPersistentPerHost, 80)
+        self.assertEqual(pool.cachedConnectionTimeout, IDLE_CONNECTION_SECONDS)
+
+    def test_quiet(self) -> None:
+        """Opening a connection to the hook logs nothing (it was two lines at info)."""
+        self.assertFalse(hookPool(Clock(), 1)._factory.noisy)
+
+
+class HookEndpointTests(SynchronousTestCase):
+    """The endpoint the hook's connections are opened to, made once."""
+
+    def test_madeOnce(self) -> None:
+        endpoints = HookEndpoints(MemoryReactorClock())
+        first = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9/events"))
+        again = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9/other"))
+        self.assertIs(first, again)
+        self.assertIsInstance(first, HostnameEndpoint)
+        other = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:10/events"))
+        self.assertIsNot(other, first)
+
+    def test_https(self) -> None:
+        """An https hook is reached over TLS (checked as a browser would), not plain TCP."""
+        endpoints = HookEndpoints(MemoryReactorClock())
+        endpoint = endpoints.endpointForURI(URI.fromBytes(b"https://hook.example/events"))
+        self.assertNotIsInstance(endpoint, HostnameEndpoint)
+        self.assertIsInstance(endpoint._wrappedEndpoint, HostnameEndpoint)  # type: ignore[attr-defined]
+
+    def test_otherScheme(self) -> None:
+        endpoints = HookEndpoints(MemoryReactorClock())
+        self.assertRaises(ValueError, endpoints.endpointForURI, URI.fromBytes(b"ftp://h/x"))
+
+
+class _Reactor:
+    """Just what L{ownThread} uses of a reactor, each call kept for the test to make."""
+
+    def __init__(self) -> None:
+        self.whenRunning: list[Callable[[], object]] = []
+        self.shutdown: list[Callable[[], object]] = []
+        self.fromThread: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+
+    def callWhenRunning(self, f: Callable[[], object]) -> None:
+        self.whenRunning.append(f)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Callable[[], object]) -> None:
+        assert (phase, event) == ("during", "shutdown")
+        self.shutdown.append(f)
+
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            self.fromThread.append((f, args))
+
+    def run(self) -> None:
+        for f in self.whenRunning:
+            f()
+
+    def stop(self) -> None:
+        """Shut down (the thread is joined), then run what it handed back."""
+        for f in self.shutdown:
+            f()
+        for f, args in self.fromThread:
+            f(*args)
+
+
+class OwnThreadTests(SynchronousTestCase):
+    """The hook journal's thread, apart from the uploads' pool."""
+
+    def test_ownThreadInOrder(self) -> None:
+        """Jobs run one at a time, in order, in the named thread, once the reactor runs."""
+        reactor = _Reactor()
+        run = ownThread(reactor, "hook-journal-test")
+        seen: list[tuple[int, str]] = []
+
+        def job(n: int) -> int:
+            seen.append((n, threading.current_thread().name))
+            return n * 10
+
+        results = [run(job, n) for n in range(3)]
+        self.assertEqual(seen, [])
+        reactor.run()
+        reactor.stop()
+        self.assertEqual([n for n, _ in seen], [0, 1, 2])
+        self.assertEqual({name for _, name in seen}, {"PoolThread-hook-journal-test-0"})
+        self.assertEqual([self.successResultOf(d) for d in results], [0, 10, 20])
+
+    def test_errorsPassedOn(self) -> None:
+        reactor = _Reactor()
+        run = ownThread(reactor, "hook-journal-test")
+        d = run(lambda: 1 / 0)
+        reactor.run()
+        reactor.stop()
+        self.failureResultOf(d, ZeroDivisionError)

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from treq.client import HTTPClient
 from twisted.internet.task import Clock
+from twisted.web.iweb import IAgent
 
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
@@ -32,7 +32,7 @@ class HookRouteTests(BackendTestCase):
         self.journal.open()
         self.hook = Hook()
         self.sender = HookSender(
-            self.journal, [], cast(HTTPClient, None), "http://hook/", None, 10, 60,
+            self.journal, [], cast(IAgent, None), "http://hook/", None, 10, 60,
             self.clock, HookMetrics(), deliverer=self.hook,
         )
         self.sender.startService()
@@ -100,7 +100,7 @@ class TusHookTests(TusTestCase):
         journal.open()
         hook = Hook()
         sender = HookSender(
-            journal, [], cast(HTTPClient, None), "http://hook/", None, 10, 60,
+            journal, [], cast(IAgent, None), "http://hook/", None, 10, 60,
             self.clock, HookMetrics(), deliverer=hook,
         )
         sender.startService()

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from treq.client import HTTPClient
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -35,7 +35,7 @@ class SenderTests(SynchronousTestCase):
 
     def sender(self, maxAge: float = 3600, maxInFlight: int = 16, **kw: Any) -> HookSender:
         sender = HookSender(
-            self.journal, kw.pop("reloaded", []), cast(HTTPClient, kw.pop("http", None)),
+            self.journal, kw.pop("reloaded", []), cast(IAgent, kw.pop("agent", None)),
             "http://hook.example/", kw.pop("secret", None), 10, maxAge, self.clock,
             self.metrics, maxInFlight=maxInFlight, deliverer=kw.pop("deliverer", self.hook),
         )
@@ -167,10 +167,10 @@ class SenderTests(SynchronousTestCase):
                 request.setResponseCode(204)
                 return b""
 
-        http = StubTreq(Receiver())
-        sender = self.sender(http=http, secret=b"k", deliverer=deliver)
+        agent = RequestTraversalAgent(Receiver())
+        sender = self.sender(agent=agent, secret=b"k", deliverer=deliver)
         e = self.add(sender, "a")
-        http.flush()
+        agent.flush()
         (header, body), = seen
         self.assertTrue(verify(b"k", header, body, now=self.clock.seconds()))
         self.assertEqual(self.journal.pending, 0)

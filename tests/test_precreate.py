@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -53,10 +53,10 @@ class PreCreateTests(SynchronousTestCase):
         self.clock.advance(1_700_000_000)
 
     def preCreate(self, receiver: Resource | None, unreachable: str = "deny") -> PreCreate:
-        client: Any = StubTreq(receiver) if receiver is not None else _Refused()
+        agent: Any = RequestTraversalAgent(receiver) if receiver is not None else _Refused()
         return PreCreate(
             "http://127.0.0.1:9/hook", SECRET, 10, unreachable,  # type: ignore[arg-type]
-            client, self.clock,
+            agent, self.clock,
         )
 
     def answer(
@@ -183,5 +183,5 @@ class PreCreateTests(SynchronousTestCase):
 
 
 class _Refused:
-    def post(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    def request(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return fail(ConnectionRefusedError("127.0.0.1:9"))

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
 
 from streamrelay.auth import readSecret
 from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES
@@ -109,6 +110,23 @@ def threadRunner(reactor: Any) -> Runner:
     return run
 
 
+def ownThread(reactor: Any, name: str) -> Runner:
+    """
+    Runs work in a thread of its own, one job at a time, in order: work
+    that must not queue behind the uploads' in the shared pool (the hook
+    journal's group commits, which each upload's answer waits for).
+    Started and stopped with the reactor, as its own pool is.
+    """
+    pool = ThreadPool(1, 1, name)
+    reactor.callWhenRunning(pool.start)
+    reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+
+    def run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(reactor, pool, f, *args)
+
+    return run
+
+
 @exitOnOSError("streamrelay-backend")
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
@@ -145,7 +163,7 @@ def makeService(options: Options) -> IService:
         options,
         reactor,
         HookMetrics(metrics.registry),
-        threadRunner(reactor),
+        ownThread(reactor, "streamrelay-hook-journal"),
         check=store.storage.check if isinstance(store, DiskStore) else lambda: None,
     )
     secret = readSecret(options["shared-secret"], options["shared-secret-file"])

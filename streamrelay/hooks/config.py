@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgent
 
+from streamrelay.hooks.connections import hookAgent, hookConnections
 from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
 from streamrelay.hooks.events import EVENT_TYPES
 from streamrelay.hooks.interfaces import IHooks, NoHooks
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.precreate import PreCreate
-from streamrelay.hooks.sender import MAX_IN_FLIGHT, HookSender
+from streamrelay.hooks.sender import HookSender
 from streamrelay.hooks.service import Hooks
 from streamrelay.store.writer import Runner
 
@@ -114,22 +113,13 @@ def checkHookOptions(options: Any, s3: bool) -> None:
         )
 
 
-def hookClient(reactor: Any) -> HTTPClient:
-    """A treq client for the hook: pooled connections, no cookies kept."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = MAX_IN_FLIGHT
-    pool.cachedConnectionTimeout = 30
-    jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-    return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)  # type: ignore[arg-type]
-
-
 def makeHooks(
     options: Any,
     reactor: Any,
     metrics: HookMetrics,
     run: Runner,
     check: Callable[[], None] = lambda: None,
-    http: HTTPClient | None = None,
+    agent: IAgent | None = None,
 ) -> tuple[IHooks, IService]:
     """
     The hooks C{options} ask for (L{NoHooks} without C{--hook-url}) and the
@@ -142,11 +132,13 @@ def makeHooks(
     folder = options["hook-queue"] or str(Path(options["storage"]) / HOOKS_FOLDER)
     journal = EventJournal(Path(folder), run, check=check)
     reloaded = journal.open()
-    client = http or hookClient(reactor)
+    agent = agent or hookAgent(
+        reactor, hookConnections(options.get("max-concurrent-uploads"))
+    )
     sender = HookSender(
         journal,
         reloaded,
-        client,
+        agent,
         options["hook-url"],
         options["hook-secret"],
         options["hook-timeout"],
@@ -160,7 +152,7 @@ def makeHooks(
         options["hook-secret"],
         options["hook-timeout"],
         options["hook-unreachable"],
-        client,
+        agent,
         reactor,
     )
     hooks = Hooks(journal, sender, options["hook-events"], reactor, preCreate)

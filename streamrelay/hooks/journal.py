@@ -9,10 +9,20 @@ C{{"done": id}} or C{{"dead": id}}.  A line whose checksum does not match
 (a record torn by C{kill -9} or a power cut) is skipped on reload.
 
 Group commit: records are written by one job at a time, off the reactor
-thread; every record made while a job runs goes into the next one, which
-writes them all and syncs once.  Each record's Deferred fires when its own
-job has synced.  C{done} marks are not waited for: losing one only means
-the event is delivered again, which at-least-once allows.
+thread; a job takes every record made until it starts, writes them all
+and syncs once.  Each record's Deferred fires when its own job has
+synced.  While a job runs, the next one is already handed to the runner
+(at most two at once): it starts as soon as the first ends, in the
+runner's thread, without waiting for the reactor to hear of the first
+(under load the reactor answered a job's end 20 ms or more later, and
+the records made meanwhile waited that long for their sync to begin).
+A rewrite (below) goes only with no other job in flight.
+
+C{done} marks are not waited for: losing one only means the event is
+delivered again, which at-least-once allows.  So a job writing nothing
+but C{done} marks does not sync (they reach the disk with the next job
+that does, or the kernel's writeback): under steady uploads that halved
+the syncs, each of which the uploads' own syncs queue behind.
 
 Dead events are appended, as plain JSON lines, to C{dead.log} (synced
 before the event leaves C{events.log}): for an operator to read and replay.
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +75,15 @@ class Entry:
     @property
     def name(self) -> str:
         return str(self.event["file"]["name"])
+
+
+@dataclass
+class _Batch:
+    """What one job wrote, taken by the job itself when it starts."""
+
+    lines: list[bytes] = field(default_factory=list)
+    waiters: list[tuple[Deferred[None], Entry | None]] = field(default_factory=list)
+    deadLines: list[bytes] = field(default_factory=list)
 
 
 class QueueUnavailable(Exception):
@@ -124,10 +144,18 @@ class EventJournal:
         #: Durable events not yet delivered nor dead, oldest first.
         self._pending: dict[str, Entry] = {}
         self._obsolete = 0
+        #: What the next job takes, guarded by C{_lock} (taken in the
+        #: runner's thread, added to in the reactor's).
         self._lines: list[bytes] = []
         self._waiters: list[tuple[Deferred[None], Entry | None]] = []
         self._deadLines: list[bytes] = []
-        self._flushing = False
+        self._lock = threading.Lock()
+        #: A job was handed to the runner and has not started (under C{_lock}).
+        self._queued = False
+        #: Jobs handed to the runner and not yet answered (reactor thread).
+        self._jobs = 0
+        #: Held by the job writing: jobs never overlap, whatever the runner.
+        self._writing = threading.Lock()
         self._rewrite = False
         #: Events in C{dead.log}.
         self.deadCount = 0
@@ -184,8 +212,9 @@ class EventJournal:
         """
         entry.line = encode({"add": entry.event, "t": entry.recorded})
         d: Deferred[None] = Deferred()
-        self._lines.append(entry.line)
-        self._waiters.append((d, entry))
+        with self._lock:
+            self._lines.append(entry.line)
+            self._waiters.append((d, entry))
         self._kick()
         return d
 
@@ -193,7 +222,8 @@ class EventJournal:
         """Mark C{entry} delivered; it is not waited for."""
         if self._pending.pop(entry.id, None) is not None:
             self._obsolete += 1
-            self._lines.append(encode({"done": entry.id}))
+            with self._lock:
+                self._lines.append(encode({"done": entry.id}))
             self._kick()
 
     def dead(self, entry: Entry, reason: str, now: float) -> Deferred[None]:
@@ -201,15 +231,15 @@ class EventJournal:
         Move C{entry} to C{dead.log}; fires once it is durable there.
         """
         d: Deferred[None] = Deferred()
-        self._deadLines.append(
-            json.dumps(
-                {"event": entry.event, "recorded": entry.recorded, "dead": now,
-                 "attempts": entry.attempts, "reason": reason},
-                ensure_ascii=False, separators=(",", ":"),
-            ).encode("utf-8") + b"\n"
-        )
-        self._lines.append(encode({"dead": entry.id}))
-        self._waiters.append((d, None))
+        deadLine = json.dumps(
+            {"event": entry.event, "recorded": entry.recorded, "dead": now,
+             "attempts": entry.attempts, "reason": reason},
+            ensure_ascii=False, separators=(",", ":"),
+        ).encode("utf-8") + b"\n"
+        with self._lock:
+            self._deadLines.append(deadLine)
+            self._lines.append(encode({"dead": entry.id}))
+            self._waiters.append((d, None))
 
         def moved(result: None) -> None:
             if self._pending.pop(entry.id, None) is not None:
@@ -227,51 +257,86 @@ class EventJournal:
     # The writing job
 
     def _kick(self) -> None:
-        if self._flushing or not (self._lines or self._deadLines):
-            return
-        lines, self._lines = self._lines, []
-        waiters, self._waiters = self._waiters, []
-        deadLines, self._deadLines = self._deadLines, []
-        snapshot: list[Entry] | None = None
-        if self._rewrite or (
-            self._obsolete >= self._compactAfter and self._obsolete > len(self._pending)
-        ):
-            snapshot = list(self._pending.values())
-            self._obsolete = 0
-            self._rewrite = False
-        self._flushing = True
-        job = self._run(self._write, lines, deadLines, snapshot)
+        """Hand a job to the runner if records wait and none will take them."""
+        with self._lock:
+            if self._queued or not (self._lines or self._deadLines):
+                return
+            snapshot: list[Entry] | None = None
+            if self._rewrite or (
+                self._obsolete >= self._compactAfter and self._obsolete > len(self._pending)
+            ):
+                if self._jobs:
+                    # The rewrite needs every earlier record answered
+                    # (in _pending); the running job's end kicks again.
+                    return
+                snapshot = list(self._pending.values())
+                self._obsolete = 0
+                self._rewrite = False
+            elif self._jobs >= 2:
+                return
+            self._queued = True
+        self._jobs += 1
+        batch = _Batch()
+        job = self._run(self._job, batch, snapshot)
+        job.addBoth(self._written, batch)
 
-        def written(result: object) -> None:
-            self._flushing = False
-            if isinstance(result, Failure) and result.check(_Vanished):
-                self._log.warn("hook queue {path} vanished; writing it again",
-                               path=str(self.path))
-                self._rewrite = True
-                self._lines[:0] = lines
-                self._waiters[:0] = waiters
-                self._deadLines[:0] = deadLines
-            elif isinstance(result, Failure):
-                error = QueueUnavailable(f"{self.folder}: {result.getErrorMessage()}")
-                self._log.error(
-                    "hook queue {path}: {count} record(s) not written: {error}",
-                    path=str(self.path), count=len(lines), error=error,
-                )
-                for d, _ in waiters:
-                    d.errback(error)
-            else:
-                for d, entry in waiters:
-                    if entry is not None:
-                        self._pending[entry.id] = entry
-                    d.callback(None)
-            self._kick()
+    def _job(self, batch: _Batch, snapshot: list[Entry] | None) -> None:
+        """
+        In the runner's thread: take what waits, then write it.  When the
+        file vanished, what was taken is put back first, in order, for
+        the rewrite.
+        """
+        with self._writing:
+            with self._lock:
+                self._queued = False
+                batch.lines, self._lines = self._lines, []
+                batch.waiters, self._waiters = self._waiters, []
+                batch.deadLines, self._deadLines = self._deadLines, []
+            if not (batch.lines or batch.deadLines or snapshot is not None):
+                return
+            try:
+                self._write(batch.lines, batch.deadLines, snapshot, bool(batch.waiters))
+            except _Vanished:
+                with self._lock:
+                    self._lines[:0] = batch.lines
+                    self._waiters[:0] = batch.waiters
+                    self._deadLines[:0] = batch.deadLines
+                batch.lines, batch.waiters, batch.deadLines = [], [], []
+                raise
 
-        job.addBoth(written)
+    def _written(self, result: object, batch: _Batch) -> None:
+        """In the reactor thread: answer the job's records, then kick again."""
+        self._jobs -= 1
+        if isinstance(result, Failure) and result.check(_Vanished):
+            self._log.warn("hook queue {path} vanished; writing it again",
+                           path=str(self.path))
+            self._rewrite = True
+        elif isinstance(result, Failure):
+            error = QueueUnavailable(f"{self.folder}: {result.getErrorMessage()}")
+            self._log.error(
+                "hook queue {path}: {count} record(s) not written: {error}",
+                path=str(self.path), count=len(batch.lines), error=error,
+            )
+            for d, _ in batch.waiters:
+                d.errback(error)
+        else:
+            for d, entry in batch.waiters:
+                if entry is not None:
+                    self._pending[entry.id] = entry
+                d.callback(None)
+        self._kick()
 
     def _write(
-        self, lines: list[bytes], deadLines: list[bytes], snapshot: list[Entry] | None
+        self,
+        lines: list[bytes],
+        deadLines: list[bytes],
+        snapshot: list[Entry] | None,
+        sync: bool = True,
     ) -> None:
-        """In a thread: a rewrite if due, the dead events, then the records."""
+        """
+        In a thread: a rewrite if due, the dead events, then the records;
+        synced when C{sync} (a record is waited for).
+        """
         if snapshot is None and not self._sameFile():
             raise _Vanished()
         if snapshot is not None:
@@ -296,7 +361,8 @@ class EventJournal:
         before = self._size
         try:
             _writeAll(self._fd, data)
-            self._sync(self._fd)
+            if sync:
+                self._sync(self._fd)
         except OSError:
             # Never leave a torn record for the next ones to follow.
             try:

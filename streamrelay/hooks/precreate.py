@@ -20,14 +20,14 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.iweb import IAgent
 
 from streamrelay.errors import jsonBytes
 from streamrelay.hooks.context import RequestContext
-from streamrelay.hooks.delivery import deliver
+from streamrelay.hooks.delivery import deliver, hookURI
 from streamrelay.hooks.events import PRE_CREATE, event, fileObject
 from streamrelay.hooks.interfaces import Decision, HookRejected, HookUnavailable
 from streamrelay.names import BadName, validateName
@@ -62,14 +62,14 @@ class PreCreate:
         secret: bytes | None,
         timeout: float,
         unreachable: Unreachable,
-        client: HTTPClient,
+        agent: IAgent,
         clock: IReactorTime,
     ) -> None:
-        self.url = url
+        self.url = hookURI(url)
         self.secret = secret
         self.timeout = timeout
         self.unreachable = unreachable
-        self.client = client
+        self.agent = agent
         self.clock = clock
 
     def ask(
@@ -82,7 +82,7 @@ class PreCreate:
         """The hook's decision on storing C{name} (C{size} bytes, or unknown)."""
         now = self.clock.seconds()
         body = jsonBytes(event(PRE_CREATE, fileObject(name, size, metadata=metadata), context, now))
-        asking = deliver(self.client, self.url, body, self.secret, self.timeout, self.clock)
+        asking = deliver(self.agent, self.url, body, self.secret, self.timeout, self.clock)
         return asking.addCallback(decide).addErrback(self._failed, context, name)
 
     #: What L{streamrelay.hooks.service.Hooks} calls.

@@ -16,15 +16,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent
 
 from streamrelay.errors import jsonBytes
-from streamrelay.hooks.delivery import deliver
+from streamrelay.hooks.delivery import deliver, hookURI
 from streamrelay.hooks.journal import Entry, EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 
@@ -33,7 +33,7 @@ MAX_BACKOFF = 300.0
 MAX_IN_FLIGHT = 16
 
 Deliver = Callable[
-    [HTTPClient, str, bytes, "bytes | None", float, IReactorTime],
+    [IAgent, bytes, bytes, "bytes | None", float, IReactorTime],
     "Deferred[tuple[int, bytes]]",
 ]
 
@@ -56,7 +56,7 @@ class HookSender(Service):
         self,
         journal: EventJournal,
         reloaded: list[Entry],
-        http: HTTPClient,
+        agent: IAgent,
         url: str,
         secret: bytes | None,
         timeout: float,
@@ -67,8 +67,8 @@ class HookSender(Service):
         deliverer: Deliver = deliver,
     ) -> None:
         self.journal = journal
-        self.http = http
-        self.url = url
+        self.agent = agent
+        self.url = hookURI(url)
         self.secret = secret
         self.timeout = timeout
         self.maxAge = maxAge
@@ -129,7 +129,7 @@ class HookSender(Service):
         entry.attempts += 1
         body = jsonBytes(entry.event)
         attempt = self._deliver(
-            self.http, self.url, body, self.secret, self.timeout, self.clock
+            self.agent, self.url, body, self.secret, self.timeout, self.clock
         )
         self._attempts[name] = attempt
         attempt.addBoth(self._answered, name, entry)
