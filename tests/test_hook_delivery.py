@@ -5,11 +5,16 @@ in-memory receiver with treq's testing agent and a fake clock.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import fail
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -168,3 +173,59 @@ class BytesBodyTests(SynchronousTestCase):
         self.assertEqual(body.length, 3)
         self.successResultOf(body.startProducing(Consumer()))  # type: ignore[arg-type]
         self.assertEqual(written, [b"abc"])
+
+
+class _StaleFirst:
+    """
+    An agent whose first C{request} fails as a kept-open connection the
+    hook closed does (C{failure}); the next ones go to C{receiver}.
+    """
+
+    def __init__(self, receiver: Receiver, failure: Exception, times: int = 1) -> None:
+        self.inner = RequestTraversalAgent(receiver)
+        self.failure = failure
+        self.times = times
+        self.calls = 0
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None,
+                bodyProducer: Any = None) -> Any:
+        self.calls += 1
+        if self.calls <= self.times:
+            return fail(self.failure)
+        return self.inner.request(method, uri, headers, bodyProducer)
+
+
+class StaleConnectionTests(SynchronousTestCase):
+    def deliverThrough(self, agent: _StaleFirst) -> Any:
+        clock = Clock()
+        d = deliver(cast(IAgent, agent), b"http://hook.example/events", b'{"id":"1"}', None, 10,
+                    clock)
+        agent.inner.flush()
+        return d
+
+    def test_sentAgainOnce(self) -> None:
+        """
+        The hook closed a kept-open connection as the event went out (no
+        answer began): the event goes once more and its answer is read.
+        """
+        for error in (ResponseNeverReceived([Failure(ConnectionDone())]),
+                      RequestTransmissionFailed([Failure(ConnectionDone())]),
+                      RequestNotSent()):
+            receiver = Receiver(200, b'{"name": "x"}')
+            agent = _StaleFirst(receiver, error)
+            self.assertEqual(self.successResultOf(self.deliverThrough(agent)),
+                             (200, b'{"name": "x"}'))
+            self.assertEqual((agent.calls, len(receiver.seen)), (2, 1))
+
+    def test_onlyOnce(self) -> None:
+        """Twice in a row is a failed attempt, not a loop."""
+        receiver = Receiver()
+        agent = _StaleFirst(receiver, RequestNotSent(), times=2)
+        self.failureResultOf(self.deliverThrough(agent), DeliveryFailed)
+        self.assertEqual((agent.calls, receiver.seen), (2, []))
+
+    def test_otherErrorsNotRetried(self) -> None:
+        receiver = Receiver()
+        agent = _StaleFirst(receiver, ConnectionRefusedError())
+        self.failureResultOf(self.deliverThrough(agent), DeliveryFailed)
+        self.assertEqual(agent.calls, 1)

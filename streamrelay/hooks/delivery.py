@@ -23,7 +23,12 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
+from twisted.web.client import (
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -88,12 +93,29 @@ def deliver(
     headers = Headers({b"content-type": [JSON_TYPE], b"user-agent": [USER_AGENT]})
     if secret is not None:
         headers.setRawHeaders(HEADER, [sign(secret, body, reactor.seconds())])
+
+    def post() -> Deferred[Any]:
+        return agent.request(b"POST", url, headers, BytesBody(body))
+
+    timedOut: list[bool] = []
+
+    def again(failure: Failure) -> Deferred[Any] | Failure:
+        # A kept-open connection the hook closed as the event went out: no
+        # answer ever began, so the event goes once more, on a new
+        # connection (the receiver drops a repeat by its id).  Not once the
+        # time is up (the attempt was cancelled).
+        if not timedOut and failure.check(
+            ResponseNeverReceived, RequestTransmissionFailed, RequestNotSent
+        ):
+            return post()
+        return failure
+
     try:
-        attempt: Deferred[Any] = agent.request(b"POST", url, headers, BytesBody(body))
+        attempt: Deferred[Any] = post()
     except Exception as e:
         return fail(DeliveryFailed(f"cannot post to {url.decode('ascii', 'replace')!r}: {e}"))
+    attempt.addErrback(again)
     attempt.addCallback(_readAnswer)
-    timedOut = []
 
     def expire() -> None:
         timedOut.append(True)
