@@ -102,8 +102,8 @@ def _methodNotAllowed(self: Any, request: IRequest, failure: Failure) -> bytes:
 def _storageUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, StorageUnavailable)
-    _log.warn("storage unavailable for {method} {uri}: {error}",
-              method=request.method, uri=request.uri, error=str(error))
+    _log.warn("storage unavailable for {method} {path}: {error}",
+              method=request.method, path=request.path, error=str(error))
     return answerError(request, storageUnavailable(error))
 
 
@@ -118,8 +118,8 @@ def _internal(self: Any, request: IRequest, failure: Failure) -> bytes | None:
     if failure.check(CancelledError):
         # The client went away; there is nobody to answer.
         return None
-    _log.failure("Unexpected error handling {method} {uri}", failure,
-                 method=request.method, uri=request.uri)
+    _log.failure("Unexpected error handling {method} {path}", failure,
+                 method=request.method, path=request.path)
     return answerError(
         request, ApiError(500, "internal_error", "The server failed unexpectedly.")
     )

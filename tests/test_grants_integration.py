@@ -23,6 +23,7 @@ from tests.processes import (
     Program,
     call,
     deferLater,
+    eventually,
     run,
     sha256File,
     sharedFile,
@@ -86,6 +87,11 @@ class SignedURLTests(TestCase):
                          ["report 2026.txt"])
         self.assertEqual((storage / "report 2026.txt").read_bytes(), b"hello")
         self.assertNotIn(SECRET1, proxy.output)
+        # The access log names the request, never a usable signature.
+        signature = url.rsplit("sr-signature=", 1)[1].split("&")[0].encode()
+        self.assertTrue(await eventually(lambda: b"report%202026.txt" in proxy.output, 10))
+        self.assertNotIn(signature, proxy.output)
+        self.assertIn(b"sr-signature=-", proxy.output)
 
     async def test_rotation(self) -> None:
         """

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from streamrelay.accesslog import redactedLogFormatter
 from streamrelay.auth import readSecret
 from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES
 from streamrelay.backend.routes import BackendRoutes
@@ -182,7 +183,9 @@ def makeService(options: Options) -> IService:
         hooks=hooks,
         forwardHeaders=options["hook-forward-headers"],
     )
-    site = makeSite(appResource(routes.app), options["idle-timeout"], JSONAnswers())
+    site = makeSite(
+        appResource(routes.app), options["idle-timeout"], JSONAnswers(), redactedLogFormatter
+    )
     handleSignals(reactor, "streamrelay-backend")
     _log.info("streamrelay-backend storing files in {root}", root=where)
     service = StreamrelayService(options["log-format"])

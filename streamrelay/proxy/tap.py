@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
+from streamrelay.accesslog import redactedLogFormatter
 from streamrelay.auth import TokenFile, readSecret
 from streamrelay.grants import GrantKeys
 from streamrelay.limits import UploadSlots
@@ -165,6 +166,7 @@ def makeService(options: Options) -> IService:
         withCORS(appResource(routes.app), options["cors-origin"]),
         options["idle-timeout"],
         JSONAnswers(),
+        redactedLogFormatter,
     )
     service = StreamrelayService(options["log-format"])
     GracefulStop(slots, options["grace"]).setServiceParent(service)
