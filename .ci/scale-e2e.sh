@@ -365,8 +365,13 @@ check_up() {
 }
 must "docker compose up (scale): s3, 2 backends, 2 proxies, lb healthy; HAProxy sees both proxies UP" check_up
 
-P1=$(ip_of proxy) P2=$(ip_of proxy2) B1=$(ip_of backend) B2=$(ip_of backend2) S3IP=$(ip_of s3)
-echo "proxy $P1, proxy2 $P2, backend $B1, backend2 $B2, s3 $S3IP (reached from inside $NS only)"
+# the containers' addresses; asked again by each step that needs them (a step runs in a
+# subshell, and containers made again by `up` may get other addresses)
+addresses() {
+  P1=$(ip_of proxy) P2=$(ip_of proxy2) B1=$(ip_of backend) B2=$(ip_of backend2) S3IP=$(ip_of s3)
+  echo "proxy $P1, proxy2 $P2, backend $B1, backend2 $B2, s3 $S3IP (reached from inside $NS only)"
+}
+addresses
 
 # ---------------------------------------------------------------- helpers
 sha_of() { sha256sum "$1" | awk '{print $1}'; }
@@ -591,8 +596,7 @@ check_persistence() {
   up_healthy "${SERVICES[@]}"
   up_healthy frontend
   figure "docker compose down, then up, to all healthy again: $((SECONDS - t0)) s"
-  # the addresses may have changed
-  P1=$(ip_of proxy) P2=$(ip_of proxy2) S3IP=$(ip_of s3)
+  addresses
   listing "$LB" >"$W/after.json"
   diff "$W/before.json" "$W/after.json"
   echo "listing unchanged: $(grep -c '"name"' "$W/after.json") files"
@@ -620,11 +624,18 @@ bench_round() {  # bench_round N LABEL: N concurrent 256 MiB PUTs through the lb
       "$LB/files/bench-$$-$i.bin" >"$W/bench-$i.out" &
     pids+=($!)
   done
-  t0=$(date +%s.%N); wait "${pids[@]}"; t1=$(date +%s.%N)
+  t0=$(date +%s.%N)
+  # where the CPU goes (2 cores here) while they stream
+  if [ "$n" = 4 ]; then
+    sleep 3
+    echo "CPU during $2, $n at once: $(docker stats --no-stream --format '{{.Name}} {{.CPUPerc}}' | sed 's/streamrelay-scale-//; s/-1 / /' | sort | tr '\n' ' ')"
+  fi
+  wait "${pids[@]}"; t1=$(date +%s.%N)
   for i in $(seq "$n"); do grep -q -x -E '20[01]' "$W/bench-$i.out" || { echo "upload $i: $(cat "$W/bench-$i.out")"; return 1; }; done
   figure "$2: $n x 256 MiB at once through the lb: $(rate $((n * 268435456)) "$t0" "$t1") aggregate"
 }
 check_bench() {
+  addresses
   head -c 256M /dev/urandom >"$W/bench.bin"
   local n
   for n in 1 2 4; do bench_round "$n" "two backends"; done
