@@ -511,7 +511,24 @@ check_kill_resume() {
 step "tus upload through the lb, its backend killed (docker kill), resumed through the lb on the other: intact" check_kill_resume
 # the killed backend (and its proxy, if the restart policy gave up on it) back, healthy,
 # for what follows; whatever the step above left
-restore() { up_healthy "${SERVICES[@]}"; }
+# (`docker start`, not `compose up`: up refuses at once with "dependency failed to start"
+# while the dead backend's proxy is still unhealthy, before that proxy's next check
+# sees its backend back)
+restore() {
+  local c _ bad
+  for c in $(T=30 compose ps -aq "${SERVICES[@]}"); do docker start "$c" >/dev/null; done
+  for _ in $(seq 60); do
+    bad=""
+    for c in $(T=30 compose ps -aq "${SERVICES[@]}"); do
+      [ "$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")" = healthy ] \
+        || bad+=" $(docker inspect --format '{{.Name}}' "$c")"
+    done
+    [ -z "$bad" ] && break
+    sleep 2
+  done
+  T=30 compose ps
+  [ -z "$bad" ] || { echo "not healthy after 120 s:$bad"; dump_stack; return 1; }
+}
 step "the killed backend started again: every service healthy" restore
 
 # ---------------------------------------------------------------- two backends racing for one upload
