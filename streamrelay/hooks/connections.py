@@ -17,17 +17,12 @@ from typing import Any
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import (
-    URI,
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    _HTTP11ClientFactory,
-)
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from streamrelay.hooks.sender import MAX_IN_FLIGHT
+from streamrelay.streaming.internals import QuietConnectionPool
 
 #: Pre-create requests expected at once when C{--max-concurrent-uploads}
 #: sets no limit (the connections kept open for them; more still go, on
@@ -50,16 +45,8 @@ def hookConnections(maxConcurrentUploads: int | None, maxInFlight: int = MAX_IN_
     return maxInFlight + concurrency
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    """Opens a connection without logging "Starting factory" (and stopping) at info."""
-
-    noisy = False
-
-
-class HookPool(HTTPConnectionPool):
+class HookPool(QuietConnectionPool):
     """The pool of connections to the hook, opened without log lines."""
-
-    _factory = _QuietFactory
 
 
 def hookPool(reactor: Any, connections: int) -> HTTPConnectionPool:
