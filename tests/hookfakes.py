@@ -8,13 +8,77 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.test import iosim
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+from zope.interface import implementer
 
 from streamrelay.hooks.context import RequestContext
 from streamrelay.hooks.events import POST_FINISH, event, fileObject
+from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.journal import Entry
+from streamrelay.hooks.wire import HookClient
+
+_ADDRESS = IPv4Address("TCP", "127.0.0.1", 9)
 
 CONTEXT = RequestContext("rid-1", "127.0.0.1", "token:alice", "put", {})
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryHook:
+    """
+    An endpoint whose every connection reaches a L{Site} around C{resource}
+    in memory (Twisted's own HTTP server): L{flush} moves the bytes.
+    """
+
+    def __init__(self, resource: IResource) -> None:
+        self.site = Site(resource, reactor=Clock())
+        self.pumps: list[iosim.IOPump] = []
+        self.connections = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        self.connections += 1
+        server = self.site.buildProtocol(_ADDRESS)
+        client = factory.buildProtocol(_ADDRESS)
+        assert client is not None and server is not None
+        self.pumps.append(iosim.connect(
+            server, iosim.FakeTransport(server, isServer=True),
+            client, iosim.FakeTransport(client, isServer=False), greet=False,
+        ))
+        return succeed(client)
+
+    def flush(self) -> None:
+        for pump in list(self.pumps):
+            pump.flush()
+            if pump.clientIO.disconnected and pump.serverIO.disconnected:
+                self.pumps.remove(pump)
+
+    def client(self, clock: Clock, url: str = "http://hook.example/events") -> HookClient:
+        """A client of this hook; each post needs a L{flush} to be answered."""
+        return HookClient(url, self, clock, keep=4, idleSeconds=30)
+
+    def poster(self, clock: Clock, url: str = "http://hook.example/events") -> FlushingPoster:
+        """A client of this hook whose posts are flushed as they go."""
+        return FlushingPoster(self.client(clock, url), self)
+
+
+@implementer(IPoster)
+class FlushingPoster:
+    """Posts with C{client}, then flushes C{hook}: a synchronous answer is there at once."""
+
+    def __init__(self, client: HookClient, hook: MemoryHook) -> None:
+        self.client = client
+        self.hook = hook
+        self.url = client.url
+
+    def post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Deferred[tuple[int, bytes]]:
+        d = self.client.post(headers, body)
+        self.hook.flush()
+        return d
 
 
 def runNow(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -49,7 +113,7 @@ class Hook:
         self.calls: list[tuple[dict[str, Any], Deferred[tuple[int, bytes]]]] = []
 
     def __call__(
-        self, agent: Any, url: bytes, body: bytes, secret: bytes | None, timeout: float, clock: Any
+        self, poster: Any, body: bytes, secret: bytes | None, timeout: float, clock: Any
     ) -> Deferred[tuple[int, bytes]]:
         import json
 

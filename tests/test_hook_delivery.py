@@ -1,31 +1,25 @@
 """
-One hook delivery attempt (L{streamrelay.hooks.delivery}), against an
-in-memory receiver with treq's testing agent and a fake clock.
+One hook delivery attempt (L{streamrelay.hooks.delivery}), through the
+backend's hook client against Twisted's HTTP server in memory, with a
+fake clock.
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import fail
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived
-from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from streamrelay.hooks.delivery import (
-    MAX_ANSWER_BYTES,
-    BytesBody,
-    DeliveryFailed,
-    deliver,
-    hookURI,
-)
+from streamrelay.hooks.delivery import MAX_ANSWER_BYTES, DeliveryFailed, deliver, hookURI
+from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.signature import verify
+from streamrelay.hooks.wire import NotAnswered
+from tests.hookfakes import FlushingPoster, MemoryHook
 
 
 class Receiver(Resource):
@@ -58,10 +52,10 @@ class DeliverTests(SynchronousTestCase):
     def attempt(self, receiver: Receiver, secret: bytes | None = b"s3cret", timeout: float = 10):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        agent = RequestTraversalAgent(receiver)
-        url = b"http://hook.example/events"
-        d = deliver(agent, url, b'{"id":"1"}', secret, timeout, self.clock)
-        agent.flush()
+        self.hook = MemoryHook(receiver)
+        # The client's own clock: its idle connections' timer is not the attempt's.
+        d = deliver(self.hook.poster(Clock()), b'{"id":"1"}', secret, timeout, self.clock)
+        self.hook.flush()
         return d
 
     def test_answer(self) -> None:
@@ -102,6 +96,8 @@ class DeliverTests(SynchronousTestCase):
         self.clock.advance(0.2)
         self.failureResultOf(d, DeliveryFailed)
         self.assertFalse(self.clock.getDelayedCalls())
+        self.hook.flush()
+        self.assertEqual(self.hook.pumps, [], "the connection is closed")
 
     def test_timerCancelled(self) -> None:
         """An answer in time leaves no timer behind."""
@@ -115,9 +111,7 @@ class DeliverTests(SynchronousTestCase):
 
     def test_unreachable(self) -> None:
         """A connection error is a L{DeliveryFailed} too."""
-        self.clock = Clock()
-        agent = RequestTraversalAgent(Receiver())
-        d = deliver(agent, b"http://[bad", b"{}", None, 1, self.clock)
+        d = deliver(cast(IPoster, _Refused()), b"{}", None, 1, Clock())
         self.failureResultOf(d, DeliveryFailed)
 
     def test_lengthAndAgent(self) -> None:
@@ -133,12 +127,10 @@ class DeliverTests(SynchronousTestCase):
         """A cookie the hook sets is not sent back with the next event."""
         receiver = Receiver()
         receiver.cookie = b"session=1"
-        agent = RequestTraversalAgent(receiver)
         clock = Clock()
+        poster = MemoryHook(receiver).poster(clock)
         for _ in range(2):
-            d = deliver(agent, b"http://hook.example/", b"{}", None, 10, clock)
-            agent.flush()
-            self.successResultOf(d)
+            self.successResultOf(deliver(poster, b"{}", None, 10, clock))
         self.assertNotIn(b"Cookie", receiver.seen[1][0])
 
     def test_redirectNotFollowed(self) -> None:
@@ -161,71 +153,57 @@ class HookURITests(SynchronousTestCase):
         )
 
 
-class BytesBodyTests(SynchronousTestCase):
-    def test_writtenAtOnce(self) -> None:
-        written: list[bytes] = []
+class _Refused:
+    url = b"http://hook.example/events"
 
-        class Consumer:
-            def write(self, data: bytes) -> None:
-                written.append(data)
-
-        body = BytesBody(b"abc")
-        self.assertEqual(body.length, 3)
-        self.successResultOf(body.startProducing(Consumer()))  # type: ignore[arg-type]
-        self.assertEqual(written, [b"abc"])
+    def post(self, headers: Any, body: bytes) -> Deferred[tuple[int, bytes]]:
+        return fail(ConnectionRefusedError("hook.example:80"))
 
 
 class _StaleFirst:
     """
-    An agent whose first C{request} fails as a kept-open connection the
-    hook closed does (C{failure}); the next ones go to C{receiver}.
+    A hook client whose first C{post}s (C{times}) fail as a kept-open
+    connection the hook closed does; the next ones go to C{receiver}.
     """
 
     def __init__(self, receiver: Receiver, failure: Exception, times: int = 1) -> None:
-        self.inner = RequestTraversalAgent(receiver)
+        self.inner: FlushingPoster = MemoryHook(receiver).poster(Clock())
+        self.url = self.inner.url
         self.failure = failure
         self.times = times
         self.calls = 0
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None,
-                bodyProducer: Any = None) -> Any:
+    def post(self, headers: Any, body: bytes) -> Deferred[tuple[int, bytes]]:
         self.calls += 1
         if self.calls <= self.times:
             return fail(self.failure)
-        return self.inner.request(method, uri, headers, bodyProducer)
+        return self.inner.post(headers, body)
 
 
 class StaleConnectionTests(SynchronousTestCase):
-    def deliverThrough(self, agent: _StaleFirst) -> Any:
-        clock = Clock()
-        d = deliver(cast(IAgent, agent), b"http://hook.example/events", b'{"id":"1"}', None, 10,
-                    clock)
-        agent.inner.flush()
-        return d
+    def deliverThrough(self, poster: _StaleFirst) -> Any:
+        return deliver(cast(IPoster, poster), b'{"id":"1"}', None, 10, Clock())
 
     def test_sentAgainOnce(self) -> None:
         """
         The hook closed a kept-open connection as the event went out (no
         answer began): the event goes once more and its answer is read.
         """
-        for error in (ResponseNeverReceived([Failure(ConnectionDone())]),
-                      RequestTransmissionFailed([Failure(ConnectionDone())]),
-                      RequestNotSent()):
-            receiver = Receiver(200, b'{"name": "x"}')
-            agent = _StaleFirst(receiver, error)
-            self.assertEqual(self.successResultOf(self.deliverThrough(agent)),
-                             (200, b'{"name": "x"}'))
-            self.assertEqual((agent.calls, len(receiver.seen)), (2, 1))
+        receiver = Receiver(200, b'{"name": "x"}')
+        poster = _StaleFirst(receiver, NotAnswered("closed"))
+        self.assertEqual(self.successResultOf(self.deliverThrough(poster)),
+                         (200, b'{"name": "x"}'))
+        self.assertEqual((poster.calls, len(receiver.seen)), (2, 1))
 
     def test_onlyOnce(self) -> None:
         """Twice in a row is a failed attempt, not a loop."""
         receiver = Receiver()
-        agent = _StaleFirst(receiver, RequestNotSent(), times=2)
-        self.failureResultOf(self.deliverThrough(agent), DeliveryFailed)
-        self.assertEqual((agent.calls, receiver.seen), (2, []))
+        poster = _StaleFirst(receiver, NotAnswered("closed"), times=2)
+        self.failureResultOf(self.deliverThrough(poster), DeliveryFailed)
+        self.assertEqual((poster.calls, receiver.seen), (2, []))
 
     def test_otherErrorsNotRetried(self) -> None:
         receiver = Receiver()
-        agent = _StaleFirst(receiver, ConnectionRefusedError())
-        self.failureResultOf(self.deliverThrough(agent), DeliveryFailed)
-        self.assertEqual(agent.calls, 1)
+        poster = _StaleFirst(receiver, ConnectionRefusedError())
+        self.failureResultOf(self.deliverThrough(poster), DeliveryFailed)
+        self.assertEqual(poster.calls, 1)

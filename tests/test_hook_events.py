@@ -12,8 +12,8 @@ from typing import cast
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import IAgent
 
+from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.sender import HookSender
@@ -31,7 +31,7 @@ class ClientGoneTests(SynchronousTestCase):
         self.journal.open()
         self.hook = Hook()
         self.sender = HookSender(
-            self.journal, [], cast(IAgent, None), "http://hook/", None, 10, 60,
+            self.journal, [], cast(IPoster, None), None, 10, 60,
             self.clock, HookMetrics(), deliverer=self.hook,
         )
         self.sender.startService()

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,8 +19,8 @@ from streamrelay.hooks.connections import (
     DEFAULT_PRE_CREATE_CONCURRENCY,
     IDLE_CONNECTION_SECONDS,
     HookEndpoints,
+    hookClient,
     hookConnections,
-    hookPool,
 )
 from streamrelay.hooks.sender import MAX_IN_FLIGHT
 
@@ -117,16 +116,18 @@ class HookConnectionTests(SynchronousTestCase):
         self.assertEqual(DEFAULT_PRE_CREATE_CONCURRENCY, 64)
         self.assertEqual(hookConnections(None), MAX_IN_FLIGHT + 64)
 
-    def test_pool(self) -> None:
-        """The pool keeps that many idle connections per host, for a while."""
-        pool = hookPool(Clock(), 80)
-        self.assertTrue(pool.persistent)
-        self.assertEqual(pool.maxPersistentPerHost, 80)
-        self.assertEqual(pool.cachedConnectionTimeout, IDLE_CONNECTION_SECONDS)
+    def test_client(self) -> None:
+        """The client keeps that many idle connections, for a while, to the hook's URL."""
+        client = hookClient(MemoryReactorClock(), "http://127.0.0.1:9/events", 80)
+        self.assertEqual(client._keep, 80)
+        self.assertEqual(client._idleSeconds, IDLE_CONNECTION_SECONDS)
+        self.assertIsInstance(client._endpoint, HostnameEndpoint)
+        self.assertEqual(client.url, b"http://127.0.0.1:9/events")
 
     def test_quiet(self) -> None:
         """Opening a connection to the hook logs nothing (it was two lines at info)."""
-        self.assertFalse(hookPool(Clock(), 1)._factory.noisy)
+        client = hookClient(MemoryReactorClock(), "http://127.0.0.1:9/events", 1)
+        self.assertFalse(client._factory.noisy)
 
 
 class HookEndpointTests(SynchronousTestCase):

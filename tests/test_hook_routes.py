@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet.task import Clock
-from twisted.web.iweb import IAgent
 
+from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.sender import HookSender
@@ -32,7 +32,7 @@ class HookRouteTests(BackendTestCase):
         self.journal.open()
         self.hook = Hook()
         self.sender = HookSender(
-            self.journal, [], cast(IAgent, None), "http://hook/", None, 10, 60,
+            self.journal, [], cast(IPoster, None), None, 10, 60,
             self.clock, HookMetrics(), deliverer=self.hook,
         )
         self.sender.startService()
@@ -100,7 +100,7 @@ class TusHookTests(TusTestCase):
         journal.open()
         hook = Hook()
         sender = HookSender(
-            journal, [], cast(IAgent, None), "http://hook/", None, 10, 60,
+            journal, [], cast(IPoster, None), None, 10, 60,
             self.clock, HookMetrics(), deliverer=hook,
         )
         sender.startService()

@@ -8,19 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from streamrelay.hooks.delivery import deliver
+from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.journal import Entry, EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.sender import HookSender, backoff
 from streamrelay.hooks.signature import verify
-from tests.hookfakes import Hook, entry, runNow
+from tests.hookfakes import Hook, MemoryHook, entry, runNow
 
 
 class SenderTests(SynchronousTestCase):
@@ -35,8 +34,8 @@ class SenderTests(SynchronousTestCase):
 
     def sender(self, maxAge: float = 3600, maxInFlight: int = 16, **kw: Any) -> HookSender:
         sender = HookSender(
-            self.journal, kw.pop("reloaded", []), cast(IAgent, kw.pop("agent", None)),
-            "http://hook.example/", kw.pop("secret", None), 10, maxAge, self.clock,
+            self.journal, kw.pop("reloaded", []), cast(IPoster, kw.pop("poster", None)),
+            kw.pop("secret", None), 10, maxAge, self.clock,
             self.metrics, maxInFlight=maxInFlight, deliverer=kw.pop("deliverer", self.hook),
         )
         sender.startService()
@@ -167,10 +166,10 @@ class SenderTests(SynchronousTestCase):
                 request.setResponseCode(204)
                 return b""
 
-        agent = RequestTraversalAgent(Receiver())
-        sender = self.sender(agent=agent, secret=b"k", deliverer=deliver)
+        hook = MemoryHook(Receiver())
+        sender = self.sender(poster=hook.client(self.clock), secret=b"k", deliverer=deliver)
         e = self.add(sender, "a")
-        agent.flush()
+        hook.flush()
         (header, body), = seen
         self.assertTrue(verify(b"k", header, body, now=self.clock.seconds()))
         self.assertEqual(self.journal.pending, 0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -19,6 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from streamrelay.hooks import Decision, HookRejected, HookUnavailable, RequestContext
 from streamrelay.hooks.precreate import PreCreate, decide
 from streamrelay.hooks.signature import verify
+from tests.hookfakes import MemoryHook
 
 SECRET = b"hook secret"
 CONTEXT = RequestContext("rid-1", "192.0.2.7", "token:ci", "put", {"Authorization": "Bearer u"})
@@ -53,10 +53,13 @@ class PreCreateTests(SynchronousTestCase):
         self.clock.advance(1_700_000_000)
 
     def preCreate(self, receiver: Resource | None, unreachable: str = "deny") -> PreCreate:
-        agent: Any = RequestTraversalAgent(receiver) if receiver is not None else _Refused()
+        poster: Any = (
+            MemoryHook(receiver).poster(self.clock, "http://127.0.0.1:9/hook")
+            if receiver is not None else _Refused()
+        )
         return PreCreate(
-            "http://127.0.0.1:9/hook", SECRET, 10, unreachable,  # type: ignore[arg-type]
-            agent, self.clock,
+            SECRET, 10, unreachable,  # type: ignore[arg-type]
+            poster, self.clock,
         )
 
     def answer(
@@ -183,5 +186,7 @@ class PreCreateTests(SynchronousTestCase):
 
 
 class _Refused:
-    def request(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    url = b"http://127.0.0.1:9/hook"
+
+    def post(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return fail(ConnectionRefusedError("127.0.0.1:9"))

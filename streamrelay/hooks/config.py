@@ -13,12 +13,11 @@ from urllib.parse import urlsplit
 
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
-from twisted.web.iweb import IAgent
 
-from streamrelay.hooks.connections import hookAgent, hookConnections
+from streamrelay.hooks.connections import hookClient, hookConnections
 from streamrelay.hooks.context import DEFAULT_FORWARD_HEADERS
 from streamrelay.hooks.events import EVENT_TYPES
-from streamrelay.hooks.interfaces import IHooks, NoHooks
+from streamrelay.hooks.interfaces import IHooks, IPoster, NoHooks
 from streamrelay.hooks.journal import EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 from streamrelay.hooks.precreate import PreCreate
@@ -119,7 +118,7 @@ def makeHooks(
     metrics: HookMetrics,
     run: Runner,
     check: Callable[[], None] = lambda: None,
-    agent: IAgent | None = None,
+    poster: IPoster | None = None,
 ) -> tuple[IHooks, IService]:
     """
     The hooks C{options} ask for (L{NoHooks} without C{--hook-url}) and the
@@ -132,14 +131,13 @@ def makeHooks(
     folder = options["hook-queue"] or str(Path(options["storage"]) / HOOKS_FOLDER)
     journal = EventJournal(Path(folder), run, check=check)
     reloaded = journal.open()
-    agent = agent or hookAgent(
-        reactor, hookConnections(options.get("max-concurrent-uploads"))
+    poster = poster or hookClient(
+        reactor, options["hook-url"], hookConnections(options.get("max-concurrent-uploads"))
     )
     sender = HookSender(
         journal,
         reloaded,
-        agent,
-        options["hook-url"],
+        poster,
         options["hook-secret"],
         options["hook-timeout"],
         options["hook-max-age"],
@@ -148,11 +146,10 @@ def makeHooks(
     )
     sender.setServiceParent(service)
     preCreate = PreCreate(
-        options["hook-url"],
         options["hook-secret"],
         options["hook-timeout"],
         options["hook-unreachable"],
-        agent,
+        poster,
         reactor,
     )
     hooks = Hooks(journal, sender, options["hook-events"], reactor, preCreate)

@@ -1,14 +1,13 @@
 """
-How the backend reaches its hook: the agent every event is posted with
-(L{streamrelay.hooks.delivery}), its pool of persistent connections and
-the one endpoint they are opened to.
+How the backend reaches its hook: the client every event is posted with
+(L{streamrelay.hooks.wire}), how many connections it keeps open and the
+one endpoint they are opened to.
 
 Under W3 (64 uploads at once, each asking pre-create and recording a
 post-finish), the costs that were per event and are now once: opening a
 connection (the pool kept 16 while 80 events could be in flight), making
-an endpoint for the URL's host (Twisted's agent makes one per request,
-IDNA-encoding the host each time: a sixth of a request's CPU), and the
-two log lines of each connection opened.
+an endpoint for the URL's host (IDNA-encoding the host), and the two log
+lines of each connection opened.
 """
 
 from __future__ import annotations
@@ -17,12 +16,12 @@ from typing import Any
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from streamrelay.hooks.sender import MAX_IN_FLIGHT
-from streamrelay.streaming.internals import QuietConnectionPool
+from streamrelay.hooks.wire import HookClient, hookURI
 
 #: Pre-create requests expected at once when C{--max-concurrent-uploads}
 #: sets no limit (the connections kept open for them; more still go, on
@@ -43,18 +42,6 @@ def hookConnections(maxConcurrentUploads: int | None, maxInFlight: int = MAX_IN_
     """
     concurrency = maxConcurrentUploads or DEFAULT_PRE_CREATE_CONCURRENCY
     return maxInFlight + concurrency
-
-
-class HookPool(QuietConnectionPool):
-    """The pool of connections to the hook, opened without log lines."""
-
-
-def hookPool(reactor: Any, connections: int) -> HTTPConnectionPool:
-    """Persistent connections to the hook: up to C{connections} kept idle."""
-    pool = HookPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = connections
-    pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
-    return pool
 
 
 @implementer(IAgentEndpointFactory)
@@ -84,8 +71,7 @@ class HookEndpoints:
         return endpoint
 
 
-def hookAgent(reactor: Any, connections: int = MAX_IN_FLIGHT) -> IAgent:
-    """The agent events are posted with: pooled connections, one endpoint."""
-    return Agent.usingEndpointFactory(
-        reactor, HookEndpoints(reactor), pool=hookPool(reactor, connections)
-    )
+def hookClient(reactor: Any, url: str, connections: int = MAX_IN_FLIGHT) -> HookClient:
+    """The client events are posted with: up to C{connections} kept open."""
+    endpoint = HookEndpoints(reactor).endpointForURI(URI.fromBytes(hookURI(url)))
+    return HookClient(url, endpoint, reactor, connections, IDLE_CONNECTION_SECONDS)

@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     from streamrelay.hooks.context import RequestContext
     from streamrelay.store.interfaces import FileInfo
 
+class IPoster(Interface):
+    """Posts events to the hook (L{streamrelay.hooks.wire.HookClient})."""
+
+    url: bytes
+
+    def post(headers: list[tuple[bytes, bytes]], body: bytes) -> Deferred[tuple[int, bytes]]:
+        """
+        C{POST} C{body} with C{headers}: fires with the answer's status and
+        body; fails with L{streamrelay.hooks.wire.NotAnswered} when the
+        connection closed before an answer began, else with another
+        error.  Cancelling it gives up the attempt.
+        """
+
+
 #: How long a client is told to wait when the hook cannot answer.
 RETRY_AFTER_SECONDS = 5
 

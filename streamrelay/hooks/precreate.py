@@ -23,13 +23,12 @@ from typing import Any, Literal
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.iweb import IAgent
 
 from streamrelay.errors import jsonBytes
 from streamrelay.hooks.context import RequestContext
-from streamrelay.hooks.delivery import deliver, hookURI
+from streamrelay.hooks.delivery import deliver
 from streamrelay.hooks.events import PRE_CREATE, event, fileObject
-from streamrelay.hooks.interfaces import Decision, HookRejected, HookUnavailable
+from streamrelay.hooks.interfaces import Decision, HookRejected, HookUnavailable, IPoster
 from streamrelay.names import BadName, validateName
 from streamrelay.store.metadata import BadMetadata, validateMetadata
 
@@ -47,7 +46,7 @@ class HookFailed(Exception):
 
 class PreCreate:
     """
-    The C{pre-create} hook at C{url}.
+    The C{pre-create} hook, asked through C{poster}.
 
     @param secret: signs every event (C{Streamrelay-Signature}), if given.
     @param timeout: seconds for the whole exchange, answer body included.
@@ -58,18 +57,16 @@ class PreCreate:
 
     def __init__(
         self,
-        url: str,
         secret: bytes | None,
         timeout: float,
         unreachable: Unreachable,
-        agent: IAgent,
+        poster: IPoster,
         clock: IReactorTime,
     ) -> None:
-        self.url = hookURI(url)
         self.secret = secret
         self.timeout = timeout
         self.unreachable = unreachable
-        self.agent = agent
+        self.poster = poster
         self.clock = clock
 
     def ask(
@@ -82,7 +79,7 @@ class PreCreate:
         """The hook's decision on storing C{name} (C{size} bytes, or unknown)."""
         now = self.clock.seconds()
         body = jsonBytes(event(PRE_CREATE, fileObject(name, size, metadata=metadata), context, now))
-        asking = deliver(self.agent, self.url, body, self.secret, self.timeout, self.clock)
+        asking = deliver(self.poster, body, self.secret, self.timeout, self.clock)
         return asking.addCallback(decide).addErrback(self._failed, context, name)
 
     #: What L{streamrelay.hooks.service.Hooks} calls.

@@ -21,10 +21,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IAgent
 
 from streamrelay.errors import jsonBytes
-from streamrelay.hooks.delivery import deliver, hookURI
+from streamrelay.hooks.delivery import deliver
+from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.journal import Entry, EventJournal
 from streamrelay.hooks.metrics import HookMetrics
 
@@ -33,7 +33,7 @@ MAX_BACKOFF = 300.0
 MAX_IN_FLIGHT = 16
 
 Deliver = Callable[
-    [IAgent, bytes, bytes, "bytes | None", float, IReactorTime],
+    [IPoster, bytes, "bytes | None", float, IReactorTime],
     "Deferred[tuple[int, bytes]]",
 ]
 
@@ -45,7 +45,7 @@ def backoff(attempts: int) -> float:
 
 class HookSender(Service):
     """
-    Delivers the events of C{journal} to C{url}.  Events pending at start
+    Delivers the events of C{journal} through C{poster}.  Events pending at start
     (reloaded by the journal) go first; L{add} queues each new one once
     it is durable.
     """
@@ -56,8 +56,7 @@ class HookSender(Service):
         self,
         journal: EventJournal,
         reloaded: list[Entry],
-        agent: IAgent,
-        url: str,
+        poster: IPoster,
         secret: bytes | None,
         timeout: float,
         maxAge: float,
@@ -67,8 +66,7 @@ class HookSender(Service):
         deliverer: Deliver = deliver,
     ) -> None:
         self.journal = journal
-        self.agent = agent
-        self.url = hookURI(url)
+        self.poster = poster
         self.secret = secret
         self.timeout = timeout
         self.maxAge = maxAge
@@ -129,7 +127,7 @@ class HookSender(Service):
         entry.attempts += 1
         body = jsonBytes(entry.event)
         attempt = self._deliver(
-            self.agent, self.url, body, self.secret, self.timeout, self.clock
+            self.poster, body, self.secret, self.timeout, self.clock
         )
         self._attempts[name] = attempt
         attempt.addBoth(self._answered, name, entry)

@@ -38,7 +38,6 @@ __all__ = [
     "ClientProtocolHooks",
     "ConnectionPoolHooks",
     "InterimObserver",
-    "QuietConnectionPool",
     "RequestHooks",
     "MAX_CHUNK_SIZE",
     "bodyBytesLeft",
@@ -484,18 +483,3 @@ class ConnectionPoolHooks(HTTPConnectionPool):
                 return build(self._quiescentCallback)
 
         self._factory = Factory
-
-
-class _QuietClientFactory(_HTTP11ClientFactory):  # type: ignore[misc]
-    """Opens a client connection without "Starting factory" log lines at info."""
-
-    noisy = False
-
-
-class QuietConnectionPool(HTTPConnectionPool):
-    """
-    An L{HTTPConnectionPool} whose connections open (and close) without a
-    log line each: for a client that opens many, such as the hooks'.
-    """
-
-    _factory = _QuietClientFactory
