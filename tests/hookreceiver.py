@@ -7,14 +7,16 @@ Every request is appended to a file as one JSON line (status answered,
 signature header, raw body, time) before it is answered, so that a test
 polling the file sees every event the backend counted as delivered.
 
-Run as C{python -m tests.hookreceiver PORT RECORD [--fail-first N]}: the
-first N requests are answered 500, the others 204.
+Run as C{python -m tests.hookreceiver PORT RECORD [--fail-first N]
+[--tls CERT KEY]}: the first N requests are answered 500, the others 204;
+with C{--tls}, over TLS with that certificate and key.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -61,11 +63,14 @@ def accepted(record: Path) -> list[Delivery]:
 
 
 async def startReceiver(
-    test: TestCase, record: Path, port: int = 0, failFirst: int = 0
+    test: TestCase, record: Path, port: int = 0, failFirst: int = 0,
+    tls: tuple[Path, Path] | None = None,
 ) -> Program:
     """Start a receiver writing to C{record}; its C{port} is set once it listens."""
     argv = [sys.executable, "-m", "tests.hookreceiver", str(port), str(record.resolve()),
             "--fail-first", str(failFirst)]
+    if tls is not None:
+        argv += ["--tls", str(tls[0].resolve()), str(tls[1].resolve())]
     program = spawn(test, "hookreceiver", argv, cwd=str(Path(__file__).parent.parent))
     listening = program.protocol.listening
 
@@ -113,6 +118,11 @@ def main(argv: list[str]) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if "--tls" in argv:
+        at = argv.index("--tls")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(argv[at + 1], argv[at + 2])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"listening on tcp:127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -18,9 +18,40 @@ from twisted.trial.unittest import TestCase
 from streamrelay.hooks.sender import backoff
 from streamrelay.hooks.signature import verify
 from tests.hookreceiver import accepted, deliveries, startReceiver
-from tests.processes import Program, call, eventually, startService
+from tests.processes import Program, call, deferLater, eventually, startService
 
 SECRET = b"hook-secret"
+
+
+def selfSigned(folder: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for C{host} and its key, as PEM files in C{folder}."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certPath, keyPath = folder / "cert.pem", folder / "key.pem"
+    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyPath.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return certPath, keyPath
 
 
 def freePort() -> int:
@@ -93,6 +124,45 @@ class HookTests(TestCase):
         code, _, metrics = await call("GET", backend.url + "/metrics")
         self.assertIn(b"streamrelay_hook_events_delivered_total 4.0", metrics)
         self.assertIn(b"streamrelay_hook_events_pending 0.0", metrics)
+
+    async def test_https(self) -> None:
+        """
+        An https hook: the events go over TLS, the receiver's certificate
+        checked against the trust store (here one holding only its own).
+        """
+        cert, key = selfSigned(Path(self.mktemp()), "localhost")
+        receiver = await startReceiver(self, self.record, tls=(cert, key))
+        backend = await startService(
+            self, "backend", "--storage", str(self.storage),
+            "--hook-url", f"https://localhost:{receiver.port}/events", *self.hookArgs,
+            env={"SSL_CERT_FILE": str(cert), "SSL_CERT_DIR": str(cert.parent)},
+        )
+        for name in ("s1.txt", "s2.txt", "s3.txt"):
+            code, _, body = await call("PUT", backend.url + "/files/" + name, b"tls")
+            self.assertEqual(code, 201, body)
+        self.assertTrue(await eventually(lambda: len(accepted(self.record)) >= 3, 30))
+        names = sorted(d.event["file"]["name"] for d in accepted(self.record))
+        self.assertEqual(names, ["s1.txt", "s2.txt", "s3.txt"])
+
+    async def test_httpsUntrusted(self) -> None:
+        """A certificate the trust store does not vouch for: nothing is delivered, all kept."""
+        cert, key = selfSigned(Path(self.mktemp()), "localhost")
+        receiver = await startReceiver(self, self.record, tls=(cert, key))
+        backend = await startService(
+            self, "backend", "--storage", str(self.storage),
+            "--hook-url", f"https://localhost:{receiver.port}/events", *self.hookArgs,
+        )
+        code, _, body = await call("PUT", backend.url + "/files/u.txt", b"tls")
+        self.assertEqual(code, 201, body)
+
+        for _ in range(600):  # until the first attempt failed, at most 30 s
+            _, _, metrics = await call("GET", backend.url + "/metrics")
+            if b"streamrelay_hook_delivery_failures_total 0.0" not in metrics:
+                break
+            await deferLater(0.05)
+        self.assertNotIn(b"streamrelay_hook_delivery_failures_total 0.0", metrics)
+        self.assertIn(b"streamrelay_hook_events_pending 1.0", metrics)
+        self.assertEqual(accepted(self.record), [])
 
     async def test_retriesWithBackoff(self) -> None:
         """A receiver answering 500 three times gets the event again after 1, 2, 4 s."""
