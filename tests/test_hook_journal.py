@@ -13,7 +13,16 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamrelay.hooks.journal import DEAD_FILE, EVENTS_FILE, EventJournal, QueueUnavailable
+from streamrelay.hooks.events import eventId
+from streamrelay.hooks.journal import (
+    DEAD_FILE,
+    EVENTS_FILE,
+    EventJournal,
+    QueueUnavailable,
+    decode,
+    encode,
+    encodeAdd,
+)
 from tests.hookfakes import HeldRunner, entry, runNow
 
 
@@ -283,3 +292,25 @@ class JournalTests(SynchronousTestCase):
         reopened = self.journal()
         reopened.open()
         self.assertEqual(reopened.skipped, 0)
+
+
+class EncodingTests(SynchronousTestCase):
+    def test_addIsTheEventAsPosted(self) -> None:
+        """
+        The journal's record holds the event JSON exactly as the hook is
+        sent it (made once), and reads back as the event.
+        """
+        e = entry("é\u2028.txt")
+        line = encodeAdd(e)
+        record = decode(line)
+        assert record is not None
+        self.assertEqual(record, {"add": e.event, "t": e.recorded})
+        self.assertIn(e.body.rstrip(b"\n"), line)
+        self.assertEqual(line, encode({"add": e.event, "t": e.recorded}))
+
+    def test_eventIds(self) -> None:
+        """Ids are 32 hex digits, never repeated."""
+        ids = {eventId() for _ in range(10_000)}
+        self.assertEqual(len(ids), 10_000)
+        for i in list(ids)[:10]:
+            self.assertRegex(i, "^[0-9a-f]{32}$")

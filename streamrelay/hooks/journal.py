@@ -47,6 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamrelay.errors import jsonBytes
 from streamrelay.store.placing import fsyncFolder
 from streamrelay.store.writer import Runner
 
@@ -67,6 +68,14 @@ class Entry:
     recorded: float
     attempts: int = 0
     line: bytes = field(default=b"", repr=False)
+    _body: bytes = field(default=b"", repr=False)
+
+    @property
+    def body(self) -> bytes:
+        """The event's JSON, as posted to the hook (made once)."""
+        if not self._body:
+            self._body = jsonBytes(self.event)
+        return self._body
 
     @property
     def id(self) -> str:
@@ -96,7 +105,16 @@ class _Vanished(Exception):
 
 def encode(record: dict[str, Any]) -> bytes:
     body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _line(body)
+
+
+def _line(body: bytes) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def encodeAdd(entry: Entry) -> bytes:
+    """C{{"add": event, "t": recorded}}, with the event's JSON as it is posted."""
+    return _line(b'{"add":%s,"t":%s}' % (entry.body.rstrip(b"\n"), repr(entry.recorded).encode()))
 
 
 def decode(line: bytes) -> dict[str, Any] | None:
@@ -210,7 +228,7 @@ class EventJournal:
         Append C{entry}; fires once it is durable, or fails with
         L{QueueUnavailable}.
         """
-        entry.line = encode({"add": entry.event, "t": entry.recorded})
+        entry.line = encodeAdd(entry)
         d: Deferred[None] = Deferred()
         with self._lock:
             self._lines.append(entry.line)
@@ -383,7 +401,7 @@ class EventJournal:
         """Replace C{events.log} with just C{entries}, durably."""
         temporary = self.folder / _TEMPORARY
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        data = b"".join(e.line or encode({"add": e.event, "t": e.recorded}) for e in entries)
+        data = b"".join(e.line or encodeAdd(e) for e in entries)
         try:
             _writeAll(fd, data)
             os.fsync(fd)

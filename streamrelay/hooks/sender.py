@@ -22,7 +22,6 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from streamrelay.errors import jsonBytes
 from streamrelay.hooks.delivery import deliver
 from streamrelay.hooks.interfaces import IPoster
 from streamrelay.hooks.journal import Entry, EventJournal
@@ -125,7 +124,7 @@ class HookSender(Service):
     def _send(self, name: str) -> None:
         entry = self._byName[name][0]
         entry.attempts += 1
-        body = jsonBytes(entry.event)
+        body = entry.body
         attempt = self._deliver(
             self.poster, body, self.secret, self.timeout, self.clock
         )
