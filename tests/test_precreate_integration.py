@@ -11,6 +11,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import UNKNOWN_LENGTH
@@ -47,6 +49,42 @@ class Receiver(Resource):
         status, answer = self.answer(event)
         request.setResponseCode(status)
         return answer
+
+
+class Flood(Protocol):
+    """
+    A hook that answers any request with a status line and then header
+    lines without end (up to L{TOTAL}, as fast as the peer reads them).
+    """
+
+    TOTAL = 256 << 20
+    CHUNK = b"X-Flood: aaaaaaaaaaaaaaaa\r\n" * 2500
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.sent == 0:
+            assert self.transport is not None
+            self.sent = 1
+            self.transport.write(b"HTTP/1.1 200 OK\r\n")
+            self.transport.registerProducer(self, False)  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        if self.sent >= self.TOTAL:
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            return
+        self.sent += len(self.CHUNK)
+        self.transport.write(self.CHUNK)
+
+    def stopProducing(self) -> None:
+        self.closed = True
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
 
 
 class PreCreateTests(TestCase):
@@ -135,6 +173,26 @@ class PreCreateTests(TestCase):
         status, body = await self.put(backend, "a.txt", b"data")
         self.assertEqual((status, body["error"]), (503, "hook_unavailable"))
         self.assertEqual(self.stored(), [])
+
+    async def test_hostileHook(self) -> None:
+        """
+        A hook that answers with an endless head: the backend stops reading
+        it at 64 KiB (its memory does not follow), the upload gets 503 and
+        nothing is stored, and the backend goes on serving.
+        """
+        flood = Flood()
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: flood), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        backend = await self.backend(f"http://127.0.0.1:{port.getHost().port}/hook")
+        before = backend.peak()
+        status, body = await self.put(backend, "a.txt", b"data")
+        self.assertEqual((status, body["error"]), (503, "hook_unavailable"))
+        self.assertTrue(flood.closed, "the backend closed the connection")
+        self.assertLess(flood.sent, Flood.TOTAL, "the backend did not read it all")
+        self.assertEqual(self.stored(), [])
+        self.assertLess(backend.peak() - before, 16 << 20)
+        code, _, _ = await call("GET", f"{backend.url}/healthz")
+        self.assertEqual(code, 200)
 
     async def test_hookDownAllow(self) -> None:
         backend = await self.backend(await self.refusingURL(), "--hook-unreachable", "allow")
