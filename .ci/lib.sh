@@ -1,11 +1,71 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2154  # the names below are set by the script that sources this
-# What streamrelay's end-to-end stages (.ci/compose-e2e.sh, .ci/scale-e2e.sh) share:
-# a private dockerd, built for in the host network namespace and restarted inside a
-# namespace made here; the stand-in base image; the run's steps, watchdog, exit trap
-# and summary.  Sourcing it only defines functions.
-#
-# The sourcing script sets, before e2e_begin:
+# Sourced by streamrelay's CI scripts: the machine-wide CI lock (all of them), then
+# what the end-to-end stages (.ci/compose-e2e.sh, .ci/scale-e2e.sh) share.  Sourcing
+# it sets STREAMRELAY_CI_LOCK and defines functions; it starts nothing.
+
+# ---------------------------------------------------------------- one CI run at a time
+# .ci/run and the stages hold a machine-wide lock: the S3 server's folder
+# (/tmp/ci-ceph-s3), the stages' namespaces and their dockerds have fixed names,
+# and each run's start and cleanup remove whatever is there.  The lock is an
+# flock on fd 8.  .ci/run takes it for its whole run; the scripts it starts
+# inherit fd 8 (the same open file, which they lock again at once); run alone,
+# a stage takes it itself.  It goes when every process holding fd 8 has ended:
+# daemons meant to outlive a command (dockerd, the Ceph daemons, the watchdog)
+# are started with fd 8 closed.
+#   STREAMRELAY_CI_LOCK       the lock file (default /run/lock/streamrelay-ci.lock,
+#                             /tmp/streamrelay-ci.lock where there is no /run/lock)
+#   STREAMRELAY_CI_LOCK_WAIT  seconds to wait for another run (default 3600)
+if [ -z "${STREAMRELAY_CI_LOCK:-}" ]; then
+  STREAMRELAY_CI_LOCK=/run/lock/streamrelay-ci.lock
+  [ -d /run/lock ] || STREAMRELAY_CI_LOCK=/tmp/streamrelay-ci.lock
+fi
+export STREAMRELAY_CI_LOCK
+
+# ci_lock WHAT: hold the CI lock on fd 8, waiting (bounded) for another run, which
+# one line says; WHAT names this script in the file and messages; fails on timeout
+ci_lock() {
+  local what=$1 wait=${STREAMRELAY_CI_LOCK_WAIT:-3600} own=0
+  command -v flock >/dev/null || { echo "$what: flock (util-linux) is missing" >&2; return 1; }
+  if [ "$(readlink "/proc/$$/fd/8" 2>/dev/null)" != "$(readlink -f "$STREAMRELAY_CI_LOCK")" ]; then
+    # (read-only where another user made the file: flock needs no more)
+    { exec 8>>"$STREAMRELAY_CI_LOCK"; } 2>/dev/null || { exec 8<"$STREAMRELAY_CI_LOCK"; } 2>/dev/null \
+      || { echo "$what: cannot open the CI lock $STREAMRELAY_CI_LOCK" >&2; return 1; }
+    own=1
+  fi
+  if ! flock -n 8; then
+    echo "$what: waiting up to $wait s for another CI run on this machine to end ($(ci_lock_holder))" >&2
+    if ! flock -w "$wait" 8; then
+      echo "$what: gave up after $wait s: another CI run still holds $STREAMRELAY_CI_LOCK ($(ci_lock_holder))" >&2
+      return 1
+    fi
+  fi
+  # inherited from .ci/run: its line stays
+  if [ "$own" = 1 ] && [ -w "$STREAMRELAY_CI_LOCK" ]; then
+    echo "PID $$: $what, since $(date '+%F %T')" >"$STREAMRELAY_CI_LOCK"
+  fi
+  return 0
+}
+# ci_lock_holder: who holds the lock: the live PID that the lock file names (each
+# holder writes its line), else the lock's PID in /proc/locks (the lock of a plain
+# `flock FILE COMMAND`), else what the file last named
+ci_lock_holder() {
+  local line pid ino
+  line=$(head -n 1 "$STREAMRELAY_CI_LOCK" 2>/dev/null) || true
+  pid=${line#PID }; pid=${pid%%[!0-9]*}
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "held by $line"; return 0; fi
+  ino=$(stat -L -c %i "$STREAMRELAY_CI_LOCK" 2>/dev/null) || true
+  pid=$(awk -v ino="$ino" '$2 == "FLOCK" && $6 ~ (":" ino "$") {print $5; exit}' /proc/locks 2>/dev/null) || true
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+    echo "held by PID $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-100)"; return 0
+  fi
+  echo "held by a process an earlier run left${line:+ (the file names $line)}"
+}
+
+# ================================================================ the e2e stages
+# A private dockerd, building in the host network namespace and restarted inside a
+# namespace made for the stack; the stand-in base image; the run's steps, watchdog,
+# exit trap and summary.  The stage script sets, before e2e_begin:
 #   ROOT      the checkout (the script has cd'd there)
 #   W         its work folder (tools venv, rootfs, image cache and logs stay there)
 #   E2E_NAME  compose-e2e or scale-e2e: named in messages and the summary
@@ -24,13 +84,12 @@ e2e_names() {
 # ts MESSAGE: print MESSAGE with the time and the seconds since the run began
 ts() { echo "[$(date +%T) +$((SECONDS - START))s] $*"; }
 
-# e2e_begin: lock the work folder (or exit), clear the last run's logs, start the
+# e2e_begin: take the CI lock (or exit), clear the last run's logs, start the
 # watchdog that stops the run after LIMIT seconds, and set the exit trap
 e2e_begin() {
   START=$SECONDS
   mkdir -p "$W"
-  exec 9>"$W/lock"
-  flock -n 9 || { echo "another $E2E_NAME run holds $W/lock" >&2; exit 1; }
+  ci_lock "$E2E_NAME" || { echo "$E2E_NAME: 0 passed, 1 failed"; exit 1; }
   rm -f "$W/dumped" "$W/dockerd.log" "$W/build.log" "$W/timed-out"
   # a bound on the whole run: TERM ourselves (the trap below cleans up) when it is hit
   (
@@ -38,7 +97,7 @@ e2e_begin() {
     sleep "$LIMIT" & s=$!
     wait "$s"
     touch "$W/timed-out"; kill -TERM $$
-  ) &
+  ) 8>&- &
   WATCHDOG=$!
   RESULTS=() FIGURES=() FAILED=0 DPID="" STACK=0 CREATED_DROP_DIR=0 DROPPED=() STEP_PID="" SIGNAL=""
   trap on_exit EXIT
@@ -114,7 +173,7 @@ frontend_reported() {
 start_dockerd() {
   local ns=$1; shift
   ${ns:+nsenter --net=/run/netns/$ns} /usr/sbin/dockerd -H "unix://$SOCK" --data-root "$W/docker" \
-    --exec-root "$EXEC_ROOT" --pidfile "$DPIDFILE" "$@" >>"$W/dockerd.log" 2>&1 &
+    --exec-root "$EXEC_ROOT" --pidfile "$DPIDFILE" "$@" >>"$W/dockerd.log" 2>&1 8>&- &
   DPID=$!
   local _
   for _ in $(seq 150); do
@@ -141,7 +200,7 @@ clear_leftovers() {
   local pid
   if [ -s "$DPIDFILE" ]; then
     pid=$(cat "$DPIDFILE")
-    # only our own dockerd (we hold the lock, so no other run of this script is alive)
+    # only our own dockerd (we hold the CI lock, so no other run of this script is alive)
     if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-H unix://$SOCK"; then
       kill "$pid" 2>/dev/null || true; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     fi
