@@ -87,9 +87,9 @@ ts() { echo "[$(date +%T) +$((SECONDS - START))s] $*"; }
 # e2e_begin: take the CI lock (or exit), clear the last run's logs, start the
 # watchdog that stops the run after LIMIT seconds, and set the exit trap
 e2e_begin() {
-  START=$SECONDS
   mkdir -p "$W"
   ci_lock "$E2E_NAME" || { echo "$E2E_NAME: 0 passed, 1 failed"; exit 1; }
+  START=$SECONDS   # (after the wait for the lock, as the watchdog)
   rm -f "$W/dumped" "$W/dockerd.log" "$W/build.log" "$W/timed-out"
   # a bound on the whole run: TERM ourselves (the trap below cleans up) when it is hit
   (
