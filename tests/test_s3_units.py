@@ -431,6 +431,36 @@ class ChunksProducerTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"a")
         self.assertNoResult(d)
 
+    def test_partsLeaveAtOnce(self) -> None:
+        """
+        Sending a body through Twisted's HTTP client, the producer lets the
+        S3 connection send up to 1 MiB per system call (Twisted's own limit
+        is 128 KiB, one call per pass of the reactor) and each chunk at
+        once while nothing waits in its buffer: the bytes are in the socket
+        before the reactor runs.  (A socketpair stands in for the
+        connection.)
+        """
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.testing import MemoryReactor
+        from twisted.web._newclient import LengthEnforcingConsumer
+
+        ours, peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        peer.setblocking(False)
+        conn = tcp.Connection(ours, Protocol(), MemoryReactor())
+        conn.connected = True
+        chunks = [b"a" * 1000, b"b" * 1000]
+        producer = ChunksProducer(chunks)
+        consumer = LengthEnforcingConsumer(producer, conn, Deferred())
+        conn.registerProducer(producer, True)
+        self.successResultOf(producer.startProducing(consumer))  # type: ignore[arg-type]
+        self.assertEqual(conn.SEND_LIMIT, 1 << 20)
+        self.assertEqual(peer.recv(4096), b"".join(chunks))
+
 
 # XML
 
