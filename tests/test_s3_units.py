@@ -431,6 +431,36 @@ class ChunksProducerTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"a")
         self.assertNoResult(d)
 
+    def test_partsLeaveAtOnce(self) -> None:
+        """
+        Sending a body through Twisted's HTTP client, the producer lets the
+        S3 connection send up to 1 MiB per system call (Twisted's own limit
+        is 128 KiB, one call per pass of the reactor) and each chunk at
+        once while nothing waits in its buffer: the bytes are in the socket
+        before the reactor runs.  (A socketpair stands in for the
+        connection.)
+        """
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.testing import MemoryReactor
+        from twisted.web._newclient import LengthEnforcingConsumer
+
+        ours, peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        peer.setblocking(False)
+        conn = tcp.Connection(ours, Protocol(), MemoryReactor())
+        conn.connected = True
+        chunks = [b"a" * 1000, b"b" * 1000]
+        producer = ChunksProducer(chunks)
+        consumer = LengthEnforcingConsumer(producer, conn, Deferred())
+        conn.registerProducer(producer, True)
+        self.successResultOf(producer.startProducing(consumer))  # type: ignore[arg-type]
+        self.assertEqual(conn.SEND_LIMIT, 1 << 20)
+        self.assertEqual(peer.recv(4096), b"".join(chunks))
+
 
 # XML
 
@@ -520,7 +550,9 @@ def sha(data: bytes) -> str:
 class UploadTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.s3 = FakeS3()
-        self.store = S3Store(self.s3, "p/", partSize=5 * MiB)  # type: ignore[arg-type]
+        # One part in flight (the tests that want more say so): the
+        # steps of the pipeline one at a time.
+        self.store = S3Store(self.s3, "p/", partSize=5 * MiB, partsInFlight=1)  # type: ignore[arg-type]
         self.body = FakeBody()
         self.upload = self.store.begin("f.bin")
         self.upload.registerProducer(self.body, True)  # type: ignore[arg-type]
@@ -656,6 +688,33 @@ class UploadTests(SynchronousTestCase):
         self.assertTrue(self.body.paused)
         self.assertLessEqual(held, 5 * MiB)
         self.assertEqual(self.upload.size, 10 * MiB)
+
+    def test_twoPartsInFlightByDefault(self) -> None:
+        """
+        A store made with the defaults sends two parts of an upload at once
+        (S3 then writes one part down while the next arrives) and pauses
+        the body with a third one full: at most three parts are held.
+        """
+        store = S3Store(self.s3, "p/", partSize=5 * MiB)  # type: ignore[arg-type]
+        self.assertEqual(store.partsInFlight, 2)
+        upload = store.begin("g.bin")
+        body = FakeBody()
+        upload.registerProducer(body, True)  # type: ignore[arg-type]
+        for _ in range(5):
+            upload.write(b"x" * MiB)
+        self.s3.answer("createUpload", "up1")
+        for _ in range(30):
+            if not body.paused:
+                upload.write(b"x" * MiB)
+        sent = [c for c in self.s3.calls if c.name == "uploadPart"]
+        self.assertEqual([c.args[2] for c in sent], [1, 2])
+        self.assertTrue(body.paused)
+        self.assertEqual(upload.size, 15 * MiB)
+        held = sum(len(b) for c in sent for b in c.args[3]) + upload._filled + sum(
+            len(c) for c in (upload._ready.chunks if upload._ready else [])
+        )
+        self.assertLessEqual(held, 3 * 5 * MiB)
+        upload.abort()
 
     def test_partFailureFailsTheBody(self) -> None:
         """
@@ -971,10 +1030,17 @@ class OptionsTests(SynchronousTestCase):
             {k: settings[k] for k in ("bucket", "prefix", "region", "endpoint", "partSize",
                                       "accessKey", "secretKey")},
             {"bucket": "b", "prefix": "p/", "region": "eu-west-3",
-             "endpoint": "https://s3.eu-west-3.amazonaws.com", "partSize": 8 * MiB,
+             "endpoint": "https://s3.eu-west-3.amazonaws.com", "partSize": 6 * MiB,
              "accessKey": "ak", "secretKey": "sk"},
         )
-        self.assertEqual(settings["partsInFlight"], 1)
+        self.assertEqual(settings["partsInFlight"], 2)
+        # The option's defaults are the store's own.
+        from streamrelay.store.s3.store import DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT
+
+        self.assertEqual(
+            (settings["partSize"], settings["partsInFlight"]),
+            (DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT),
+        )
 
     def test_streamrelayVariables(self) -> None:
         options = self.parse([], {

@@ -40,7 +40,12 @@ from streamrelay.store.s3.upload import S3Upload, UploadContext
 
 #: Where the store keeps its own objects, under the prefix.
 OWN_FOLDER = ".streamrelay/"
-DEFAULT_PART_SIZE = 8 << 20
+#: The defaults: two parts of an upload in flight, so that S3 writes one
+#: part down while the next arrives (with one, S3 sat idle between parts),
+#: and 6 MiB parts, so that an upload holds at most three parts, 18 MiB,
+#: whatever its size (until parts double, past 2,000 parts: 12 GB).
+DEFAULT_PART_SIZE = 6 << 20
+DEFAULT_PARTS_IN_FLIGHT = 2
 #: Multipart uploads and staging objects idle this long are an interrupted
 #: upload's leftovers, whichever backend started them.
 STALE_AFTER = 24 * 3600.0
@@ -58,8 +63,9 @@ class S3Store:
 
     @param prefix: the key prefix (C{""} for the whole bucket, or a folder
         such as C{"team/"}).
-    @param partSize: bytes per part of a multipart upload (at least 5 MiB);
-        about two parts of each upload are in memory at most.
+    @param partSize: bytes per part of a multipart upload (at least 5 MiB).
+    @param partsInFlight: parts of one upload sent at once; each upload
+        holds at most one part more than that in memory.
     @param staleAfter: seconds after which an idle multipart upload or
         staging object under the prefix counts as left behind.
     """
@@ -74,7 +80,7 @@ class S3Store:
         staleAfter: float = STALE_AFTER,
         copyLimit: int = MAX_COPY_SIZE,
         copyPartSize: int = COPY_PART_SIZE,
-        partsInFlight: int = 1,
+        partsInFlight: int = DEFAULT_PARTS_IN_FLIGHT,
     ) -> None:
         if partSize < 5 << 20:
             raise ValueError("S3 parts have at least 5 MiB")
