@@ -194,6 +194,20 @@ class GracefulStop(Service):
         return Deferred.fromCoroutine(self._slots.drain(self._grace))
 
 
+class Closing(Service):
+    """
+    Calls C{close} when the service stops (e.g. a store's, which removes
+    the files it made ahead of time) and waits for what it returns.
+    """
+
+    def __init__(self, close: Callable[[], Deferred[None]]) -> None:
+        self._close = close
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self._close()
+
+
 class StreamrelayService(MultiService):
     """
     A service's top: with C{logFormat="json"}, twistd logs each event as

@@ -20,6 +20,7 @@ from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
+from tests.partialfiles import leftInPartial
 from tests.rawrequests import OCTETS, TUS, meta, req
 
 
@@ -58,7 +59,7 @@ class BackendTestCase(RoutesTestCase):
 
     def assertNothingStored(self) -> None:
         self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial"])
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
 
 def failWritesAfterFirst(test: SynchronousTestCase, code: int = errno.ENOSPC) -> None:

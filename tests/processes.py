@@ -251,8 +251,20 @@ def sha256File(path: Path) -> str:
 
 
 def partials(storage: Path) -> list[Path]:
-    """The files of uploads in flight (or left by a crash): not the backend's lock."""
-    return [p for p in (storage / ".partial").iterdir() if p.name != ".lock"]
+    """
+    The files of uploads in flight (or left by a crash) that hold bytes: not
+    the backend's lock, nor the empty spare files it keeps for the next
+    uploads (see streamrelay/store/spares.py), which from outside look
+    like an upload that got no byte yet.
+    """
+    found = []
+    for p in (storage / ".partial").iterdir():
+        try:
+            if p.name != ".lock" and p.stat().st_size:
+                found.append(p)
+        except FileNotFoundError:
+            pass  # removed meanwhile
+    return found
 
 
 async def eventually(check: Any, timeout: float, interval: float = 0.05) -> bool:

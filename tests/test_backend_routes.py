@@ -18,6 +18,7 @@ from streamrelay.backend.routes import BackendRoutes
 from streamrelay.store.disk import DiskStore
 from tests.backendcases import BackendTestCase, answerToFailedWrite, failWritesAfterFirst
 from tests.httpfakes import Response
+from tests.partialfiles import leftInPartial
 from tests.rawrequests import chunk, chunkedHead, put
 
 
@@ -81,12 +82,12 @@ class PutTests(BackendTestCase):
         conn.send(put(b"/files/p", body)[:-50])
         conn.turn()
         self.assertFalse((self.root / "p").exists())
-        [partial] = (self.root / ".partial").iterdir()
+        [partial] = leftInPartial(self.store)
         # Written so far: all that came, or (direct I/O) its whole blocks.
         self.assertIn(partial.stat().st_size, (8192, 9950))
         conn.send(b"x" * 50)
         self.assertEqual((self.root / "p").read_bytes(), body)
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_clientGoneLeavesNothing(self) -> None:
         conn = self.connect()
@@ -107,7 +108,7 @@ class PutTests(BackendTestCase):
             response = self.request(put(b"/files/dir", b"data", *headers))
             self.assertError(response, 409, "conflict")
             self.assertTrue((self.root / "dir").is_dir())
-            self.assertEqual(list((self.root / ".partial").iterdir()), [])
+            self.assertEqual(leftInPartial(self.store), [])
 
     def test_folderMadeDuringUpload(self) -> None:
         """A folder made at the name while the body streams: 409, nothing kept."""
@@ -119,7 +120,7 @@ class PutTests(BackendTestCase):
         [response] = conn.responses()
         self.assertError(response, 409, "conflict")
         self.assertTrue((self.root / "late").is_dir())
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
         self.assertEqual(self.request(put(b"/files/q", b"x")).status, 201)
 
     def test_requestIdEchoed(self) -> None:
@@ -158,7 +159,7 @@ class IntegrityTests(BackendTestCase):
         response = self.request(put(b"/files/d", b"new", contentDigest(b"other")))
         self.assertError(response, 400, "digest_mismatch")
         self.assertEqual((self.root / "d").read_bytes(), b"old")
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_malformedDigest(self) -> None:
         response = self.request(put(b"/files/d", b"data", b"Content-Digest: sha-256=:nope:"))

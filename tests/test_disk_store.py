@@ -17,6 +17,7 @@ from streamrelay.store import FileInfo, IUpload, IUploadStore, diskmeta
 from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import StorageFull
 from streamrelay.store.placing import SHA256_XATTR
+from tests.partialfiles import leftInPartial
 
 
 class DiskStoreTests(SynchronousTestCase):
@@ -39,7 +40,7 @@ class DiskStoreTests(SynchronousTestCase):
         [(info, replaced)] = results
         self.assertEqual((info.name, info.size, replaced), ("a", 5, False))
         self.assertEqual((self.root / "a").read_bytes(), b"hello")
-        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
         stat = self.successResultOf(self.store.stat("a"))
         assert stat is not None
         self.assertEqual(stat.size, 5)
@@ -58,7 +59,7 @@ class DiskStoreTests(SynchronousTestCase):
         upload.write(b"x")
         upload.abort()
         self.assertEqual(list(self.root.iterdir()), [self.store.partialDir])
-        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_fileTarget(self) -> None:
         """
@@ -91,12 +92,12 @@ class DiskStoreTests(SynchronousTestCase):
         assert target is not None
         other.abort()
         self.assertRaises(OSError, os.fstat, target.readFd)
-        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_sweep(self) -> None:
         (self.store.partialDir / "left-over").write_bytes(b"x")
         self.assertEqual(DiskStore(self.root).sweep(), 1)
-        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_claim(self) -> None:
         """

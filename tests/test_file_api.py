@@ -24,6 +24,7 @@ from streamrelay.store.groupcommit import runRound
 from streamrelay.webapp import appResource
 from tests.backendcases import BackendTestCase
 from tests.httpfakes import Connection, Response
+from tests.partialfiles import leftInPartial
 from tests.rawrequests import BOUNDARY, form, get, post, put
 
 
@@ -130,7 +131,7 @@ class FormTests(BackendTestCase):
     def assertOnlyFolder(self, name: str) -> None:
         self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial", name])
         self.assertTrue((self.root / name).is_dir())
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_laterPartIsAFolder(self) -> None:
         """
@@ -178,7 +179,7 @@ class FormTests(BackendTestCase):
         self.assertEqual((self.root / "one.txt").read_bytes(), b"old")
         self.assertEqual(sorted(p.name for p in self.root.iterdir()),
                          [".partial", "one.txt", "two.bin"])
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
         listing = json.loads(self.request(get(b"/files")).body)
         self.assertEqual(listing["files"][0]["sha256"], hashlib.sha256(b"old").hexdigest())
 
@@ -217,7 +218,7 @@ class ClientLeavesWhilePublishingTests(BackendTestCase):
         self.releaseAll()
         self.assertEqual((self.root / "one.txt").read_bytes(), b"new")
         self.assertEqual((self.root / "two.bin").read_bytes(), b"second")
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_put(self) -> None:
         conn = self.connect()
@@ -227,7 +228,7 @@ class ClientLeavesWhilePublishingTests(BackendTestCase):
         conn.lose()
         self.releaseAll()
         self.assertEqual((self.root / "left.bin").read_bytes(), b"x" * 1000)
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
 
 class DownloadTests(BackendTestCase):
@@ -425,7 +426,7 @@ class ConcurrentWriterTests(BackendTestCase):
         one.send(a[:500])
         two.send(b[:500])
         self.assertIn((self.root / "same").read_bytes(), (a, b))
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_ifNoneMatchRace(self) -> None:
         """
@@ -454,7 +455,7 @@ class ConcurrentWriterTests(BackendTestCase):
         self.assertEqual(first.status, 201, first.body)
         self.assertError(second, 412, "exists")
         self.assertEqual((self.root / "same").read_bytes(), a)
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
 
 class HeldPublishing:

@@ -22,6 +22,7 @@ from streamrelay.names import BadName, validateName
 from streamrelay.store.disk import DiskStore
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection
+from tests.partialfiles import leftInPartial
 from tests.rawrequests import put
 
 hostile = st.one_of(
@@ -72,6 +73,6 @@ class NameFuzzTests(SynchronousTestCase):
             if response.status == 400:
                 self.assertEqual(json.loads(response.body)["error"], "bad_name")
             self.assertEqual(stored, [])
-        self.assertEqual(list((root / "uploads" / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(store), [])
         self.assertEqual(set(root.iterdir()), outside)
         shutil.rmtree(root)

@@ -31,6 +31,7 @@ from streamrelay.store.groupcommit import (
 from streamrelay.store.interfaces import NameTaken
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection
+from tests.partialfiles import leftInPartial
 from tests.rawrequests import put
 
 
@@ -417,7 +418,7 @@ class DiskStoreCommitTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(a)[0].size, 2)
         self.assertEqual(self.successResultOf(b)[0].sha256, hashlib.sha256(b"bbb").hexdigest())
         self.assertEqual((self.root / "b").read_bytes(), b"bbb")
-        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
     def test_crashBetweenDataAndRename(self) -> None:
         """
@@ -453,7 +454,7 @@ class DiskStoreCommitTests(SynchronousTestCase):
         again.sweep()
         self.assertEqual((self.root / "answered").read_bytes(), b"kept")
         self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial", "answered"])
-        self.assertEqual(list(again.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(again), [])
 
     def test_crashBeforeRound(self) -> None:
         """
@@ -492,7 +493,7 @@ class DiskStoreCommitTests(SynchronousTestCase):
         failure = self.failureResultOf(upload.commit(hashlib.sha256(b"data").hexdigest()))
         self.assertIn("could not be synced", failure.getErrorMessage())
         self.assertEqual(sorted(p.name for p in self.root.iterdir()), [".partial"])
-        self.assertEqual(list(self.store.partialDir.iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
 
 
 class RouteAnswerTests(SynchronousTestCase):

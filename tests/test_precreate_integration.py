@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from streamrelay.hooks.signature import verify
-from tests.processes import Program, call, client, reactor, startService
+from tests.processes import Program, call, client, partials, reactor, startService
 
 SECRET = b"integration hook secret"
 
@@ -150,7 +150,7 @@ class PreCreateTests(TestCase):
         status, body = await self.put(backend, "doc.txt", b"doc")
         self.assertEqual((status, body["metadata"]), (201, {"owner": "ana"}))
         self.assertEqual(self.stored(), ["doc.txt", "final.txt"])
-        self.assertEqual(list((self.storage / ".partial").glob("[0-9a-f]*")), [])
+        self.assertEqual(partials(self.storage), [])
         listing = {f["name"]: f.get("metadata") for f in await self.listing(backend)}
         self.assertEqual(listing, {"doc.txt": {"owner": "ana"}, "final.txt": None})
         preCreates = [e for e in receiver.events if e["type"] == "pre-create"]

@@ -29,6 +29,7 @@ from streamrelay.tus.interfaces import ResumableUpload
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.webapp import appResource
 from tests.httpfakes import Connection, Response
+from tests.partialfiles import leftInPartial
 from tests.processes import (
     Program,
     call,
@@ -124,7 +125,7 @@ class OwnFoldersRemovedTests(OutageTestCase):
         response = self.request(put(b"/files/after", b"two" * 1000))
         self.assertEqual(response.status, 201, response.body)
         self.assertEqual((self.root / "after").read_bytes(), b"two" * 1000)
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
         self.assertEqual(self.request(form(b"formed", b"three")).status, 201)
         self.assertEqual((self.root / "formed").read_bytes(), b"three")
 

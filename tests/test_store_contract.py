@@ -19,7 +19,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from streamrelay.store import FileInfo, IStoredFile, IUpload, IUploadStore
-from streamrelay.store.disk import LOCK_FILE, DiskStore
+from streamrelay.store.disk import DiskStore
 from streamrelay.store.interfaces import (
     IExclusiveUpload,
     IRevocableUpload,
@@ -37,6 +37,7 @@ from streamrelay.tus.interfaces import (
     ResumableUpload,
 )
 from streamrelay.tus.s3 import S3ResumableStore
+from tests.partialfiles import leftInPartial
 from tests.s3env import allKeys, newBucket, pendingUploads, skipUnlessServer
 from tests.s3memory import MemoryS3
 
@@ -578,7 +579,7 @@ class DiskStoreContractTests(UploadStoreContract, TestCase):
         return self.disk
 
     async def leftovers(self) -> list[str]:
-        return sorted(p.name for p in self.disk.partialDir.iterdir() if p.name != LOCK_FILE)
+        return [p.name for p in leftInPartial(self.disk)]
 
 
 class DiskResumableContractTests(ResumableStoreContract, TestCase):

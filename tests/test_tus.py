@@ -23,6 +23,7 @@ from streamrelay.tus.interfaces import IPartialWriter, IResumableStore
 from streamrelay.tus.protocol import TusUploads
 from streamrelay.tus.service import TusService
 from tests.backendcases import TusTestCase, answerToFailedWrite, failWritesAfterFirst
+from tests.partialfiles import leftInPartial
 from tests.rawrequests import JSON, OCTETS, TUS, meta, patch, req
 
 
@@ -440,7 +441,7 @@ class CopyPublishTests(TusTestCase):
         self.request(patch(location, 3, b"def"))
         self.assertEqual((self.root / "copied").read_bytes(), b"abcdef")
         self.assertEqual(list((self.root / ".tus").glob("*.part")), [])
-        self.assertEqual(list((self.root / ".partial").iterdir()), [])
+        self.assertEqual(leftInPartial(self.store), [])
         info = json.loads(self.request(req(b"GET", b"/files")).body)["files"][0]
         self.assertEqual(info["sha256"], hashlib.sha256(b"abcdef").hexdigest())
 

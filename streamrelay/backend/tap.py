@@ -27,6 +27,7 @@ from streamrelay.memory import tuneMalloc
 from streamrelay.metrics import Metrics
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.service import (
+    Closing,
     GracefulStop,
     ListeningService,
     StreamrelayService,
@@ -190,6 +191,8 @@ def makeService(options: Options) -> IService:
     _log.info("streamrelay-backend storing files in {root}", root=where)
     service = StreamrelayService(options["log-format"])
     GracefulStop(slots, options["grace"]).setServiceParent(service)
+    if isinstance(store, DiskStore):
+        Closing(store.close).setServiceParent(service)
     listener = ListeningService(reactor, "streamrelay-backend", options["listen"], site)
     listener.setServiceParent(service)
     tusService.setServiceParent(service)

@@ -57,6 +57,7 @@ from streamrelay.store.placing import (
     revokeFile,
     takeBack,
 )
+from streamrelay.store.spares import SparePool
 from streamrelay.store.writer import (
     SYNC_EVERY,
     QueuedWriter,
@@ -99,8 +100,7 @@ class DiskUpload:
         self.size = 0
         self.metadata = dict(metadata) if metadata else None
         self._store = store
-        self._path = store.partialDir / secrets.token_hex(16)
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._path, fd = store.spares.new()
         #: Owned here until publishing takes it (and always closes it).
         self._fd: int | None = fd
         self._writer: QueuedWriter | DirectWriter
@@ -346,6 +346,9 @@ class DiskStore:
         #: Syncs and places the files of uploads finished at about the same
         #: time together (see L{streamrelay.store.groupcommit}).
         self.commits = GroupCommit(run)
+        #: The empty files new uploads are written to, made ahead of time
+        #: by C{run} (see L{streamrelay.store.spares}).
+        self.spares = SparePool(self.partialDir, run)
 
     def ready(self) -> None:
         """
@@ -353,7 +356,10 @@ class DiskStore:
         the root is there, and so are C{.partial/} and this process's lock
         (both made again if they were removed, or the root replaced).
         """
-        self.storage.ensure(self.partialDir)
+        if self.storage.ensure(self.partialDir):
+            # Made again: the spares were files of the old one.  (Taking a
+            # spare checks that too; this lets go of them at once.)
+            self.spares.discard()
         self._keepClaim()
 
     def failure(self, error: BaseException) -> BaseException:
@@ -536,13 +542,31 @@ class DiskStore:
             os.close(fd)
 
     def sweep(self) -> int:
+        """
+        Remove every file in C{.partial/} but the lock; return how many held
+        bytes of an upload.  Empty files are removed without being counted:
+        spare files (this store's own, or those a stopped backend left),
+        or uploads that had received nothing.
+        """
+        self.spares.discard()
         count = 0
         for entry in self.partialDir.iterdir():
             if entry.name == LOCK_FILE:
                 continue
+            try:
+                held = entry.lstat().st_size > 0
+            except FileNotFoundError:
+                continue
             entry.unlink(missing_ok=True)
-            count += 1
+            count += held
         return count
+
+    def close(self) -> Deferred[None]:
+        """
+        The store stops: its spare files are removed (and no more made).
+        Uploads under way go on; those begun later create their own files.
+        """
+        return self.spares.close()
 
     def syncFolder(self) -> None:
         fsyncFolder(self.root)
