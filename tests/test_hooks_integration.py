@@ -17,41 +17,11 @@ from twisted.trial.unittest import TestCase
 
 from streamrelay.hooks.sender import backoff
 from streamrelay.hooks.signature import verify
+from tests.certificates import makeCertificate
 from tests.hookreceiver import accepted, deliveries, startReceiver
 from tests.processes import Program, call, deferLater, eventually, startService
 
 SECRET = b"hook-secret"
-
-
-def selfSigned(folder: Path, host: str) -> tuple[Path, Path]:
-    """A self-signed certificate for C{host} and its key, as PEM files in C{folder}."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    folder.mkdir(parents=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certPath, keyPath = folder / "cert.pem", folder / "key.pem"
-    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyPath.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
-    return certPath, keyPath
 
 
 def freePort() -> int:
@@ -130,7 +100,9 @@ class HookTests(TestCase):
         An https hook: the events go over TLS, the receiver's certificate
         checked against the trust store (here one holding only its own).
         """
-        cert, key = selfSigned(Path(self.mktemp()), "localhost")
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        cert, key = makeCertificate(folder)
         receiver = await startReceiver(self, self.record, tls=(cert, key))
         backend = await startService(
             self, "backend", "--storage", str(self.storage),
@@ -146,7 +118,9 @@ class HookTests(TestCase):
 
     async def test_httpsUntrusted(self) -> None:
         """A certificate the trust store does not vouch for: nothing is delivered, all kept."""
-        cert, key = selfSigned(Path(self.mktemp()), "localhost")
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        cert, key = makeCertificate(folder)
         receiver = await startReceiver(self, self.record, tls=(cert, key))
         backend = await startService(
             self, "backend", "--storage", str(self.storage),
