@@ -249,7 +249,6 @@ class _HookConnection(Protocol):
         self._client = client
         self._answer: _Answer | None = None
         self._waiting: Deferred[tuple[int, bytes]] | None = None
-        self.lost = False
         #: When it was last given back idle (the client's clock).
         self.idleSince = 0.0
 
@@ -295,7 +294,6 @@ class _HookConnection(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = True
         self._client._lost(self)
         answer, waiting = self._answer, self._waiting
         self._answer = self._waiting = None
@@ -369,10 +367,9 @@ class HookClient:
             [self._start, *(b"%s: %s\r\n" % h for h in headers),
              b"Content-Length: %d\r\n\r\n" % len(body), body]
         )
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.lost:
-                return connection.send(request)
+        if self._idle:
+            # A connection leaves the idle ones as it is lost (L{_lost}).
+            return self._idle.pop().send(request)
 
         def connected(connection: IProtocol) -> Deferred[tuple[int, bytes]]:
             assert isinstance(connection, _HookConnection)
