@@ -15,12 +15,16 @@ download path; any error makes the exit status 1.
 
     .venv/bin/python bench/bench.py [--size 1G] [--runs 3]
         [--workloads W1,W2,W3,W4] [--w3-files 1000] [--json results.json]
-        [--peers[=nginx,aiohttp,tornado]]
+        [--peers[=nginx,aiohttp,tornado]] [--disk-limit 500M]
 
 With C{--peers}, W1-W3 also run through nginx, aiohttp + uvloop and
 Tornado (bench/peers/, installed first if missing: bench/peerinstall.py),
 interleaved with streamrelay's own routes, and a table of each relay's
 figures without and with fsync and streamrelay's ratios to them follows.
+
+With C{--disk-limit}, everything is stored on a disk that writes at that
+rate (bench/limiteddisk.py): the regime of an ordinary disk, slower than
+the CPU, on any machine.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
 from clients import uploaderStartup
+from limiteddisk import limitedDisk
 from machine import describe, loadAverage, measureLimits
 from peerinstall import install as installPeers
 from peerreport import PEER_WORKLOADS, peerRatios, peersTable
@@ -69,6 +75,20 @@ def parseSize(text: str) -> int:
     if size <= 0:
         raise argparse.ArgumentTypeError("the size must be positive")
     return size
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:B(?:/s)?)?\s*$", re.IGNORECASE)
+
+
+def parseRate(text: str) -> int:
+    """C{500M}, C{500MB/s}, C{1G}: bytes per second, powers of 1000 (as MB/s is reported)."""
+    match = _RATE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 300M, 500MB/s, 1G)")
+    rate = int(match.group(1)) * 1000 ** " KMG".index(match.group(2).upper() or " ")
+    if rate < 10**6:
+        raise argparse.ArgumentTypeError("the rate must be at least 1M (10^6 bytes/s)")
+    return rate
 
 
 def parseWorkloads(text: str) -> list[str]:
@@ -133,6 +153,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="also save the results as JSON")
     p.add_argument("--tmpdir", type=Path, default=Path(tempfile.gettempdir()),
                    help="where the temporary storage folder goes (default %(default)s)")
+    p.add_argument("--disk-limit", type=parseRate, metavar="RATE",
+                   help="store everything on a disk that writes RATE bytes/s (e.g. 500M): a "
+                   "RAM-backed ext4 held to that rate by the kernel's block I/O throttle, made "
+                   "under --tmpdir for the run (needs root and about 3 x --size + 1 GiB of "
+                   "free memory)")
     return p
 
 
@@ -166,10 +191,37 @@ def run(options: argparse.Namespace) -> int:
         installed = installPeers(options.peers)
         peers, versions, skipped = installed.peers, installed.versions, installed.skipped
     workloads = selectedWorkloads(options, peers)
-    workDir = Path(tempfile.mkdtemp(prefix="streamrelay-bench-", dir=options.tmpdir))
+    with ExitStack() as disk:
+        parent = options.tmpdir
+        if options.disk_limit is not None:
+            parent = disk.enter_context(
+                limitedDisk(options.disk_limit, diskSize(options.size), options.tmpdir)
+            )
+            progress(f"storage: a RAM-backed ext4 that writes {options.disk_limit / 1e6:.0f} MB/s")
+        return measure(options, workloads, parent, peers, versions, skipped)
+
+
+def diskSize(size: int) -> int:
+    """What a limited disk holds: the source, a run's files and a limit probe's file."""
+    return 3 * size + (1 << 30)
+
+
+def measure(
+    options: argparse.Namespace,
+    workloads: dict[str, Workload],
+    parent: Path,
+    peers: list[str],
+    versions: dict[str, str],
+    skipped: dict[str, str],
+) -> int:
+    """Measure C{workloads} with storage under C{parent}, and print the results."""
+    workDir = Path(tempfile.mkdtemp(prefix="streamrelay-bench-", dir=parent))
     try:
         ctx = Context(workDir, options.runs, options.size)
         info = describe(workDir)
+        if options.disk_limit is not None:
+            info["filesystem"] += (f", a RAM-backed loop device whose writes are held to "
+                                   f"{options.disk_limit / 1e6:.0f} MB/s (--disk-limit)")
         source, _ = ctx.source(options.size)
         limits = measureLimits(source, ctx.storage, options.runs, ctx.settle)
         measurements: list[Measurement] = []
