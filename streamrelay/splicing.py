@@ -13,7 +13,8 @@ free to hash while the next bytes arrive.  The proxy's bytes are not
 copied at all.
 
 A file is written through the page cache: the splicer starts the writeback
-of each L{SYNC_STEP} it wrote, and of the rest once the body is in, and once
+of each step it wrote (L{SYNC_STEP}, smaller when many bodies arrive at
+once), and of the rest once the body is in, and once
 the reactor has seen a range and its writeback is done, drops it from the
 cache, so the final fsync has little left to do and the cache does not fill
 with uploads.  Splicers into files at once share how far they may run ahead
@@ -70,8 +71,14 @@ AHEAD_TOTAL = 64 << 20
 #: More than a report and a pipe's worth, so that a splicer always gets to
 #: report what it waits on.
 AHEAD_MIN = 8 << 20
-#: Writeback is started for every this many bytes written.
+#: Writeback is started for every this many bytes written by a splicer
+#: alone; splicers into files at once share L{SYNC_TOTAL} (each at least
+#: L{SYNC_STEP_MIN}), so that with many bodies arriving together the disk
+#: starts writing after about the same number of bytes as with one, rather
+#: than sitting idle until each body has a whole step.
 SYNC_STEP = 16 << 20
+SYNC_TOTAL = 32 << 20
+SYNC_STEP_MIN = 1 << 20
 
 _PAGE = mmap.ALLOCATIONGRANULARITY
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
@@ -132,6 +139,10 @@ class _FileShare:
     def ahead(self) -> int:
         """How far each of them may now be ahead of the reactor."""
         return max(AHEAD_MIN, min(AHEAD, AHEAD_TOTAL // max(1, self.count)))
+
+    def step(self) -> int:
+        """How many bytes each of them now writes between writeback starts."""
+        return max(SYNC_STEP_MIN, min(SYNC_STEP, SYNC_TOTAL // max(1, self.count)))
 
 
 _intoFiles = _FileShare()
@@ -334,7 +345,7 @@ class Splicer:
                 if self.written - reported >= self._every or now - lastReport >= REPORT_SECONDS:
                     self._callFromThread(self._report, self.taken, self.written)
                     reported, lastReport = self.written, now
-                if self._offset is not None and self.written - synced >= SYNC_STEP:
+                if self._offset is not None and self.written - synced >= _intoFiles.step():
                     dropped = self._syncBehind(synced, dropped)
                     synced = self.written
             if self._offset is not None and self.taken == self._count and not self._stopped:

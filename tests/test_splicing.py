@@ -158,6 +158,45 @@ class SplicerTests(SynchronousTestCase):
             splicing._intoFiles.leave()
         self.assertTrue(splicer._held())
 
+    def test_stepShared(self) -> None:
+        """
+        Splicers into files share L{splicing.SYNC_TOTAL} of writeback steps:
+        alone, a splicer starts writeback every L{splicing.SYNC_STEP}; among
+        many, sooner (at least every L{splicing.SYNC_STEP_MIN}), so that the
+        disk starts writing after about as many bytes of all of them as of
+        one alone.
+        """
+        share = splicing._FileShare()
+        self.assertEqual(share.step(), splicing.SYNC_STEP)
+        for _ in range(8):
+            share.join()
+        self.assertEqual(share.step(), splicing.SYNC_TOTAL // 8)
+        for _ in range(56):
+            share.join()
+        self.assertEqual(share.step(), splicing.SYNC_STEP_MIN)
+        self.assertGreaterEqual(splicing.SYNC_TOTAL, splicing.SYNC_STEP)
+
+    def test_writebackAmongMany(self) -> None:
+        """
+        Among many splicers, one starts the writeback of its bytes in steps
+        of its share, long before a step of its own alone.
+        """
+        starts: list[tuple[int, int]] = []
+        self.patch(splicing, "_syncRange", lambda fd, start, length, flags: (
+            starts.append((start, length)) if flags == splicing._WRITE else None))
+        self.patch(splicing, "SYNC_TOTAL", 64 << 10)
+        self.patch(splicing, "SYNC_STEP_MIN", 16 << 10)
+        self.patch(splicing, "PIPE_SIZE", 16 << 10)
+        self.patch(splicing, "_intoFiles", splicing._FileShare())
+        for _ in range(3):
+            splicing._intoFiles.join()  # (with this one, 4: steps of 16 KiB)
+        data = os.urandom(100_000)
+        self.peer.sendall(data)
+        self.splicer(len(data)).run()
+        self.assertEqual(starts[0], (0, 16 << 10))
+        self.assertEqual(sum(length for _, length in starts), len(data))
+        self.assertGreaterEqual(len(starts), 6)
+
     def test_offset(self) -> None:
         """Bytes go at C{offset} of the file."""
         os.pwrite(self.fd, b"0123456789", 0)
