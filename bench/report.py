@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from machine import Limit, streamLimits
+from machine import DISK_PROBES, Limit, streamLimits
 from s3 import S3_DIRECT, S3_PROXY, S3_RAW
 from settle import DIRTY_SMALL, QUIET, TIMEOUT, Settled
 from workloads import (
@@ -177,14 +177,7 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
         if direct and uploader:
             found.append(Ratio(f"{key} streamrelay-upload via proxy / curl -T direct",
                                uploader / direct))
-    direct = _find(measurements, "W1", DIRECT)
-    held = streamLimits(limits)
-    if direct and held:
-        tightest = min(held, key=lambda limit: limit.best())
-        found.append(Ratio(
-            f"W1 direct path / tightest limit (best run) = {tightest.key}",
-            direct / tightest.best(), 0.6,
-        ))
+    found += _limitRatios(measurements, limits)
     s3, s3Raw = _find(measurements, "W1S3", S3_DIRECT), _find(measurements, "W1S3", S3_RAW)
     if s3 and s3Raw:
         found.append(Ratio("W1S3 direct path / curl -T straight to S3", s3 / s3Raw))
@@ -192,7 +185,27 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
     found += _smallFilesRatio(measurements, limits)
     w1, w2 = _find(measurements, "W1", PROXY), _find(measurements, "W2", PROXY)
     if w1 and w2:
-        found.append(Ratio("W2 aggregate via proxy / W1 via proxy", w2 / w1, 1.0))
+        found.append(Ratio("W2 aggregate via proxy / W1 via proxy", w2 / w1, 0.95))
+    return found
+
+
+def _limitRatios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
+    """
+    W1 against the tightest of the limits one stream is held to (issue
+    28): when it is the disk, direct at least 0.9 of it and through the
+    proxy 0.8; when it is the CPU (SHA-256), direct at least 0.6 of it.
+    """
+    direct, proxy = _find(measurements, "W1", DIRECT), _find(measurements, "W1", PROXY)
+    held = streamLimits(limits)
+    if not direct or not held:
+        return []
+    tightest = min(held, key=lambda limit: limit.best())
+    onDisk = tightest.key in DISK_PROBES
+    found = [Ratio(f"W1 direct path / tightest limit (best run) = {tightest.key}",
+                   direct / tightest.best(), 0.9 if onDisk else 0.6)]
+    if onDisk and proxy:
+        found.append(Ratio(f"W1 proxy path / tightest limit (best run) = {tightest.key}",
+                           proxy / tightest.best(), 0.8))
     return found
 
 
