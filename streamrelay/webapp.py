@@ -6,7 +6,6 @@ including Klein's own 404 and 405.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from klein import Klein
@@ -27,6 +26,7 @@ from streamrelay.errors import (
     storageUnavailable,
     writeError,
 )
+from streamrelay.ids import newId
 from streamrelay.names import FILES_PREFIX, BadName, nameFromPath
 from streamrelay.store.interfaces import StorageFull, StorageUnavailable
 from streamrelay.streaming import PlainAnswers
@@ -134,7 +134,7 @@ def requestId(request: IRequest) -> str:
     value = request.getHeader(b"x-request-id")
     if value is not None and _SAFE_REQUEST_ID.fullmatch(value):
         return value.decode("ascii")
-    made = uuid.uuid4().hex
+    made = newId()
     request.requestHeaders.setRawHeaders(b"x-request-id", [made.encode("ascii")])
     return made
 

@@ -5,12 +5,11 @@ Hook events as the contract writes them (API.md, "Hooks").
 from __future__ import annotations
 
 import datetime
-import itertools
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from streamrelay.hooks.context import RequestContext
+from streamrelay.ids import newId
 
 PRE_CREATE = "pre-create"
 POST_FINISH = "post-finish"
@@ -18,17 +17,9 @@ POST_DELETE = "post-delete"
 EVENT_TYPES = (PRE_CREATE, POST_FINISH, POST_DELETE)
 
 
-#: Event ids: this process's random 64 bits, then a count.  A repeat needs
-#: two processes (backends, or one backend's runs) to draw the same 64
-#: random bits; and no event asks the kernel for randomness (letting go
-#: of the interpreter lock) as a random UUID did for each.
-_PROCESS = secrets.token_hex(8)
-_COUNT = itertools.count(1)
-
-
 def eventId() -> str:
-    """A new event id: 32 hex digits, never the same twice."""
-    return f"{_PROCESS}{next(_COUNT):016x}"
+    """A new event id: 32 hex digits, never the same twice (L{newId})."""
+    return newId()
 
 
 def rfc3339(timestamp: float) -> str:
