@@ -191,22 +191,32 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
 
 def _limitRatios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
     """
-    W1 against the tightest of the limits one stream is held to (issue
-    28): when it is the disk, direct at least 0.9 of it and through the
-    proxy 0.8; when it is the CPU (SHA-256), direct at least 0.6 of it.
+    W1 against the machine (issue 28's targets): where the disk is the
+    bound, direct at least 0.9 of the disk's limit and through the proxy
+    0.8 of it; where the CPU is, direct at least 0.6 of SHA-256.  The disk
+    is the bound when 0.9 of it is less than 0.6 of SHA-256: the lesser
+    of the two expectations is the one that applies.
     """
     direct, proxy = _find(measurements, "W1", DIRECT), _find(measurements, "W1", PROXY)
     held = streamLimits(limits)
     if not direct or not held:
         return []
+    disks = [limit for limit in held if limit.key in DISK_PROBES]
+    shas = [limit for limit in held if limit.key == "sha256"]
+    if disks and (not shas or 0.9 * disks[0].best() < 0.6 * shas[0].best()):
+        disk = disks[0]
+        found = [Ratio(f"W1 direct path / disk limit (best run, {disk.key}; the disk is the bound)",
+                       direct / disk.best(), 0.9)]
+        if proxy:
+            found.append(Ratio(f"W1 proxy path / disk limit (best run, {disk.key})",
+                               proxy / disk.best(), 0.8))
+        return found
+    if shas:
+        return [Ratio("W1 direct path / SHA-256 (best run; the CPU is the bound)",
+                      direct / shas[0].best(), 0.6)]
     tightest = min(held, key=lambda limit: limit.best())
-    onDisk = tightest.key in DISK_PROBES
-    found = [Ratio(f"W1 direct path / tightest limit (best run) = {tightest.key}",
-                   direct / tightest.best(), 0.9 if onDisk else 0.6)]
-    if onDisk and proxy:
-        found.append(Ratio(f"W1 proxy path / tightest limit (best run) = {tightest.key}",
-                           proxy / tightest.best(), 0.8))
-    return found
+    return [Ratio(f"W1 direct path / tightest limit (best run) = {tightest.key}",
+                  direct / tightest.best())]
 
 
 def _smallFilesRatio(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:

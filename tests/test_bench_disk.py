@@ -16,6 +16,9 @@ import tests.benchpath  # noqa: F401  (bench/ on the path for the imports below)
 
 # isort: split
 from limiteddisk import THROTTLE, limitedDisk, unavailable
+from machine import Limit
+from report import ratios
+from workloads import DIRECT, PROXY, Measurement
 
 from bench import diskSize, parser, parseRate  # type: ignore[attr-defined]
 
@@ -41,6 +44,42 @@ class RateTests(SynchronousTestCase):
     def test_size(self) -> None:
         """The disk holds the source, a run's files and a limit probe's file, with room."""
         self.assertGreater(diskSize(1 << 30), 3 << 30)
+
+
+def _w1(route: object, megabytes: float) -> Measurement:
+    m = Measurement("W1", route, 10**9, 1)  # type: ignore[arg-type]
+    m.seconds = [1000 / megabytes]
+    return m
+
+
+def _limit(key: str, megabytes: float) -> Limit:
+    return Limit(key, key, 10**9, seconds=[1000 / megabytes])
+
+
+class TargetTests(SynchronousTestCase):
+    """W1 against the machine: issue 28's targets for each regime."""
+
+    def found(self, disk: float, sha: float) -> dict[str, tuple[float, float | None]]:
+        measurements = [_w1(DIRECT, 450), _w1(PROXY, 400)]
+        limits = [_limit("loopback", 2000), _limit("disk", disk), _limit("sha256", sha)]
+        return {r.label: (round(r.value, 2), r.target) for r in ratios(measurements, limits)
+                if "limit" in r.label or "SHA" in r.label}
+
+    def test_diskBound(self) -> None:
+        """A disk slower than 0.6 / 0.9 of SHA-256: 0.9 of it direct, 0.8 through the proxy."""
+        self.assertEqual(self.found(disk=500, sha=1500), {
+            "W1 direct path / disk limit (best run, disk; the disk is the bound)": (0.9, 0.9),
+            "W1 proxy path / disk limit (best run, disk)": (0.8, 0.8),
+        })
+
+    def test_cpuBound(self) -> None:
+        """
+        A disk faster than that, even when it is the slowest limit: 0.6 of
+        SHA-256 direct (through the proxy, the proxy/direct ratio holds).
+        """
+        self.assertEqual(self.found(disk=1200, sha=1500), {
+            "W1 direct path / SHA-256 (best run; the CPU is the bound)": (0.3, 0.6),
+        })
 
 
 def _mounted(folder: Path) -> bool:
