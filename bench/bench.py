@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 
 from clients import uploaderStartup
-from limiteddisk import limitedDisk
+from limiteddisk import limitedDisk, unavailable
 from machine import describe, loadAverage, measureLimits
 from peerinstall import install as installPeers
 from peerreport import PEER_WORKLOADS, peerRatios, peersTable
@@ -305,6 +305,10 @@ def optionErrors(options: argparse.Namespace) -> list[str]:
         errors.append("--runs must be at least 1")
     if options.peers and not set(options.workloads) & set(PEER_WORKLOADS):
         errors.append(f"--peers runs with {', '.join(PEER_WORKLOADS)}: name one in --workloads")
+    if options.disk_limit is not None:
+        why = unavailable()
+        if why is not None:
+            errors.append(f"--disk-limit {why}")
     return errors
 
 

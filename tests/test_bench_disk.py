@@ -15,12 +15,13 @@ from twisted.trial.unittest import SynchronousTestCase
 import tests.benchpath  # noqa: F401  (bench/ on the path for the imports below)
 
 # isort: split
+import limiteddisk
 from limiteddisk import THROTTLE, limitedDisk, unavailable
 from machine import Limit
 from report import ratios
 from workloads import DIRECT, PROXY, Measurement
 
-from bench import diskSize, parser, parseRate  # type: ignore[attr-defined]
+from bench import diskSize, optionErrors, parser, parseRate  # type: ignore[attr-defined]
 
 
 class RateTests(SynchronousTestCase):
@@ -40,6 +41,18 @@ class RateTests(SynchronousTestCase):
         """Without C{--disk-limit} the disk is the machine's; with it, the rate asked for."""
         self.assertIsNone(parser().parse_args([]).disk_limit)
         self.assertEqual(parser().parse_args(["--disk-limit", "300M"]).disk_limit, 300 * 10**6)
+
+    def test_refusedWhereUnavailable(self) -> None:
+        """
+        Where no limited disk can be made (here: not root), C{--disk-limit}
+        is refused with the reason before anything is installed or run.
+        """
+        self.patch(limiteddisk.os, "geteuid", lambda: 1000)
+        options = parser().parse_args(["--disk-limit", "300M"])
+        self.assertEqual(optionErrors(options), [
+            "--disk-limit needs root (a loop device and the kernel's block I/O throttle)"
+        ])
+        self.assertEqual(optionErrors(parser().parse_args([])), [])
 
     def test_size(self) -> None:
         """The disk holds the source, a run's files and a limit probe's file, with room."""
