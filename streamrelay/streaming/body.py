@@ -14,8 +14,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from streamrelay.streaming.internals import connectionUnder, hasSendLimit, setSendLimit
-from streamrelay.streaming.tuning import STREAM_BUFFER_SIZE, sendEagerly
+from streamrelay.streaming.tuning import tuneUpstreamBody
 
 __all__ = ["BodyControl", "BodyIncomplete", "BodyTimeout", "RequestBody"]
 
@@ -157,14 +156,8 @@ class RequestBody:
             raise RuntimeError("a request body can only be consumed once")
         self._consumer = consumer
         self._done = Deferred(self._cancel)
-        # Sent on by Twisted's HTTP client (the proxy's upstream request):
-        # let its connection send up to 1 MiB per system call, and send each
-        # chunk as it comes.  (Its write high-water mark stays small, so many
-        # uploads at once hold little memory.)
-        inner = connectionUnder(consumer)
-        if hasSendLimit(inner):
-            setSendLimit(inner, STREAM_BUFFER_SIZE)
-            sendEagerly(inner)
+        # Sent on by Twisted's HTTP client (the proxy's upstream request).
+        tuneUpstreamBody(consumer)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             self.discarding = True

@@ -5,7 +5,12 @@ Tuning the TCP transports that carry bodies: how much they read at once
 
 from __future__ import annotations
 
-from streamrelay.streaming.internals import sendEagerly, setSendLimit
+from streamrelay.streaming.internals import (
+    connectionUnder,
+    hasSendLimit,
+    sendEagerly,
+    setSendLimit,
+)
 
 __all__ = [
     "BODY_READ_BUDGET",
@@ -15,6 +20,7 @@ __all__ = [
     "readSize",
     "sendEagerly",
     "tuneForStreaming",
+    "tuneUpstreamBody",
 ]
 
 #: Read size (and write high-water mark) of a connection streaming a body:
@@ -44,3 +50,18 @@ def readSize(streaming: int) -> int:
     """The read size of one of C{streaming} bodies streaming at once."""
     share = BODY_READ_BUDGET // max(1, streaming)
     return max(MIN_STREAM_BUFFER_SIZE, min(STREAM_BUFFER_SIZE, share))
+
+
+def tuneUpstreamBody(consumer: object) -> None:
+    """
+    For a body producer that Twisted's HTTP client consumes: let the
+    connection under C{consumer} send up to 1 MiB per system call (instead
+    of 128 KiB, one call per pass of the reactor) and each chunk at once
+    while nothing waits in its buffer.  Its write high-water mark stays
+    small, so many uploads at once hold little memory.  A connection that
+    is not plain TCP is left alone.
+    """
+    inner = connectionUnder(consumer)
+    if hasSendLimit(inner):
+        setSendLimit(inner, STREAM_BUFFER_SIZE)
+        sendEagerly(inner)

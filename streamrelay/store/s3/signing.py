@@ -18,8 +18,7 @@ from twisted.internet.interfaces import IConsumer
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from streamrelay.streaming.internals import connectionUnder, hasSendLimit, setSendLimit
-from streamrelay.streaming.tuning import STREAM_BUFFER_SIZE, sendEagerly
+from streamrelay.streaming.tuning import tuneUpstreamBody
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -100,13 +99,7 @@ class ChunksProducer:
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._done = Deferred()
-        # Twisted's HTTP client sends at most 128 KiB per system call, one
-        # call per pass of the reactor: let the S3 connection send up to
-        # 1 MiB per call, and each chunk at once while its buffer is empty.
-        inner = connectionUnder(consumer)
-        if hasSendLimit(inner):
-            setSendLimit(inner, STREAM_BUFFER_SIZE)
-            sendEagerly(inner)
+        tuneUpstreamBody(consumer)
         self._write()
         return self._done
 
