@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machine import DISK_PROBES, Limit, streamLimits
-from s3 import S3_DIRECT, S3_PROXY, S3_RAW
+from s3 import S3_DIRECT, S3_PROXY, S3_PROXY_SIGNED, S3_RAW
 from settle import DIRTY_SMALL, QUIET, TIMEOUT, Settled
 from workloads import (
     DIRECT,
@@ -178,9 +178,14 @@ def ratios(measurements: list[Measurement], limits: list[Limit]) -> list[Ratio]:
             found.append(Ratio(f"{key} streamrelay-upload via proxy / curl -T direct",
                                uploader / direct))
     found += _limitRatios(measurements, limits)
-    s3, s3Raw = _find(measurements, "W1S3", S3_DIRECT), _find(measurements, "W1S3", S3_RAW)
+    s3Raw = _find(measurements, "W1S3", S3_RAW)
+    s3, s3Signed = (_find(measurements, "W1S3", r) for r in (S3_PROXY, S3_PROXY_SIGNED))
     if s3 and s3Raw:
-        found.append(Ratio("W1S3 direct path / curl -T straight to S3", s3 / s3Raw))
+        found.append(Ratio("W1S3 via proxy / curl -T straight to S3 (payloads unsigned)",
+                           s3 / s3Raw, 0.8))
+    if s3Signed and s3Raw:
+        found.append(Ratio("W1S3 via proxy, parts' SHA-256 signed / curl -T straight to S3",
+                           s3Signed / s3Raw))
     found += _hooksRatio(measurements)
     found += _smallFilesRatio(measurements, limits)
     w1, w2 = _find(measurements, "W1", PROXY), _find(measurements, "W2", PROXY)

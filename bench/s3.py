@@ -28,9 +28,14 @@ from workloads import Context, Measurement, Route, Timed, UploadWorkload
 ENV_FILE = Path(os.environ.get("S3_ENV_FILE", "/tmp/ci-ceph-s3/env"))
 _ASSIGNMENT = re.compile(r"(S3_[A-Z_]+)=(\S*)")
 
-S3_DIRECT = Route("curl -T -> backend -> S3", "curl", False)
-S3_PROXY = Route("curl -T -> proxy -> backend -> S3", "curl", True)
-S3_RAW = Route("curl -T -> S3 (signed, no streamrelay)", "s3", False)
+# The reference signs its request but not its payload (UNSIGNED-PAYLOAD):
+# streamrelay is measured the same way, and once more with each part's
+# SHA-256 signed (its default for an http endpoint), which S3 then checks.
+S3_DIRECT = Route("curl -T -> backend -> S3, payload unsigned", "curl", False)
+S3_PROXY = Route("curl -T -> proxy -> backend -> S3, payload unsigned", "curl", True)
+S3_PROXY_SIGNED = Route("curl -T -> proxy -> backend -> S3, parts' SHA-256 signed", "curl", True)
+S3_RAW = Route("curl -T -> S3 (signed, payload unsigned, no streamrelay)", "s3", False)
+_PAYLOAD_HASH = {S3_DIRECT: "unsigned", S3_PROXY: "unsigned", S3_PROXY_SIGNED: "sha256"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,9 @@ class S3UploadWorkload(UploadWorkload):
     """L{UploadWorkload} with the backend storing in a bucket of C{server}."""
 
     def __init__(self, key: str, server: S3Server) -> None:
-        super().__init__(key, lambda ctx: ctx.size, 1, 1, (S3_DIRECT, S3_PROXY, S3_RAW))
+        super().__init__(
+            key, lambda ctx: ctx.size, 1, 1, (S3_DIRECT, S3_PROXY, S3_PROXY_SIGNED, S3_RAW)
+        )
         self.server = server
         self.bucket = "streamrelay-bench-" + secrets.token_hex(4)
 
@@ -107,7 +114,8 @@ class S3UploadWorkload(UploadWorkload):
         s = self.server
         return Stack(
             ctx.storage, ctx.workDir, route.viaProxy,
-            backendArgs=("--storage", f"s3://{self.bucket}/bench", "--s3-endpoint", s.endpoint),
+            backendArgs=("--storage", f"s3://{self.bucket}/bench", "--s3-endpoint", s.endpoint,
+                         "--s3-payload-hash", _PAYLOAD_HASH[route]),
             env={"AWS_ACCESS_KEY_ID": s.accessKey, "AWS_SECRET_ACCESS_KEY": s.secretKey,
                  "AWS_REGION": s.region},
         )

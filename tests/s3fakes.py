@@ -38,7 +38,7 @@ class FakeS3:
     def __init__(self) -> None:
         self.clock = Clock()
         self.calls: list[Call] = []
-        self.hashChunks = syncSHA256
+        self.payloadHash = syncSHA256
 
     def _call(self, name: str, *args: Any) -> Deferred[Any]:
         def cancel(d: Deferred[Any]) -> None:
@@ -66,7 +66,7 @@ class FakeS3:
         self,
         key: str,
         chunks: Sequence[bytes],
-        sha256: str,
+        sha256: str | None,
         metadata: Mapping[str, str] | None = None,
     ) -> Deferred[str]:
         if metadata:
@@ -108,9 +108,9 @@ class FakeS3:
 
     def uploadPart(
         self, key: str, uploadId: str, number: int, chunks: Sequence[bytes],
-        sha256: str | None = None,
+        payload: str | None = None,
     ) -> Deferred[str]:
-        return self._call("uploadPart", key, uploadId, number, chunks, sha256)
+        return self._call("uploadPart", key, uploadId, number, chunks, payload)
 
     def copyPart(
         self, source: str, sourceETag: str, key: str, uploadId: str, number: int,

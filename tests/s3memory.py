@@ -36,7 +36,7 @@ from streamrelay.store.s3.messages import (
     S3Error,
     UploadPage,
 )
-from streamrelay.store.s3.signing import syncSHA256
+from streamrelay.store.s3.signing import UNSIGNED_PAYLOAD, syncSHA256
 
 
 @dataclass
@@ -104,7 +104,7 @@ class MemoryS3:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
-        self.hashChunks = syncSHA256
+        self.payloadHash = syncSHA256
         self.objects: dict[str, StoredObject] = {}
         self.uploads: dict[str, Multipart] = {}
         #: operation name -> calls waiting to take effect, in order
@@ -198,10 +198,12 @@ class MemoryS3:
         self,
         key: str,
         chunks: Sequence[bytes],
-        sha256: str,
+        sha256: str | None,
         metadata: Mapping[str, str] | None = None,
     ) -> Deferred[str]:
         data = b"".join(chunks)
+        if sha256 is None:
+            return succeed(self._store(key, data, s3Headers(metadata)))
         if hashlib.sha256(data).hexdigest() != sha256:
             return fail(S3Error(400, "XAmzContentSHA256Mismatch", "", key))
         return succeed(self._store(key, data, {SHA256_META: sha256, **s3Headers(metadata)}))
@@ -290,10 +292,10 @@ class MemoryS3:
 
     def uploadPart(
         self, key: str, uploadId: str, number: int, chunks: Sequence[bytes],
-        sha256: str | None = None,
+        payload: str | None = None,
     ) -> Deferred[str]:
         data = b"".join(chunks)
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        if payload not in (None, UNSIGNED_PAYLOAD) and hashlib.sha256(data).hexdigest() != payload:
             return fail(S3Error(400, "XAmzContentSHA256Mismatch", "", key))
         try:
             upload = self._upload(key, uploadId)

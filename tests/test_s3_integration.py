@@ -203,11 +203,14 @@ class S3IntegrationTests(TestCase):
     async def test_twoBackendsShareBucket(self) -> None:
         """
         Two backends (each with its proxy) on one bucket serve, list and
-        delete each other's files.
+        delete each other's files; one sends its parts unsigned.
         """
         source, sha = sharedFile(16 * MiB)
         bucket, client = await newBucket(self)
-        one = await self.backend(bucket, "--s3-part-size", "5M", "--s3-parts-in-flight", "3")
+        one = await self.backend(
+            bucket, "--s3-part-size", "5M", "--s3-parts-in-flight", "3",
+            "--s3-payload-hash", "unsigned",
+        )
         two = await self.backend(bucket, "--s3-part-size", "5M")
         proxyOne = await startService(self, "proxy", "--backend", one.url)
         proxyTwo = await startService(self, "proxy", "--backend", two.url)

@@ -49,7 +49,14 @@ from streamrelay.store.s3.messages import (
 )
 from streamrelay.store.s3.publishing import UploadFailed, partTarget
 from streamrelay.store.s3.reading import ObjectChanged, S3File
-from streamrelay.store.s3.signing import EMPTY_SHA256, ChunksProducer, Signer, syncSHA256
+from streamrelay.store.s3.signing import (
+    EMPTY_SHA256,
+    UNSIGNED_PAYLOAD,
+    ChunksProducer,
+    Signer,
+    syncSHA256,
+    unsignedPayload,
+)
 from streamrelay.store.s3.store import PROBE_EVERY, S3Store
 from tests.s3fakes import FakeBody, FakeS3
 
@@ -222,11 +229,11 @@ class ClientTests(SynchronousTestCase):
     def test_uploadPartSignsPartDigest(self) -> None:
         hashed: list[list[bytes]] = []
 
-        def hashChunks(chunks: Any) -> Deferred[str]:
+        def payloadHash(chunks: Any) -> Deferred[str]:
             hashed.append(list(chunks))
             return syncSHA256(chunks)
 
-        self.client.hashChunks = hashChunks
+        self.client.payloadHash = payloadHash
         d = self.start(self.client.uploadPart("p/x", "id", 3, [b"a", b"b"]))
         [sent] = self.http.sent
         self.assertEqual(hashed, [[b"a", b"b"]])
@@ -234,6 +241,33 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(sent.header("x-amz-content-sha256"), hashlib.sha256(b"ab").hexdigest())
         sent.answer.callback(FakeResponse(200, Headers({"etag": ['"e3"']})))
         self.assertEqual(self.successResultOf(d), '"e3"')
+
+    def test_uploadPartUnsigned(self) -> None:
+        """
+        With L{unsignedPayload} a part goes out signed as
+        C{UNSIGNED-PAYLOAD}, its bytes not hashed.
+        """
+        self.client.payloadHash = unsignedPayload
+        self.start(self.client.uploadPart("p/x", "id", 1, [b"a", b"b"]))
+        [sent] = self.http.sent
+        self.assertEqual(sent.body, b"ab")
+        self.assertEqual(sent.header("x-amz-content-sha256"), UNSIGNED_PAYLOAD)
+        self.assertIn("x-amz-content-sha256", sent.header("authorization") or "")
+
+    def test_putWithoutDigest(self) -> None:
+        """
+        A put without the body's SHA-256 (a resumable upload's segment)
+        keeps none in metadata and signs the client's payload hash.
+        """
+        for payloadHash, expected in [
+            (syncSHA256, hashlib.sha256(b"ab").hexdigest()), (unsignedPayload, UNSIGNED_PAYLOAD)
+        ]:
+            self.http.sent.clear()
+            self.client.payloadHash = payloadHash
+            self.start(self.client.put("p/seg", [b"a", b"b"], None))
+            [sent] = self.http.sent
+            self.assertEqual(sent.header("x-amz-content-sha256"), expected)
+            self.assertIsNone(sent.header("x-amz-meta-sha256"))
 
     def test_retriesSlowDown(self) -> None:
         """503 SlowDown is tried again after a backoff; the answer is the retry's."""
@@ -1061,8 +1095,31 @@ class OptionsTests(SynchronousTestCase):
             (["--storage", "s3://b", "--s3-endpoint", "ftp://x"], creds),
             (["--storage", "s3://b", "--s3-endpoint", "http://h/path"], creds),
             (["--storage", "s3://b", "--s3-parts-in-flight", "0"], creds),
+            (["--storage", "s3://b", "--s3-payload-hash", "md5"], creds),
         ]:
             self.assertRaises(usage.UsageError, self.parse, argv, environ)
+
+    def test_payloadHash(self) -> None:
+        """
+        Parts' SHA-256 is signed for an http endpoint and not for https,
+        unless the option says otherwise.
+        """
+        creds = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
+        for endpoint, choice, signed in [
+            ("http://127.0.0.1:7480", None, True),
+            ("HTTPS://s3.example", None, False),
+            ("https://s3.example", "sha256", True),
+            ("http://127.0.0.1:7480", "unsigned", False),
+            ("http://127.0.0.1:7480", "auto", True),
+        ]:
+            argv = ["--storage", "s3://b", "--s3-endpoint", endpoint]
+            if choice is not None:
+                argv += ["--s3-payload-hash", choice]
+            self.assertEqual(self.parse(argv, creds)["s3"]["signPayload"], signed, argv)
+        fromEnvironment = self.parse(
+            ["--storage", "s3://b"], dict(creds, STREAMRELAY_S3_PAYLOAD_HASH="sha256")
+        )
+        self.assertTrue(fromEnvironment["s3"]["signPayload"])
 
     def test_diskStays(self) -> None:
         self.assertIsNone(self.parse(["--storage", "/srv/files"], {})["s3"])

@@ -155,8 +155,9 @@ class S3Client:
     SeaweedFS all take.
 
     @param http: the treq client every request goes through.
-    @param hashChunks: how part bodies are hashed for their signature;
-        L{threadedSHA256} in the services.
+    @param payloadHash: the payload hash signed for a body that has no
+        known digest (a part): its SHA-256 (L{threadedSHA256} in the
+        services) or L{unsignedPayload}.
     @param timeout: seconds a request may take until its answer's headers
         (part uploads get C{partTimeout}).
     @param attempts: tries of each request that failed in a way worth
@@ -172,7 +173,7 @@ class S3Client:
         endpoint: str,
         bucket: str,
         signer: Signer,
-        hashChunks: Callable[[Sequence[bytes]], Deferred[str]] = syncSHA256,
+        payloadHash: Callable[[Sequence[bytes]], Deferred[str]] = syncSHA256,
         timeout: float = 60.0,
         partTimeout: float = 600.0,
         attempts: int = 3,
@@ -185,7 +186,7 @@ class S3Client:
         self.endpoint = endpoint.rstrip("/")
         self.bucket = bucket
         self.signer = signer
-        self.hashChunks = hashChunks
+        self.payloadHash = payloadHash
         self.timeout = timeout
         self.partTimeout = partTimeout
         self.attempts = attempts
@@ -373,17 +374,24 @@ class S3Client:
         self,
         key: str,
         chunks: Sequence[bytes],
-        sha256: str,
+        sha256: str | None,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         """
         Store C{chunks} as C{key} with its SHA-256 (and the file's
         C{metadata}) kept in object metadata; S3 checks the bytes against
-        the SHA-256 (the signed payload hash).
+        the SHA-256 (the signed payload hash).  Without a SHA-256 (a
+        segment of a resumable upload) the object keeps none, and the
+        payload hash signed is L{payloadHash}'s.
         """
+        headers = dict(s3Headers(metadata))
+        if sha256 is None:
+            payload = await self.payloadHash(chunks)
+        else:
+            payload = headers[SHA256_META] = sha256
         answer = await self.call(
-            "PUT", key, headers={SHA256_META: sha256, **s3Headers(metadata)}, body=chunks,
-            payloadSHA256=sha256, timeout=self.partTimeout,
+            "PUT", key, headers=headers, body=chunks,
+            payloadSHA256=payload, timeout=self.partTimeout,
         )
         return unquoteETag(answer.header("etag") or "")
 
@@ -488,17 +496,17 @@ class S3Client:
 
     async def uploadPart(
         self, key: str, uploadId: str, number: int, chunks: Sequence[bytes],
-        sha256: str | None = None,
+        payload: str | None = None,
     ) -> str:
         """
-        Send one part; its SHA-256 (computed unless given) is signed, so S3
-        checks the bytes.
+        Send one part with its payload hash (L{payloadHash} unless given):
+        S3 checks the bytes against it, unless it is C{UNSIGNED-PAYLOAD}.
         """
-        if sha256 is None:
-            sha256 = await self.hashChunks(chunks)
+        if payload is None:
+            payload = await self.payloadHash(chunks)
         answer = await self.call(
             "PUT", key, query=[("partNumber", str(number)), ("uploadId", uploadId)],
-            body=chunks, payloadSHA256=sha256, timeout=self.partTimeout,
+            body=chunks, payloadSHA256=payload, timeout=self.partTimeout,
         )
         etag = answer.header("etag")
         if not etag:

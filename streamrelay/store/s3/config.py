@@ -38,6 +38,11 @@ S3_OPTIONS: list[list[Any]] = [
     ["s3-parts-in-flight", None, "2",
      "Parts of one upload sent to S3 at once (1-16); each more holds one more part in "
      "memory and hides S3's latency better. [env STREAMRELAY_S3_PARTS_IN_FLIGHT]"],
+    ["s3-payload-hash", None, "auto",
+     "Whether each part's SHA-256 is signed, so that S3 checks its bytes: sha256, "
+     "unsigned (each byte hashed once less by streamrelay and by S3), or auto: sha256 "
+     "for an http endpoint, unsigned for https, where TLS guards the bytes. "
+     "[env STREAMRELAY_S3_PAYLOAD_HASH]"],
     ["s3-access-key", None, None,
      "S3 access key id (default: $AWS_ACCESS_KEY_ID; prefer the environment). "
      "[env STREAMRELAY_S3_ACCESS_KEY]"],
@@ -45,6 +50,23 @@ S3_OPTIONS: list[list[Any]] = [
      "S3 secret access key (default: $AWS_SECRET_ACCESS_KEY; prefer the environment). "
      "[env STREAMRELAY_S3_SECRET_KEY]"],
 ]
+
+
+#: C{--s3-payload-hash}: whether part bodies are hashed and signed.
+PAYLOAD_HASHES = ("auto", "sha256", "unsigned")
+
+
+def signsPayload(choice: str, endpoint: str) -> bool:
+    """
+    Whether C{choice} of L{PAYLOAD_HASHES} signs the SHA-256 of part
+    bodies: C{auto} signs it over plain http, where nothing else checks the
+    bytes on the way, and not over https (as the AWS SDKs choose).
+    """
+    if choice not in PAYLOAD_HASHES:
+        raise ValueError(f"not one of {PAYLOAD_HASHES}: {choice!r}")
+    if choice == "auto":
+        return not endpoint.lower().startswith("https:")
+    return choice == "sha256"
 
 
 def isS3URL(storage: str) -> bool:
@@ -96,6 +118,9 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
         raise usage.UsageError(f"--s3-endpoint takes http(s)://host[:port], not {endpoint!r}")
+    payloadHash = str(options["s3-payload-hash"])
+    if payloadHash not in PAYLOAD_HASHES:
+        raise usage.UsageError(f"--s3-payload-hash is one of {', '.join(PAYLOAD_HASHES)}")
     accessKey = options["s3-access-key"] or environ.get("AWS_ACCESS_KEY_ID")
     secretKey = options["s3-secret-key"] or environ.get("AWS_SECRET_ACCESS_KEY")
     if not accessKey or not secretKey:
@@ -106,6 +131,7 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bucket": bucket, "prefix": prefix, "endpoint": endpoint, "region": region,
         "partSize": partSize, "partsInFlight": partsInFlight,
+        "signPayload": signsPayload(payloadHash, endpoint),
         "accessKey": accessKey, "secretKey": secretKey,
         "sessionToken": environ.get("AWS_SESSION_TOKEN") or None,
     }
@@ -118,7 +144,7 @@ def makeS3Store(settings: Mapping[str, Any], reactor: Any) -> S3Store:
     from twisted.web.client import Agent, HTTPConnectionPool
 
     from streamrelay.store.s3.client import S3Client
-    from streamrelay.store.s3.signing import Signer, threadedSHA256
+    from streamrelay.store.s3.signing import Signer, threadedSHA256, unsignedPayload
     from streamrelay.store.s3.store import S3Store
 
     pool = HTTPConnectionPool(reactor, persistent=True)
@@ -131,7 +157,8 @@ def makeS3Store(settings: Mapping[str, Any], reactor: Any) -> S3Store:
     )
     client = S3Client(
         http, reactor, settings["endpoint"], settings["bucket"],
-        Signer(credentials, settings["region"]), hashChunks=threadedSHA256(reactor),
+        Signer(credentials, settings["region"]),
+        payloadHash=threadedSHA256(reactor) if settings["signPayload"] else unsignedPayload,
     )
     store = S3Store(
         client, settings["prefix"], partSize=settings["partSize"],

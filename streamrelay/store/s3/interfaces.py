@@ -33,8 +33,9 @@ class IS3Client(Interface):
     bucket: str = Attribute("The bucket's name.")
     endpoint: str = Attribute("The service's URL, for messages.")
     clock: IReactorTime = Attribute("Times requests, backoffs and the store's sweeps.")
-    hashChunks: Callable[[Sequence[bytes]], Deferred[str]] = Attribute(
-        "Hashes part bodies (SHA-256, hex) for their signature."
+    payloadHash: Callable[[Sequence[bytes]], Deferred[str]] = Attribute(
+        "The payload hash signed for a body without a known digest: its SHA-256 "
+        "(hex), or UNSIGNED-PAYLOAD where S3 need not check it."
     )
 
     # The bucket
@@ -59,13 +60,14 @@ class IS3Client(Interface):
     def put(
         key: str,
         chunks: Sequence[bytes],
-        sha256: str,
+        sha256: str | None,
         metadata: Mapping[str, str] | None = None,
     ) -> Awaitable[str]:
         """
         Store C{chunks} as C{key}, its SHA-256 and the file's C{metadata}
         (see L{streamrelay.store.metadata.s3Headers}) in its object
-        metadata; its ETag.
+        metadata; its ETag.  Without a SHA-256 the object keeps none and
+        is signed with L{payloadHash}'s hash.
         """
 
     def delete(key: str) -> Awaitable[None]:
@@ -117,9 +119,9 @@ class IS3Client(Interface):
 
     def uploadPart(
         key: str, uploadId: str, number: int, chunks: Sequence[bytes],
-        sha256: str | None = None,
+        payload: str | None = None,
     ) -> Awaitable[str]:
-        """Send part C{number}; its ETag."""
+        """Send part C{number} signed with C{payload} (L{payloadHash}'s by default); its ETag."""
 
     def copyPart(
         source: str, sourceETag: str, key: str, uploadId: str, number: int,

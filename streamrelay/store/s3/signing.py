@@ -1,7 +1,8 @@
 """
 Signing S3 requests with AWS Signature Version 4 (botocore's signer, which
-only signs and never sends), the SHA-256 of their payloads, and the
-producer that sends a body already in memory.
+only signs and never sends), the payload hashes signed for their bodies
+(their SHA-256, or C{UNSIGNED-PAYLOAD}), and the producer that sends a body
+already in memory.
 """
 
 from __future__ import annotations
@@ -38,14 +39,23 @@ def threadedSHA256(reactor: Any) -> Callable[[Sequence[bytes]], Deferred[str]]:
     """
     from twisted.internet.threads import deferToThreadPool
 
-    def hashChunks(chunks: Sequence[bytes]) -> Deferred[str]:
+    def payloadHash(chunks: Sequence[bytes]) -> Deferred[str]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), sha256Chunks, chunks)
 
-    return hashChunks
+    return payloadHash
 
 
 def syncSHA256(chunks: Sequence[bytes]) -> Deferred[str]:
     return succeed(sha256Chunks(chunks))
+
+
+def unsignedPayload(chunks: Sequence[bytes]) -> Deferred[str]:
+    """
+    Signs no hash of the body: S3 stores it unchecked, and the bytes are
+    read once less on each side (for an endpoint behind TLS, which guards
+    them on the way).
+    """
+    return succeed(UNSIGNED_PAYLOAD)
 
 
 class _PayloadAuth(S3SigV4Auth):

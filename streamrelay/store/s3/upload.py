@@ -55,7 +55,7 @@ class UploadContext:
 class _Part:
     number: int
     chunks: list[bytes]
-    sha256: Deferred[str]
+    payload: Deferred[str]
 
 
 @implementer(IUpload)
@@ -128,10 +128,10 @@ class S3Upload(ProducerHolder):
         return chunks
 
     def _cutPart(self) -> _Part:
-        """The bytes received so far, as the next part, its hash under way."""
+        """The bytes received so far, as the next part, its payload hash under way."""
         self._cut += 1
         chunks = self._takeChunks()
-        return _Part(self._cut, chunks, self._client.hashChunks(chunks))
+        return _Part(self._cut, chunks, self._client.payloadHash(chunks))
 
     def _multipartUpload(self) -> Deferred[str]:
         """
@@ -179,9 +179,9 @@ class S3Upload(ProducerHolder):
         if part.number > MAX_PARTS:
             raise S3Error(400, "TooManyParts", f"over {MAX_PARTS} parts", self._key)
         uploadId = await self._multipartUpload()
-        sha256 = await part.sha256
+        payload = await part.payload
         etag = await self._client.uploadPart(
-            self._staging, uploadId, part.number, part.chunks, sha256
+            self._staging, uploadId, part.number, part.chunks, payload
         )
         self._parts.append((part.number, etag))
 
