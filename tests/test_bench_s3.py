@@ -51,6 +51,6 @@ class W1S3Tests(SynchronousTestCase):
         }
         self.assertEqual(found, {
             "W1S3 proxy path / direct path (curl -T, S3 store)": (0.96, None),
-            "W1S3 via proxy / curl -T straight to S3 (payloads unsigned)": (0.8, 0.8),
-            "W1S3 via proxy, parts' SHA-256 signed / curl -T straight to S3": (0.6, None),
+            "W1S3 via proxy / curl -T to S3 (payloads unsigned)": (0.8, 0.8),
+            "W1S3 via proxy, parts signed / curl -T to S3": (0.6, None),
         })

@@ -1121,6 +1121,21 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertTrue(fromEnvironment["s3"]["signPayload"])
 
+    def test_storeSignsAsSet(self) -> None:
+        """The store made from the settings hashes parts, or not, as they say."""
+        from streamrelay.store.s3.config import makeS3Store
+
+        creds = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
+        for choice, unsigned in [("sha256", False), ("unsigned", True)]:
+            settings = self.parse(
+                ["--storage", "s3://b", "--s3-endpoint", "http://127.0.0.1:1",
+                 "--s3-payload-hash", choice], creds,
+            )["s3"]
+            reactor: Any = Clock()
+            reactor.addSystemEventTrigger = lambda *args: None
+            store = makeS3Store(settings, reactor)
+            self.assertEqual(store.client.payloadHash is unsignedPayload, unsigned, choice)
+
     def test_diskStays(self) -> None:
         self.assertIsNone(self.parse(["--storage", "/srv/files"], {})["s3"])
 

@@ -92,6 +92,8 @@ class S3ResumableTests(SynchronousTestCase):
         first = self.s3.take("put")
         self.assertTrue(first.args[0].startswith(FOLDER + ID + "."))
         self.assertEqual(b"".join(first.args[1]), b"a" * 5 * MiB)
+        # No digest of its own: the client signs its payload hash (or none).
+        self.assertIsNone(first.args[2])
         self.assertFalse(self.body.paused)
         for _ in range(5):
             writer.write(b"b" * MiB)

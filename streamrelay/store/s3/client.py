@@ -4,8 +4,9 @@ and sent with treq on the reactor.
 
 botocore only signs here: it never sends anything, so no blocking call runs
 on the reactor thread.  Part bodies are hashed for their signature in a
-thread (L{streamrelay.store.s3.signing.threadedSHA256}); everything else
-is small.
+thread (L{streamrelay.store.s3.signing.threadedSHA256}), or sent with
+C{UNSIGNED-PAYLOAD} (L{streamrelay.store.s3.signing.unsignedPayload});
+everything else is small.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ def parseS3URL(url: str) -> tuple[str, str]:
 def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     """
     The S3 settings of the backend's options (a bucket, prefix, endpoint,
-    region, part size and credentials), or L{usage.UsageError}.
+    region, part size, parts in flight, whether parts' SHA-256 is signed,
+    and credentials), or L{usage.UsageError}.
     """
     environ = getattr(options, "environ", os.environ)
     bucket, prefix = parseS3URL(str(options["storage"]))
@@ -118,9 +119,12 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
         raise usage.UsageError(f"--s3-endpoint takes http(s)://host[:port], not {endpoint!r}")
-    payloadHash = str(options["s3-payload-hash"])
-    if payloadHash not in PAYLOAD_HASHES:
-        raise usage.UsageError(f"--s3-payload-hash is one of {', '.join(PAYLOAD_HASHES)}")
+    try:
+        signPayload = signsPayload(str(options["s3-payload-hash"]), endpoint)
+    except ValueError:
+        raise usage.UsageError(
+            f"--s3-payload-hash is one of {', '.join(PAYLOAD_HASHES)}"
+        ) from None
     accessKey = options["s3-access-key"] or environ.get("AWS_ACCESS_KEY_ID")
     secretKey = options["s3-secret-key"] or environ.get("AWS_SECRET_ACCESS_KEY")
     if not accessKey or not secretKey:
@@ -131,7 +135,7 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bucket": bucket, "prefix": prefix, "endpoint": endpoint, "region": region,
         "partSize": partSize, "partsInFlight": partsInFlight,
-        "signPayload": signsPayload(payloadHash, endpoint),
+        "signPayload": signPayload,
         "accessKey": accessKey, "secretKey": secretKey,
         "sessionToken": environ.get("AWS_SESSION_TOKEN") or None,
     }

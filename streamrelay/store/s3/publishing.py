@@ -30,7 +30,7 @@ MIN_PART_SIZE = 5 << 20
 MAX_COPY_SIZE = 5 << 30
 MAX_PARTS = 10000
 #: The part size doubles every this many parts, so that 10,000 parts hold
-#: 62 times 2,000 starting parts (325 GB with 5 MiB parts, 520 GB with 8 MiB).
+#: as much as 62,000 starting parts (325 GB with 5 MiB parts, 520 GB with 8 MiB).
 PARTS_PER_SIZE = 2000
 
 

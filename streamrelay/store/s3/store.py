@@ -45,7 +45,7 @@ OWN_FOLDER = ".streamrelay/"
 #: 5 MiB parts went 7-12 % faster than two of 6 MiB, unsigned, into Ceph
 #: RGW), and 5 MiB parts (S3's least), so that an upload holds at most four
 #: parts, 20 MiB, whatever its size (until parts double, past 2,000 parts:
-#: 10 GiB).
+#: about 10 GB).
 DEFAULT_PART_SIZE = 5 << 20
 DEFAULT_PARTS_IN_FLIGHT = 3
 #: Multipart uploads and staging objects idle this long are an interrupted
