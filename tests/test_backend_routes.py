@@ -17,13 +17,10 @@ from twisted.python.failure import Failure
 from streamrelay.backend.routes import BackendRoutes
 from streamrelay.store.disk import DiskStore
 from tests.backendcases import BackendTestCase, answerToFailedWrite, failWritesAfterFirst
+from tests.hashing import sha
 from tests.httpfakes import Response
 from tests.partialfiles import leftInPartial
 from tests.rawrequests import chunk, chunkedHead, put
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def contentDigest(data: bytes) -> bytes:

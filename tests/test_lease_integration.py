@@ -12,7 +12,6 @@ of its body), and the file is the holder's bytes, whole.
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
 import time
 
@@ -24,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from streamrelay.store.s3.messages import PreconditionFailed
+from tests.hashing import sha
 from tests.processes import Program, call, startService
 from tests.rawhttp import RawResponse, _parse
 from tests.s3env import SERVER, newBucket, skipUnlessServer
@@ -35,10 +35,6 @@ ROUNDS = 100
 SIZE = 256 * 1024
 #: Seconds within which the request that lost is answered (it reads no body).
 AT_ONCE = 5.0
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class RawClient(Protocol):

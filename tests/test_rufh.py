@@ -16,6 +16,7 @@ from streamrelay.rufh.headers import PROBLEMS
 from streamrelay.rufh.versions import VERSIONS, versionOf
 from streamrelay.store import FileInfo
 from tests.backendcases import TusTestCase
+from tests.hashing import sha
 from tests.httpfakes import Response
 from tests.precreatefakes import FakeHooks
 from tests.rawrequests import TUS, meta, req
@@ -36,10 +37,6 @@ class RecordingHooks(FakeHooks):
     def deleted(self, context: RequestContext, name: str) -> Deferred[None]:
         self.events.append(("post-delete", context.protocol, name))
         return succeed(None)
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def digest(data: bytes) -> bytes:

@@ -58,6 +58,7 @@ from streamrelay.store.s3.signing import (
     unsignedPayload,
 )
 from streamrelay.store.s3.store import PROBE_EVERY, S3Store
+from tests.hashing import sha
 from tests.s3fakes import FakeBody, FakeS3
 
 MiB = 1 << 20
@@ -575,10 +576,6 @@ class ClientInterfaceTests(SynchronousTestCase):
 
     def test_fake(self) -> None:
         self.assertTrue(verifyObject(IS3Client, FakeS3()))
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class UploadTests(SynchronousTestCase):

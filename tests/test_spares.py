@@ -8,7 +8,6 @@ when the store closes, and swept (uncounted) after a crash.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import signal
@@ -32,12 +31,9 @@ from streamrelay.store.spares import (
     remove,
 )
 from tests.fakes import HandRunner
+from tests.hashing import sha
 from tests.partialfiles import leftInPartial
 from tests.processes import call, eventually, partials, startService
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class RecordingRunner:

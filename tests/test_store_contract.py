@@ -8,7 +8,6 @@ server (Ceph RGW in CI; skipped without one, see L{tests.s3env}).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from streamrelay.tus.interfaces import (
     ResumableUpload,
 )
 from streamrelay.tus.s3 import S3ResumableStore
+from tests.hashing import sha
 from tests.partialfiles import leftInPartial
 from tests.s3env import allKeys, newBucket, pendingUploads, skipUnlessServer
 from tests.s3memory import MemoryS3
@@ -50,10 +50,6 @@ if TYPE_CHECKING:
     _Contract = TestCase
 else:
     _Contract = object
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @implementer(IConsumer)

@@ -6,7 +6,6 @@ should be, files put in its folder by other means, commits taken back.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,8 @@ from streamrelay.store.interfaces import (
 )
 from streamrelay.store.placing import SHA256_XATTR
 from streamrelay.store.placing import publishByRename as _publishByRename
+from tests.hashing import sha
 from tests.partialfiles import leftInPartial
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class StoreTestCase(SynchronousTestCase):

@@ -8,7 +8,6 @@ finished upload gives its file's bytes.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from typing import Any
@@ -22,6 +21,7 @@ from streamrelay.tus import diskconcat
 from streamrelay.tus.disk import DiskResumableStore
 from streamrelay.tus.protocol import TusUploads
 from tests.backendcases import TusTestCase
+from tests.hashing import sha
 from tests.httpfakes import Response
 from tests.precreatefakes import FakeHooks
 from tests.rawrequests import JSON, OCTETS, TUS, b64, get, meta, patch, req
@@ -29,10 +29,6 @@ from tests.rawrequests import JSON, OCTETS, TUS, b64, get, meta, patch, req
 FIRST = b"the first part, "
 SECOND = b"then the second."
 WHOLE = FIRST + SECOND
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class ConcatTestCase(TusTestCase):
