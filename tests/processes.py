@@ -38,7 +38,7 @@ reactor: Any = _reactor
 
 BIN = Path(sys.executable).parent
 # The text log line, or the JSON event of --log-format json.
-_LISTENING = re.compile(rb'(?:listening on |"where": ")tcp:127\.0\.0\.1:(\d+)')
+_LISTENING = re.compile(rb'(?:listening on |"where": ")tcp:(?:127\.0\.0\.1|::1):(\d+)')
 
 
 def deferLater(seconds: float) -> Deferred[None]:

@@ -42,6 +42,18 @@ class OptionTests(SynchronousTestCase):
         options = ProxyOptions()
         options.environ = {}
         self.assertRaises(usage.UsageError, options.parseOptions, ["--backend", "ftp://x"])
+        for bad in ["http://[::1", "http://h:port/", "http://a..b/"]:
+            options = ProxyOptions()
+            options.environ = {}
+            error = self.assertRaises(usage.UsageError, options.parseOptions, ["--backend", bad])
+            self.assertIn(bad, str(error))
+
+    def test_ipv6Backend(self) -> None:
+        """An IPv6 literal backend address is taken (IDNA has no form for it)."""
+        options = ProxyOptions()
+        options.environ = {}
+        options.parseOptions(["--backend", "http://[::1]:8081"])
+        self.assertEqual(options["backend"], "http://[::1]:8081")
 
     def test_badListen(self) -> None:
         """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from hyperlink import EncodedURL
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -177,6 +178,33 @@ class UpstreamURLTests(SynchronousTestCase):
                 url.to_uri().to_text(), "http://127.0.0.1:8081/prefix/files/a%20b?x=1", base
             )
             self.assertEqual(upstream.targetLength(url), len("/prefix/files/a%20b?x=1"))
+
+    def test_uriFormHost(self) -> None:
+        """
+        The backend's host goes in URI form, made once: an IPv6 literal as
+        it is, a name lowercased and IDNA-encoded.
+        """
+        for base, origin in [
+            ("http://[::1]:8081", "http://[::1]:8081"),
+            ("http://B\xe4ckend.Example:8081/p", "http://xn--bckend-bua.example:8081/p"),
+        ]:
+            upstream = UpstreamURL(base)
+            url = upstream.of(b"/files/a b", b"x=1")
+            self.assertEqual(url.to_text(), origin + "/files/a%20b?x=1")
+            self.assertEqual(
+                upstream.targetLength(url), len(origin.partition("8081")[2] + "/files/a%20b?x=1")
+            )
+
+    def test_alreadyURI(self) -> None:
+        """
+        Each URL made is its own URI form, as hyperlink would convert it:
+        treq's conversion of it for every request is free.
+        """
+        upstream = UpstreamURL("https://Backend.Example/")
+        for path, query in [(b"/files/caf\xc3\xa9 [1]", b"q=\xff"), (b"/a%zz/b:c@d", b"a==&&=")]:
+            url = upstream.of(path, query)
+            self.assertIs(url.to_uri(), url)
+            self.assertEqual(url.to_text(), EncodedURL.from_text(url.to_text()).to_uri().to_text())
 
     def test_notOriginForm(self) -> None:
         upstream = UpstreamURL("http://127.0.0.1:8081")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from tests.processes import Program, deferLater, startStack
+from tests.processes import Program, deferLater, startService, startStack
 from tests.rawhttp import RawResponse, exchange
 
 #: The files every test starts with, and their content.
@@ -220,3 +220,30 @@ class StalledPatchTests(TestCase):
             await deferLater(0.05)
         self.assertEqual(offsets[-1], 600, offsets)
         self.assertFalse((storage / "stalled").exists())
+
+
+class IPv6BackendTests(TestCase):
+    """A proxy whose backend is at an IPv6 literal address (C{http://[::1]:PORT})."""
+
+    timeout = 60
+
+    async def test_forwards(self) -> None:
+        """
+        It starts, is ready once the backend answers, and forwards an
+        upload and its download (hyperlink's IDNA step refused the host).
+        """
+        storage = Path(self.mktemp()) / "uploads"
+        backend = await startService(
+            self, "backend", "--storage", str(storage), listen="tcp6:0:interface=\\:\\:1"
+        )
+        proxy = await startService(self, "proxy", "--backend", f"http://[::1]:{backend.port}")
+        ready = await exchange(proxy.port, request(b"GET", b"/readyz"))
+        assert ready is not None
+        self.assertEqual(ready.status, 200, ready)
+        stored = await exchange(proxy.port, request(b"PUT", b"/files/six.bin", b"over ::1"))
+        assert stored is not None
+        self.assertEqual(stored.status, 201, stored)
+        self.assertEqual((storage / "six.bin").read_bytes(), b"over ::1")
+        got = await exchange(proxy.port, request(b"GET", b"/files/six.bin"))
+        assert got is not None
+        self.assertEqual((got.status, got.body), (200, b"over ::1"))

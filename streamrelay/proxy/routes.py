@@ -95,7 +95,6 @@ class ProxyRoutes:
         grantKeys: GrantKeys | None = None,
     ) -> None:
         self.client = client
-        self.backendURL = backendURL.rstrip("/")
         self.upstream = UpstreamURL(backendURL)
         self.maxSize = maxSize
         self.readyTimeout = readyTimeout
@@ -135,7 +134,7 @@ class ProxyRoutes:
     async def readyz(self, request: IRequest) -> bytes:
         try:
             response = await self.client.get(
-                self.backendURL + "/healthz", timeout=self.readyTimeout
+                self.upstream.of(b"/healthz", b""), timeout=self.readyTimeout
             )
             await response.text()
             ok = response.code == 200

@@ -23,6 +23,7 @@ from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.cors import parseOrigins, withCORS
 from streamrelay.proxy.routes import ProxyRoutes
+from streamrelay.proxy.upstream import UpstreamURL
 from streamrelay.service import (
     GracefulStop,
     ListeningService,
@@ -81,6 +82,10 @@ class Options(ServiceOptions):
             self["max-size"] = parseSize(str(self["max-size"]))
         if not self["backend"].startswith(("http://", "https://")):
             raise usage.UsageError("--backend takes an http:// or https:// URL")
+        try:
+            UpstreamURL(self["backend"])
+        except ValueError as e:
+            raise usage.UsageError(f"--backend {self['backend']!r} is not a URL: {e}") from None
         for key in ("tokens-file", "grant-keys-file", "shared-secret-file", "backend-ca"):
             if self[key] and not Path(self[key]).is_file():
                 raise usage.UsageError(f"--{key}: no such file: {self[key]}")

@@ -37,17 +37,48 @@ def _escape(part: bytes) -> bytes:
     return _UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], part)
 
 
+class _URIForm(EncodedURL):
+    """
+    A URL already in URI form: its host ASCII (made so once, for the
+    backend's base URL) and every byte of its path and query that a URI may
+    not hold percent-escaped (by L{_escape}).  Its L{to_uri}, which treq
+    calls for every request, is itself: hyperlink's would encode the host
+    with IDNA again each time, which an IPv6 literal fails.
+    """
+
+    def to_uri(self) -> _URIForm:
+        return self
+
+
+def _uriForm(url: EncodedURL) -> _URIForm:
+    """
+    C{url} in URI form (see L{_URIForm}); an IPv6 literal host is already
+    ASCII, and has no IDNA form.
+    """
+    host = url.host
+    if ":" not in host:
+        host = url.to_uri().host
+    # Path, query and user info as hyperlink converts them, with a host it
+    # takes (and lowercases, as it would have).
+    converted = url.replace(host="localhost").to_uri().replace(host=host)
+    uri = _URIForm.from_text(converted.to_text(with_password=True))
+    assert isinstance(uri, _URIForm)  # from_text makes its own class
+    return uri
+
+
 class UpstreamURL:
     """
     The backend's URLs, from its base URL: scheme, host and port, and a
     path that every request's path goes under (a backend behind a prefix).
+
+    @raise ValueError: for a base URL that is not one.
     """
 
     def __init__(self, backendURL: str) -> None:
-        self._base = EncodedURL.from_text(backendURL.rstrip("/"))
+        self._base = _uriForm(EncodedURL.from_text(backendURL.rstrip("/")))
         self._prefix = [segment for segment in self._base.path if segment]
         origin = self._base.replace(path=(), query=(), fragment="")
-        self._originLength = len(origin.to_uri().to_text())
+        self._originLength = len(origin.to_text())
         self.hostLine = len(b"Host: ") + len(self._base.authority().encode("ascii"))
 
     def of(self, path: bytes, query: bytes) -> EncodedURL:
@@ -67,7 +98,7 @@ class UpstreamURL:
 
     def targetLength(self, url: EncodedURL) -> int:
         """The length of the request target of C{url}, one of L{of}'s URLs."""
-        return len(url.to_uri().to_text()) - self._originLength
+        return len(url.to_text()) - self._originLength
 
 
 def fitsBackend(upstream: UpstreamURL, method: bytes, url: EncodedURL, headers: Headers) -> bool:
