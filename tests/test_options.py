@@ -42,7 +42,8 @@ class OptionTests(SynchronousTestCase):
         options = ProxyOptions()
         options.environ = {}
         self.assertRaises(usage.UsageError, options.parseOptions, ["--backend", "ftp://x"])
-        for bad in ["http://[::1", "http://h:port/", "http://a..b/"]:
+        for bad in ["http://[::1", "http://h:port/", "http://a..b/", "http://", "http:///p",
+                    "http://user:secret@h/", "http://h/?q=1", "http://h/#f"]:
             options = ProxyOptions()
             options.environ = {}
             error = self.assertRaises(usage.UsageError, options.parseOptions, ["--backend", bad])

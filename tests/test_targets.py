@@ -187,6 +187,8 @@ class UpstreamURLTests(SynchronousTestCase):
         for base, origin in [
             ("http://[::1]:8081", "http://[::1]:8081"),
             ("http://B\xe4ckend.Example:8081/p", "http://xn--bckend-bua.example:8081/p"),
+            # A compose service name: IDNA refuses "_", resolvers do not.
+            ("http://My_Backend:8081", "http://my_backend:8081"),
         ]:
             upstream = UpstreamURL(base)
             url = upstream.of(b"/files/a b", b"x=1")
@@ -200,11 +202,21 @@ class UpstreamURLTests(SynchronousTestCase):
         Each URL made is its own URI form, as hyperlink would convert it:
         treq's conversion of it for every request is free.
         """
-        upstream = UpstreamURL("https://Backend.Example/")
-        for path, query in [(b"/files/caf\xc3\xa9 [1]", b"q=\xff"), (b"/a%zz/b:c@d", b"a==&&=")]:
-            url = upstream.of(path, query)
-            self.assertIs(url.to_uri(), url)
-            self.assertEqual(url.to_text(), EncodedURL.from_text(url.to_text()).to_uri().to_text())
+        for base in ["https://Backend.Example/", "http://127.0.0.1:8081/caf\xe9 x/"]:
+            upstream = UpstreamURL(base)
+            cases = [(b"/files/caf\xc3\xa9 [1]", b"q=\xff"), (b"/a%zz/b:c@d", b"a==&&=")]
+            for path, query in cases:
+                url = upstream.of(path, query)
+                self.assertIs(url.to_uri(), url)
+                self.assertEqual(
+                    url.to_text(), EncodedURL.from_text(url.to_text()).to_uri().to_text()
+                )
+                # A changed copy is converted as any URL is.
+                child = url.child("caf\xe9 y")
+                self.assertIsNot(child.to_uri(), child)
+                self.assertTrue(child.to_uri().to_text().endswith(
+                    "/caf%C3%A9%20y?" + url.to_text().partition("?")[2]
+                ))
 
     def test_notOriginForm(self) -> None:
         upstream = UpstreamURL("http://127.0.0.1:8081")

@@ -7,6 +7,7 @@ whether its head fits within what the backend accepts.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from hyperlink import EncodedURL
 from twisted.web.http_headers import Headers
@@ -37,33 +38,45 @@ def _escape(part: bytes) -> bytes:
     return _UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], part)
 
 
+#: A host name (or IPv4 address) as resolvers take it: labels of letters,
+#: digits, "-" and "_" (compose service names), a final dot allowed.
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+
+
 class _URIForm(EncodedURL):
     """
-    A URL already in URI form: its host ASCII (made so once, for the
-    backend's base URL) and every byte of its path and query that a URI may
-    not hold percent-escaped (by L{_escape}).  Its L{to_uri}, which treq
+    A URL made by L{UpstreamURL.of}, already in URI form: the backend's
+    host made ASCII once, and every byte of its path and query that a URI
+    may not hold percent-escaped (by L{_escape}).  Its L{to_uri}, which treq
     calls for every request, is itself: hyperlink's would encode the host
-    with IDNA again each time, which an IPv6 literal fails.
+    with IDNA again each time, which an IPv6 literal (or a name with C{_})
+    fails.  A changed copy (C{replace}, C{child}, C{click}) is a plain
+    L{EncodedURL} again, converted as usual.
     """
 
     def to_uri(self) -> _URIForm:
         return self
 
+    def replace(self, *args: Any, **kwargs: Any) -> EncodedURL:
+        changed = super().replace(*args, **kwargs)
+        return EncodedURL(
+            scheme=changed.scheme, host=changed.host, path=changed.path,
+            query=changed.query, fragment=changed.fragment, port=changed.port,
+            rooted=changed.rooted, userinfo=changed.userinfo, uses_netloc=changed.uses_netloc,
+        )
 
-def _uriForm(url: EncodedURL) -> _URIForm:
+
+def _toURIForm(url: EncodedURL) -> EncodedURL:
     """
-    C{url} in URI form (see L{_URIForm}); an IPv6 literal host is already
-    ASCII, and has no IDNA form.
+    C{url} in URI form, its host included: an ASCII host (a name, with C{_}
+    or not, or an IPv4 or IPv6 literal) lowercased, any other IDNA-encoded.
     """
     host = url.host
-    if ":" not in host:
-        host = url.to_uri().host
-    # Path, query and user info as hyperlink converts them, with a host it
-    # takes (and lowercases, as it would have).
-    converted = url.replace(host="localhost").to_uri().replace(host=host)
-    uri = _URIForm.from_text(converted.to_text(with_password=True))
-    assert isinstance(uri, _URIForm)  # from_text makes its own class
-    return uri
+    host = host.lower() if host.isascii() else url.to_uri().host
+    if ":" not in host and not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"not a host name: {host!r}")
+    # Path as hyperlink converts it, with a host its IDNA step takes.
+    return url.replace(host="placeholder.invalid").to_uri().replace(host=host)
 
 
 class UpstreamURL:
@@ -75,7 +88,12 @@ class UpstreamURL:
     """
 
     def __init__(self, backendURL: str) -> None:
-        self._base = _uriForm(EncodedURL.from_text(backendURL.rstrip("/")))
+        base = EncodedURL.from_text(backendURL.rstrip("/"))
+        if not base.host:
+            raise ValueError("it names no host")
+        if base.userinfo or base.query or base.fragment:
+            raise ValueError("it may not hold user info, a query or a fragment")
+        self._base = _toURIForm(base)
         self._prefix = [segment for segment in self._base.path if segment]
         origin = self._base.replace(path=(), query=(), fragment="")
         self._originLength = len(origin.to_text())
@@ -94,7 +112,11 @@ class UpstreamURL:
             for param in _escape(query).decode("ascii").split("&"):
                 name, equals, value = param.partition("=")
                 params.append((name, value if equals else None))
-        return self._base.replace(path=self._prefix + segments, query=params, rooted=True)
+        base = self._base
+        return _URIForm(
+            scheme=base.scheme, host=base.host, port=base.port,
+            path=self._prefix + segments, query=params, rooted=True,
+        )
 
     def targetLength(self, url: EncodedURL) -> int:
         """The length of the request target of C{url}, one of L{of}'s URLs."""
