@@ -164,8 +164,11 @@ class FakeHTTP:
     def __init__(self) -> None:
         self.sent: list[SentRequest] = []
 
-    def request(self, method: str, url: str, *, headers: Headers, data: Any,
+    def request(self, method: str, url: Any, *, headers: Headers, data: Any,
                 allow_redirects: bool, unbuffered: bool) -> Deferred[Any]:
+        # The URL as treq sends it (its own conversion, which the client's
+        # URLs make free).
+        url = url.to_uri().to_text()
         body = None
         if data is not None:
             transport = StringTransport()

@@ -7,12 +7,12 @@ whether its head fits within what the backend accepts.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from hyperlink import EncodedURL
 from twisted.web.http_headers import Headers
 
 from streamrelay.streaming import StreamingChannel
+from streamrelay.uris import URIForm, toURIForm
 
 __all__ = ["UpstreamURL", "fitsBackend"]
 
@@ -38,47 +38,6 @@ def _escape(part: bytes) -> bytes:
     return _UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], part)
 
 
-#: A host name (or IPv4 address) as resolvers take it: labels of letters,
-#: digits, "-" and "_" (compose service names), a final dot allowed.
-_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
-
-
-class _URIForm(EncodedURL):
-    """
-    A URL made by L{UpstreamURL.of}, already in URI form: the backend's
-    host made ASCII once, and every byte of its path and query that a URI
-    may not hold percent-escaped (by L{_escape}).  Its L{to_uri}, which treq
-    calls for every request, is itself: hyperlink's would encode the host
-    with IDNA again each time, which an IPv6 literal (or a name with C{_})
-    fails.  A changed copy (C{replace}, C{child}, C{click}) is a plain
-    L{EncodedURL} again, converted as usual.
-    """
-
-    def to_uri(self) -> _URIForm:
-        return self
-
-    def replace(self, *args: Any, **kwargs: Any) -> EncodedURL:
-        changed = super().replace(*args, **kwargs)
-        return EncodedURL(
-            scheme=changed.scheme, host=changed.host, path=changed.path,
-            query=changed.query, fragment=changed.fragment, port=changed.port,
-            rooted=changed.rooted, userinfo=changed.userinfo, uses_netloc=changed.uses_netloc,
-        )
-
-
-def _toURIForm(url: EncodedURL) -> EncodedURL:
-    """
-    C{url} in URI form, its host included: an ASCII host (a name, with C{_}
-    or not, or an IPv4 or IPv6 literal) lowercased, any other IDNA-encoded.
-    """
-    host = url.host
-    host = host.lower() if host.isascii() else url.to_uri().host
-    if ":" not in host and not _HOST_NAME.fullmatch(host):
-        raise ValueError(f"not a host name: {host!r}")
-    # Path as hyperlink converts it, with a host its IDNA step takes.
-    return url.replace(host="placeholder.invalid").to_uri().replace(host=host)
-
-
 class UpstreamURL:
     """
     The backend's URLs, from its base URL: scheme, host and port, and a
@@ -93,7 +52,7 @@ class UpstreamURL:
             raise ValueError("it names no host")
         if base.userinfo or base.query or base.fragment:
             raise ValueError("it may not hold user info, a query or a fragment")
-        self._base = _toURIForm(base)
+        self._base = toURIForm(base)
         self._prefix = [segment for segment in self._base.path if segment]
         origin = self._base.replace(path=(), query=(), fragment="")
         self._originLength = len(origin.to_text())
@@ -113,7 +72,8 @@ class UpstreamURL:
                 name, equals, value = param.partition("=")
                 params.append((name, value if equals else None))
         base = self._base
-        return _URIForm(
+        # Escaped here: in URI form already (see streamrelay.uris).
+        return URIForm(
             scheme=base.scheme, host=base.host, port=base.port,
             path=self._prefix + segments, query=params, rooted=True,
         )

@@ -31,6 +31,7 @@ from streamrelay.upload.progress import Reporter
 from streamrelay.upload.resumable import ResumableSender
 from streamrelay.upload.sender import Stored, UploadFailed, sendFile
 from streamrelay.upload.watch import FolderWatcher, UploadState
+from streamrelay.uris import uriOf
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_CONCURRENCY = 1
@@ -68,6 +69,7 @@ def _url(text: str) -> str:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)
         port = parts.port  # a ValueError when it is no port number
+        uriOf(url)  # and when its host is none a resolver takes
     except ValueError:
         valid, port = False, None
     if not valid or port == 0:

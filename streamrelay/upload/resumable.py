@@ -25,6 +25,7 @@ from streamrelay.upload.sender import (
     _json,
     answerFailed,
 )
+from streamrelay.uris import uriOf
 
 TUS: dict[bytes | str, list[bytes | str]] = {b"tus-resumable": [b"1.0.0"]}
 #: Answers after which asking for the offset again and resuming may succeed.
@@ -66,7 +67,11 @@ class ResumableSender:
 
     async def _request(self, method: str, url: str, what: str, **kwargs: Any) -> tuple[Any, str]:
         try:
-            response = await self.client.request(method, url, unbuffered=True, **kwargs)
+            target = uriOf(url)
+        except ValueError as e:
+            raise UploadFailed(f"{what}: not a usable URL {url!r}: {e}") from None
+        try:
+            response = await self.client.request(method, target, unbuffered=True, **kwargs)
             text = await response.text("utf-8")
         except Exception as e:
             raise UploadFailed(f"{what}: connection failed: {_describe(e)}",

@@ -20,6 +20,7 @@ from twisted.web.client import FileBodyProducer
 from zope.interface import implementer
 
 from streamrelay.digests import HashingConsumer
+from streamrelay.uris import URIForm, uriOf
 
 #: Bytes read from disk at a time.
 READ_SIZE = 1 << 20
@@ -111,8 +112,9 @@ class FileSender(FileBodyProducer):
         return self._hashing.size, self._hashing.hexdigest()
 
 
-def fileURL(base: str, name: str) -> str:
-    return base.rstrip("/") + "/files/" + quote(name, safe="")
+def fileURL(base: str, name: str) -> URIForm:
+    """C{base}'s URL of the file C{name} (C{base} checked by the command line)."""
+    return uriOf(base.rstrip("/") + "/files/" + quote(name, safe=""))
 
 
 async def sendFile(

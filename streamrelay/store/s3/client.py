@@ -54,6 +54,7 @@ from streamrelay.store.s3.signing import (
     sha256Chunks,
     syncSHA256,
 )
+from streamrelay.uris import uriOf
 
 #: The largest error answer read from a request meant to stream.
 MAX_ERROR_BODY = 1 << 20
@@ -226,7 +227,7 @@ class S3Client:
             raw.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
         return self.http.request(  # type: ignore[return-value]
             method,
-            url,
+            uriOf(url),  # an IPv6 endpoint has no IDNA form
             headers=raw,
             data=ChunksProducer(body) if body is not None else None,
             allow_redirects=False,
