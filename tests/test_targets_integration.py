@@ -8,11 +8,11 @@ backend's limits, and a stalled tus PATCH is told the truth.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
+from tests.ipv6 import noIPv6
 from tests.processes import Program, deferLater, startService, startStack
 from tests.rawhttp import RawResponse, exchange
 
@@ -223,21 +223,12 @@ class StalledPatchTests(TestCase):
         self.assertFalse((storage / "stalled").exists())
 
 
-def _noIPv6() -> str | None:
-    """Why C{::1} cannot be listened on here, or None."""
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError as e:
-        return f"no IPv6 loopback: {e}"
-    return None
-
 
 class IPv6BackendTests(TestCase):
     """A proxy whose backend is at an IPv6 literal address (C{http://[::1]:PORT})."""
 
     timeout = 60
-    skip = _noIPv6()
+    skip = noIPv6()
 
     async def test_forwards(self) -> None:
         """

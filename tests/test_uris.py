@@ -7,7 +7,6 @@ which treq runs on every URL it gets, refuses an IPv6 literal.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,8 @@ from twisted.web.server import Site
 
 from streamrelay.uris import URIForm, uriOf
 from tests.hashing import sha
+from tests.ipv6 import noIPv6
 from tests.processes import BIN, run, startService
-
-
-def _noIPv6() -> str | None:
-    """Why C{::1} cannot be listened on here, or None."""
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError as e:
-        return f"no IPv6 loopback: {e}"
-    return None
 
 
 class URIFormTests(SynchronousTestCase):
@@ -80,7 +70,7 @@ class _NotFound(Resource):
 
 class IPv6ClientTests(TestCase):
     timeout = 60
-    skip = _noIPv6()
+    skip = noIPv6()
 
     async def test_s3Endpoint(self) -> None:
         """The S3 client asks an endpoint at an IPv6 literal (it failed in treq)."""
