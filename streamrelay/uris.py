@@ -31,6 +31,11 @@ class URIForm(EncodedURL):
     converted as usual.
     """
 
+    @classmethod
+    def from_text(cls, text: str) -> URIForm:
+        """The same as L{uriOf}: a URIForm is made converted."""
+        return uriOf(text)
+
     def to_uri(self) -> URIForm:
         return self
 

@@ -1094,10 +1094,20 @@ class OptionsTests(SynchronousTestCase):
             (["--storage", "s3://b"], {}),
             (["--storage", "s3://b", "--s3-endpoint", "ftp://x"], creds),
             (["--storage", "s3://b", "--s3-endpoint", "http://h/path"], creds),
+            (["--storage", "s3://b", "--s3-endpoint", "http://h:99999"], creds),
+            (["--storage", "s3://b", "--s3-endpoint", "http://a..b:9000"], creds),
+            (["--storage", "s3://b", "--s3-endpoint", "http://a b:9000"], creds),
             (["--storage", "s3://b", "--s3-parts-in-flight", "0"], creds),
             (["--storage", "s3://b", "--s3-payload-hash", "md5"], creds),
         ]:
             self.assertRaises(usage.UsageError, self.parse, argv, environ)
+
+    def test_endpointHosts(self) -> None:
+        """An IPv6 literal in brackets, and a name with C{_}, are endpoints."""
+        creds = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
+        for endpoint in ["http://[::1]:7480", "http://minio_1:9000", "https://S3.example.net"]:
+            argv = ["--storage", "s3://b", "--s3-endpoint", endpoint]
+            self.assertEqual(self.parse(argv, creds)["s3"]["endpoint"], endpoint)
 
     def test_payloadHash(self) -> None:
         """

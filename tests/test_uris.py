@@ -45,6 +45,12 @@ class URIFormTests(SynchronousTestCase):
                      "https://Example.ORG/\u00e9t\u00e9/x y/?a=b c"]:
             self.assertEqual(uriOf(text).to_text(), EncodedURL.from_text(text).to_uri().to_text())
 
+    def test_fromTextConverted(self) -> None:
+        """URIForm.from_text makes a converted URL, as uriOf does."""
+        url = URIForm.from_text("http://h/caf\xe9 x")
+        self.assertIsInstance(url, URIForm)
+        self.assertEqual(url.to_text(), "http://h/caf%C3%A9%20x")
+
     def test_changedCopyConverted(self) -> None:
         url = uriOf("http://[::1]:1/a").child("caf\xe9")
         self.assertNotIsInstance(url, URIForm)

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from twisted.python import usage
 
+from streamrelay.uris import uriOf
+
 if TYPE_CHECKING:
     from streamrelay.store.s3.store import S3Store
 
@@ -116,7 +118,12 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
         options["s3-endpoint"] or environ.get("AWS_ENDPOINT_URL_S3")
         or environ.get("AWS_ENDPOINT_URL") or f"https://s3.{region}.amazonaws.com"
     )
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - a ValueError when it is no port number
+        uriOf(endpoint)  # and when its host is none a resolver takes
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
         raise usage.UsageError(f"--s3-endpoint takes http(s)://host[:port], not {endpoint!r}")
     try:
