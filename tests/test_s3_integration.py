@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
@@ -602,3 +603,35 @@ class S3UnavailableTests(TestCase):
         self.assertEqual((await call("GET", backend.url + "/healthz"))[0], 200)
         self.assertEqual((await call("GET", backend.url + "/readyz"))[0], 503)
         self.assertIn(b"storage unavailable for", backend.output)
+
+    async def test_storeStopsTakingBytes(self) -> None:
+        """
+        A store that stops reading a part (or an object) without closing
+        the connection, as a full Ceph RGW does, fails the upload with 503
+        in about three C{--s3-timeout}s (it was three 600 s waits), the
+        multipart upload is aborted, and the backend keeps serving.
+        """
+        from twisted.internet import reactor
+
+        from tests.s3stall import StallingS3Factory
+
+        server = StallingS3Factory()
+        port: Any = server.listen(reactor)
+        self.addCleanup(port.stopListening)
+        backend = await startService(
+            self, "backend", "--storage", "s3://b/p", "--s3-endpoint",
+            f"http://127.0.0.1:{port.getHost().port}", "--s3-timeout", "2", env={
+                "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1",
+            },
+        )
+        for name, body in [("big.bin", secrets.token_bytes(24 * MiB)), ("small.txt", b"small")]:
+            code, answer, text = await call("PUT", backend.url + "/files/" + name, body)
+            self.assertEqual(code, 503, (name, text))
+            self.assertEqual(json.loads(text)["error"], "storage_unavailable", text)
+        self.assertGreaterEqual(server.stalled, 6)
+        self.assertTrue(await eventually(
+            lambda: any(b"DELETE" in asked and b"uploadId=stalled-1" in asked
+                        for asked in server.asked), 30
+        ), server.asked)
+        self.assertEqual((await call("GET", backend.url + "/healthz"))[0], 200)
+        self.assertIn(b"no answer in 2 s", backend.output)

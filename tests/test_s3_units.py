@@ -20,6 +20,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import RequestGenerationFailed
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
@@ -177,6 +178,47 @@ class FakeHTTP:
         answer: Deferred[Any] = Deferred()
         self.sent.append(SentRequest(method, url, headers, body, unbuffered, answer))
         return answer
+
+
+class HeldBody:
+    """
+    A request's body as a connection that takes one chunk at a time and
+    is then full until the test says it has room (L{take}).
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self.chunks: list[bytes] = []
+        self.producer = producer
+        self.cancelled = False
+        self.answer: Deferred[Any] = Deferred(self._cancel)
+        producer.startProducing(self)
+
+    def _cancel(self, answer: Deferred[Any]) -> None:
+        # As twisted.web's client fails a request cancelled while its body
+        # is being sent.
+        self.cancelled = True
+        answer.errback(RequestGenerationFailed([Failure(CancelledError())]))
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.producer.pauseProducing()
+
+    def take(self) -> None:
+        """The connection has room for one more chunk."""
+        self.producer.resumeProducing()
+
+
+class HeldBodyHTTP:
+    """Stands in for treq's HTTPClient; bodies move only as the test says."""
+
+    def __init__(self) -> None:
+        self.sent: list[HeldBody] = []
+
+    def request(self, method: str, url: Any, *, headers: Headers, data: Any,
+                allow_redirects: bool, unbuffered: bool) -> Deferred[Any]:
+        held = HeldBody(data)
+        self.sent.append(held)
+        return held.answer
 
 
 class ClientTests(SynchronousTestCase):
@@ -389,6 +431,45 @@ class ClientTests(SynchronousTestCase):
         self.clock.advance(self.client.timeout)
         error = self.failureResultOf(d, S3Unavailable).value
         self.assertIsInstance(error.__cause__, RequestTimedOut)
+
+    def test_slowBodyGoesOn(self) -> None:
+        """
+        A part whose bytes keep moving, however slowly, is not timed out;
+        once they stop moving (or the answer does not come after the last),
+        it is, in the client's timeout and not the 600 s of a part.
+        """
+        self.client.attempts = 1
+        http = HeldBodyHTTP()
+        self.client.http = http  # type: ignore[assignment]
+        chunks = [b"x" * 10] * 30
+        d = self.start(self.client.uploadPart("p/x", "id", 1, chunks, payload="UNSIGNED-PAYLOAD"))
+        [sent] = http.sent
+        step = self.client.timeout * 0.9
+        for _ in range(20):  # 18 timeouts long in all
+            self.clock.advance(step)
+            sent.take()
+        self.assertNoResult(d)
+        self.assertEqual(len(sent.chunks), 21)
+        self.clock.advance(self.client.timeout)
+        error = self.failureResultOf(d, S3Unavailable).value
+        self.assertIsInstance(error.__cause__, RequestTimedOut)
+        self.assertTrue(sent.cancelled)
+
+    def test_bodySentAnswerAwaited(self) -> None:
+        """After a part's last byte, the answer has the client's timeout to come."""
+        self.client.attempts = 1
+        http = HeldBodyHTTP()
+        self.client.http = http  # type: ignore[assignment]
+        d = self.start(self.client.put("p/x", [b"a", b"b"], hashlib.sha256(b"ab").hexdigest()))
+        [sent] = http.sent
+        self.clock.advance(self.client.timeout - 1)
+        sent.take()
+        sent.take()
+        self.clock.advance(self.client.timeout - 1)
+        self.assertNoResult(d)
+        self.clock.advance(1)
+        self.assertIsInstance(self.failureResultOf(d, S3Unavailable).value.__cause__,
+                              RequestTimedOut)
 
     def test_completeErrorIn200(self) -> None:
         """CompleteMultipartUpload can fail after answering 200: that is an error."""
@@ -1145,6 +1226,21 @@ class OptionsTests(SynchronousTestCase):
             reactor.addSystemEventTrigger = lambda *args: None
             store = makeS3Store(settings, reactor)
             self.assertEqual(store.client.payloadHash is unsignedPayload, unsigned, choice)
+
+    def test_timeout(self) -> None:
+        """--s3-timeout is the client's timeout; 60 s unless set."""
+        from streamrelay.store.s3.config import makeS3Store
+
+        creds = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
+        reactor: Any = Clock()
+        reactor.addSystemEventTrigger = lambda *args: None
+        for argv, timeout in [([], 60.0), (["--s3-timeout", "2.5"], 2.5)]:
+            settings = self.parse(["--storage", "s3://b", *argv], creds)["s3"]
+            client: Any = makeS3Store(settings, reactor).client
+            self.assertEqual(client.timeout, timeout)
+        for bad in ["0", "x", "3601"]:
+            self.assertRaises(usage.UsageError, self.parse,
+                              ["--storage", "s3://b", "--s3-timeout", bad], creds)
 
     def test_diskStays(self) -> None:
         self.assertIsNone(self.parse(["--storage", "/srv/files"], {})["s3"])

@@ -89,7 +89,8 @@ class IPv6ClientTests(TestCase):
         settings = checkS3Options({
             "storage": "s3://bucket/p", "s3-endpoint": f"http://[::1]:{port.getHost().port}",
             "s3-region": None, "s3-part-size": "5M", "s3-parts-in-flight": "3",
-            "s3-payload-hash": "auto", "s3-access-key": "ak", "s3-secret-key": "sk",
+            "s3-payload-hash": "auto", "s3-timeout": "60",
+            "s3-access-key": "ak", "s3-secret-key": "sk",
         })
         store = makeS3Store(settings, reactor)
         client: Any = store.client

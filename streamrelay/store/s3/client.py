@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
@@ -160,8 +160,13 @@ class S3Client:
     @param payloadHash: the payload hash signed for a body that has no
         known digest (a part): its SHA-256 (L{threadedSHA256} in the
         services) or L{unsignedPayload}.
-    @param timeout: seconds a request may take until its answer's headers
-        (part uploads get C{partTimeout}).
+    @param timeout: seconds a request may take until its answer's headers;
+        for one that sends a file's bytes (a part, an object, a segment),
+        seconds in which none of them moved, or the answer's headers did
+        not come after the last: a slow link goes on as long as it moves,
+        and a store that stopped taking bytes fails in C{timeout}.
+    @param partTimeout: seconds for a request S3 may work long on before it
+        answers (copying, completing a multipart upload).
     @param attempts: tries of each request that failed in a way worth
         another (connection lost, 5xx, SlowDown), with a short backoff.
     """
@@ -218,6 +223,7 @@ class S3Client:
         payloadSHA256: str,
         body: Sequence[bytes] | None,
         unbuffered: bool,
+        moved: Callable[[], None] | None = None,
     ) -> Deferred[IResponse]:
         # twisted.web adds Content-Length itself; it need not be signed.
         headers = dict(headers, host=self._host)
@@ -229,7 +235,7 @@ class S3Client:
             method,
             uriOf(url),  # an IPv6 endpoint has no IDNA form
             headers=raw,
-            data=ChunksProducer(body) if body is not None else None,
+            data=ChunksProducer(body, moved) if body is not None else None,
             allow_redirects=False,
             unbuffered=unbuffered,
         )
@@ -245,16 +251,24 @@ class S3Client:
         timeout: float,
         stream: bool,
         errorIn200: bool,
+        idle: bool,
     ) -> tuple[Any, Answer | None]:
         timedOut = False
-        d = self._send(method, url, headers, payloadSHA256, body, unbuffered=stream)
 
         def expire() -> None:
             nonlocal timedOut
             timedOut = True
             d.cancel()
 
+        def moved() -> None:
+            if timer.active():
+                timer.reset(timeout)
+
         timer = self.clock.callLater(timeout, expire)
+        d = self._send(
+            method, url, headers, payloadSHA256, body, unbuffered=stream,
+            moved=moved if idle else None,
+        )
         try:
             response: Any = await d
             if stream and response.code in ok:
@@ -265,7 +279,9 @@ class S3Client:
                 response.deliverBody(_Discard())
                 raise S3Error(response.code, str(response.code), "unexpected answer")
             content = await response.content()
-        except CancelledError:
+        except Exception:
+            # Cancelled while its body was still being sent, the request
+            # fails with RequestGenerationFailed([CancelledError]) instead.
             if timedOut:
                 raise RequestTimedOut(f"{method} {url}: no answer in {timeout:.0f} s") from None
             raise
@@ -292,7 +308,13 @@ class S3Client:
         stream: bool = False,
         attempts: int | None = None,
         errorIn200: bool = False,
+        idle: bool = False,
     ) -> tuple[Any, Answer | None]:
+        """
+        One request, tried again as L{attempts} says; C{idle} makes its
+        timeout count from the last of its body's bytes that moved (see
+        C{timeout} above), not from its start.
+        """
         url = self.url(key, query)
         if payloadSHA256 is None:
             payloadSHA256 = sha256Chunks(body) if body else EMPTY_SHA256
@@ -302,7 +324,7 @@ class S3Client:
             try:
                 return await self._attempt(
                     method, url, headers or {}, payloadSHA256, body, ok,
-                    timeout or self.timeout, stream, errorIn200,
+                    timeout or self.timeout, stream, errorIn200, idle,
                 )
             except Exception as e:
                 if not _retriable(e):
@@ -392,8 +414,7 @@ class S3Client:
         else:
             payload = headers[SHA256_META] = sha256
         answer = await self.call(
-            "PUT", key, headers=headers, body=chunks,
-            payloadSHA256=payload, timeout=self.partTimeout,
+            "PUT", key, headers=headers, body=chunks, payloadSHA256=payload, idle=True
         )
         return unquoteETag(answer.header("etag") or "")
 
@@ -508,7 +529,7 @@ class S3Client:
             payload = await self.payloadHash(chunks)
         answer = await self.call(
             "PUT", key, query=[("partNumber", str(number)), ("uploadId", uploadId)],
-            body=chunks, payloadSHA256=payload, timeout=self.partTimeout,
+            body=chunks, payloadSHA256=payload, idle=True,
         )
         etag = answer.header("etag")
         if not etag:

@@ -45,6 +45,10 @@ S3_OPTIONS: list[list[Any]] = [
      "unsigned (each byte hashed once less by streamrelay and by S3), or auto: sha256 "
      "for an http endpoint, unsigned for https, where TLS guards the bytes. "
      "[env STREAMRELAY_S3_PAYLOAD_HASH]"],
+    ["s3-timeout", None, "60",
+     "Seconds S3 has to answer a request; for one sending a file's bytes, seconds in "
+     "which none moved, or no answer came after the last (slow links go on while they "
+     "move). Each request is tried 3 times. [env STREAMRELAY_S3_TIMEOUT]"],
     ["s3-access-key", None, None,
      "S3 access key id (default: $AWS_ACCESS_KEY_ID; prefer the environment). "
      "[env STREAMRELAY_S3_ACCESS_KEY]"],
@@ -95,7 +99,7 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     """
     The S3 settings of the backend's options (a bucket, prefix, endpoint,
     region, part size, parts in flight, whether parts' SHA-256 is signed,
-    and credentials), or L{usage.UsageError}.
+    the request timeout and credentials), or L{usage.UsageError}.
     """
     environ = getattr(options, "environ", os.environ)
     bucket, prefix = parseS3URL(str(options["storage"]))
@@ -110,6 +114,12 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
         partsInFlight = 0
     if not 1 <= partsInFlight <= 16:
         raise usage.UsageError("--s3-parts-in-flight is a whole number from 1 to 16")
+    try:
+        timeout = float(options["s3-timeout"])
+    except ValueError:
+        timeout = 0.0
+    if not 1 <= timeout <= 3600:
+        raise usage.UsageError("--s3-timeout is a number of seconds from 1 to 3600")
     region = (
         options["s3-region"] or environ.get("AWS_REGION")
         or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -142,7 +152,7 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bucket": bucket, "prefix": prefix, "endpoint": endpoint, "region": region,
         "partSize": partSize, "partsInFlight": partsInFlight,
-        "signPayload": signPayload,
+        "signPayload": signPayload, "timeout": timeout,
         "accessKey": accessKey, "secretKey": secretKey,
         "sessionToken": environ.get("AWS_SESSION_TOKEN") or None,
     }
@@ -170,6 +180,7 @@ def makeS3Store(settings: Mapping[str, Any], reactor: Any) -> S3Store:
         http, reactor, settings["endpoint"], settings["bucket"],
         Signer(credentials, settings["region"]),
         payloadHash=threadedSHA256(reactor) if settings["signPayload"] else unsignedPayload,
+        timeout=settings["timeout"],
     )
     store = S3Store(
         client, settings["prefix"], partSize=settings["partSize"],

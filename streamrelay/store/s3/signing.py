@@ -94,10 +94,16 @@ class ChunksProducer:
     """
     A request body made of chunks already in memory, written one at a time
     while the connection wants more; nothing is copied.
+
+    @param moved: called each time chunks have gone to the connection (the
+        request's timeout counts from then).
     """
 
-    def __init__(self, chunks: Sequence[bytes]) -> None:
+    def __init__(
+        self, chunks: Sequence[bytes], moved: Callable[[], None] | None = None
+    ) -> None:
         self._chunks = chunks
+        self._moved = moved
         self.length = sum(len(c) for c in chunks)
         self._index = 0
         self._paused = False
@@ -117,6 +123,7 @@ class ChunksProducer:
         if self._writing or self._consumer is None:
             return
         self._writing = True
+        start = self._index
         try:
             while not self._paused and not self._stopped and self._index < len(self._chunks):
                 chunk = self._chunks[self._index]
@@ -124,6 +131,8 @@ class ChunksProducer:
                 self._consumer.write(chunk)
         finally:
             self._writing = False
+        if self._moved is not None and self._index > start:
+            self._moved()
         if (
             self._index == len(self._chunks)
             and not self._stopped
