@@ -454,6 +454,21 @@ class ClientTests(SynchronousTestCase):
         error = self.failureResultOf(d, S3Unavailable).value
         self.assertIsInstance(error.__cause__, RequestTimedOut)
         self.assertTrue(sent.cancelled)
+        # The dead connection does not keep the part's chunks alive.
+        self.assertEqual(sent.producer._chunks, ())
+
+    def test_cancelledWhileSending(self) -> None:
+        """
+        A part cancelled (its upload aborted) while its bytes are sent is
+        a cancellation, not a failure to retry or report.
+        """
+        http = HeldBodyHTTP()
+        self.client.http = http  # type: ignore[assignment]
+        d = self.start(self.client.uploadPart("p/x", "id", 1, [b"a", b"b"], payload="x"))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(len(http.sent), 1)
+        self.assertEqual(http.sent[0].producer._chunks, ())
 
     def test_bodySentAnswerAwaited(self) -> None:
         """After a part's last byte, the answer has the client's timeout to come."""

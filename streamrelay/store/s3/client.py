@@ -18,12 +18,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -139,6 +140,18 @@ def _why(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _cancellation(error: BaseException) -> bool:
+    """
+    Whether C{error} is a request's cancellation: a L{CancelledError}, or
+    one wrapped as twisted.web's client fails a request cancelled while
+    its body was being sent (C{RequestGenerationFailed([CancelledError])}).
+    """
+    if isinstance(error, CancelledError):
+        return True
+    reasons = getattr(error, "reasons", None) or ()
+    return any(isinstance(reason, Failure) and reason.check(CancelledError) for reason in reasons)
+
+
 def _retriable(error: BaseException) -> bool:
     if isinstance(error, S3Error):
         return error.status in _RETRY_STATUSES or error.code in _RETRY_CODES
@@ -162,9 +175,10 @@ class S3Client:
         services) or L{unsignedPayload}.
     @param timeout: seconds a request may take until its answer's headers;
         for one that sends a file's bytes (a part, an object, a segment),
-        seconds in which none of them moved, or the answer's headers did
-        not come after the last: a slow link goes on as long as it moves,
-        and a store that stopped taking bytes fails in C{timeout}.
+        seconds in which no chunk of them went to the connection (one goes
+        when the last has left its buffer), or the answer's headers did not
+        come after the last: a slow link goes on as long as a chunk gets
+        out in each C{timeout}, and a store that stopped taking bytes fails.
     @param partTimeout: seconds for a request S3 may work long on before it
         answers (copying, completing a multipart upload).
     @param attempts: tries of each request that failed in a way worth
@@ -221,9 +235,8 @@ class S3Client:
         url: str,
         headers: dict[str, str],
         payloadSHA256: str,
-        body: Sequence[bytes] | None,
+        body: ChunksProducer | None,
         unbuffered: bool,
-        moved: Callable[[], None] | None = None,
     ) -> Deferred[IResponse]:
         # twisted.web adds Content-Length itself; it need not be signed.
         headers = dict(headers, host=self._host)
@@ -235,7 +248,7 @@ class S3Client:
             method,
             uriOf(url),  # an IPv6 endpoint has no IDNA form
             headers=raw,
-            data=ChunksProducer(body, moved) if body is not None else None,
+            data=body,
             allow_redirects=False,
             unbuffered=unbuffered,
         )
@@ -265,10 +278,8 @@ class S3Client:
                 timer.reset(timeout)
 
         timer = self.clock.callLater(timeout, expire)
-        d = self._send(
-            method, url, headers, payloadSHA256, body, unbuffered=stream,
-            moved=moved if idle else None,
-        )
+        producer = ChunksProducer(body, moved if idle else None) if body is not None else None
+        d = self._send(method, url, headers, payloadSHA256, producer, unbuffered=stream)
         try:
             response: Any = await d
             if stream and response.code in ok:
@@ -279,12 +290,17 @@ class S3Client:
                 response.deliverBody(_Discard())
                 raise S3Error(response.code, str(response.code), "unexpected answer")
             content = await response.content()
-        except Exception:
-            # Cancelled while its body was still being sent, the request
-            # fails with RequestGenerationFailed([CancelledError]) instead.
+        except Exception as e:
+            if producer is not None:
+                # A failed request's connection keeps its producer until
+                # collected; the part's chunks need not live that long.
+                producer.stopProducing()
+            if not _cancellation(e):
+                raise
             if timedOut:
-                raise RequestTimedOut(f"{method} {url}: no answer in {timeout:.0f} s") from None
-            raise
+                what = "nothing sent or answered" if idle else "no answer"
+                raise RequestTimedOut(f"{method} {url}: {what} in {timeout:g} s") from None
+            raise CancelledError() from e
         finally:
             if timer.active():
                 timer.cancel()

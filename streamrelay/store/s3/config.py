@@ -47,8 +47,8 @@ S3_OPTIONS: list[list[Any]] = [
      "[env STREAMRELAY_S3_PAYLOAD_HASH]"],
     ["s3-timeout", None, "60",
      "Seconds S3 has to answer a request; for one sending a file's bytes, seconds in "
-     "which none moved, or no answer came after the last (slow links go on while they "
-     "move). Each request is tried 3 times. [env STREAMRELAY_S3_TIMEOUT]"],
+     "which no chunk of them (up to 1 MiB) went out, or no answer came after the last. "
+     "Each request is tried 3 times. [env STREAMRELAY_S3_TIMEOUT]"],
     ["s3-access-key", None, None,
      "S3 access key id (default: $AWS_ACCESS_KEY_ID; prefer the environment). "
      "[env STREAMRELAY_S3_ACCESS_KEY]"],
