@@ -144,6 +144,30 @@ class FakeResponse:
     def content(self) -> Deferred[bytes]:
         return succeed(self.body)
 
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(StringTransport())
+        if self.body:
+            protocol.dataReceived(self.body)
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+class StalledBody:
+    """An answer whose head came and whose body stops after its first bytes."""
+
+    code = 200
+    length = 100
+    headers = Headers()
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(self.transport)
+        protocol.dataReceived(b"<Initiate")
+
+    def content(self) -> Deferred[bytes]:
+        return Deferred()  # as treq's: it never ends, and cannot be cancelled
+
 
 @dataclass
 class SentRequest:
@@ -485,6 +509,21 @@ class ClientTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertIsInstance(self.failureResultOf(d, S3Unavailable).value.__cause__,
                               RequestTimedOut)
+
+    def test_stalledAnswerBody(self) -> None:
+        """
+        An answer whose body stops coming is timed out too, and its
+        connection closed (reading it could not be cancelled).
+        """
+        self.client.attempts = 1
+        d = self.start(self.client.createUpload("p/x"))
+        stalled = StalledBody()
+        self.clock.advance(self.client.timeout / 2)
+        self.http.sent[0].answer.callback(stalled)
+        self.clock.advance(self.client.timeout / 2)
+        self.assertIsInstance(self.failureResultOf(d, S3Unavailable).value.__cause__,
+                              RequestTimedOut)
+        self.assertEqual(stalled.transport.producerState, "stopped")
 
     def test_completeErrorIn200(self) -> None:
         """CompleteMultipartUpload can fail after answering 200: that is an error."""

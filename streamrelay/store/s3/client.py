@@ -21,11 +21,16 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import RequestTransmissionFailed, ResponseFailed
+from twisted.web.client import (
+    PotentialDataLoss,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
@@ -124,6 +129,40 @@ def headOf(answer: Answer) -> ObjectHead:
         sha256.strip().lower() if sha256 else None,
         fromS3Header(answer.header(S3_HEADER)),
     )
+
+
+class _Collect(Protocol):
+    """
+    An answer's body, read whole into L{done}; cancelling L{done} closes
+    the connection (treq's C{content()} cannot be cancelled, so an answer
+    whose body stalled would never end).
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred(self._cancel)
+
+    def _cancel(self, done: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(reason)
+
+
+def _body(response: IResponse) -> Deferred[bytes]:
+    """The whole body of C{response}, in a Deferred that can be cancelled."""
+    collect = _Collect()
+    response.deliverBody(collect)
+    return collect.done
 
 
 class _Discard(Protocol):
@@ -267,11 +306,12 @@ class S3Client:
         idle: bool,
     ) -> tuple[Any, Answer | None]:
         timedOut = False
+        awaited: list[Deferred[Any]] = []
 
         def expire() -> None:
             nonlocal timedOut
             timedOut = True
-            d.cancel()
+            awaited[-1].cancel()
 
         def moved() -> None:
             if timer.active():
@@ -279,9 +319,9 @@ class S3Client:
 
         timer = self.clock.callLater(timeout, expire)
         producer = ChunksProducer(body, moved if idle else None) if body is not None else None
-        d = self._send(method, url, headers, payloadSHA256, producer, unbuffered=stream)
+        awaited.append(self._send(method, url, headers, payloadSHA256, producer, stream))
         try:
-            response: Any = await d
+            response: Any = await awaited[-1]
             if stream and response.code in ok:
                 return response, None
             if stream and not 0 <= response.length <= MAX_ERROR_BODY:
@@ -289,7 +329,8 @@ class S3Client:
                 # 200 with the whole object): do not read it.
                 response.deliverBody(_Discard())
                 raise S3Error(response.code, str(response.code), "unexpected answer")
-            content = await response.content()
+            awaited.append(_body(response))
+            content = await awaited[-1]
         except Exception as e:
             if producer is not None:
                 # A failed request's connection keeps its producer until
