@@ -11,11 +11,14 @@ once, here, and its C{to_uri} is itself.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, urlsplit
 
 from hyperlink import EncodedURL
 
-__all__ = ["URIForm", "toURIForm", "uriOf"]
+__all__ = ["URIForm", "httpURL", "toURIForm", "uriOf"]
+
+_U = TypeVar("_U", bound=EncodedURL)
 
 #: A host name (or IPv4 address) as resolvers take it: labels of letters,
 #: digits, "-" and "_", a final dot allowed.
@@ -40,12 +43,16 @@ class URIForm(EncodedURL):
         return self
 
     def replace(self, *args: Any, **kwargs: Any) -> EncodedURL:
-        changed = super().replace(*args, **kwargs)
-        return EncodedURL(
-            scheme=changed.scheme, host=changed.host, path=changed.path,
-            query=changed.query, fragment=changed.fragment, port=changed.port,
-            rooted=changed.rooted, userinfo=changed.userinfo, uses_netloc=changed.uses_netloc,
-        )
+        return _as(EncodedURL, super().replace(*args, **kwargs))
+
+
+def _as(kind: type[_U], url: EncodedURL) -> _U:
+    """C{url} as a C{kind}, every part the same."""
+    return kind(
+        scheme=url.scheme, host=url.host, path=url.path, query=url.query,
+        fragment=url.fragment, port=url.port, rooted=url.rooted, userinfo=url.userinfo,
+        uses_netloc=url.uses_netloc,
+    )
 
 
 def toURIForm(url: EncodedURL) -> EncodedURL:
@@ -69,9 +76,19 @@ def uriOf(text: str) -> URIForm:
 
     @raise ValueError: for text that is not such a URL.
     """
-    url = toURIForm(EncodedURL.from_text(text))
-    return URIForm(
-        scheme=url.scheme, host=url.host, path=url.path, query=url.query,
-        fragment=url.fragment, port=url.port, rooted=url.rooted, userinfo=url.userinfo,
-        uses_netloc=url.uses_netloc,
-    )
+    return _as(URIForm, toURIForm(EncodedURL.from_text(text)))
+
+
+def httpURL(text: str) -> SplitResult:
+    """
+    The parts of C{text}, an C{http://} or C{https://} URL with a host
+    that resolvers take and a port that is a number (or none).
+
+    @raise ValueError: for text that is not such a URL.
+    """
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URL: {text!r}")
+    parts.port  # noqa: B018 - a ValueError when it is no port number
+    uriOf(text)
+    return parts

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
@@ -31,7 +30,7 @@ from streamrelay.upload.progress import Reporter
 from streamrelay.upload.resumable import ResumableSender
 from streamrelay.upload.sender import Stored, UploadFailed, sendFile
 from streamrelay.upload.watch import FolderWatcher, UploadState
-from streamrelay.uris import uriOf
+from streamrelay.uris import httpURL
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_CONCURRENCY = 1
@@ -66,13 +65,10 @@ def _seconds(text: str) -> float:
 def _url(text: str) -> str:
     url = text.strip()
     try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        port = parts.port  # a ValueError when it is no port number
-        uriOf(url)  # and when its host is none a resolver takes
+        valid = httpURL(url).port != 0
     except ValueError:
-        valid, port = False, None
-    if not valid or port == 0:
+        valid = False
+    if not valid:
         raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
     return url
 

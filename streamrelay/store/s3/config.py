@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from twisted.python import usage
 
-from streamrelay.uris import uriOf
+from streamrelay.uris import httpURL
 
 if TYPE_CHECKING:
     from streamrelay.store.s3.store import S3Store
@@ -129,12 +128,10 @@ def checkS3Options(options: Mapping[str, Any]) -> dict[str, Any]:
         or environ.get("AWS_ENDPOINT_URL") or f"https://s3.{region}.amazonaws.com"
     )
     try:
-        parts = urlsplit(endpoint)
-        parts.port  # noqa: B018 - a ValueError when it is no port number
-        uriOf(endpoint)  # and when its host is none a resolver takes
+        valid = not httpURL(endpoint).path.strip("/")
     except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+        valid = False
+    if not valid:
         raise usage.UsageError(f"--s3-endpoint takes http(s)://host[:port], not {endpoint!r}")
     try:
         signPayload = signsPayload(str(options["s3-payload-hash"]), endpoint)
