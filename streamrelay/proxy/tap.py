@@ -22,6 +22,7 @@ from streamrelay.limits import UploadSlots
 from streamrelay.memory import tuneMalloc
 from streamrelay.options import ServiceOptions, parseSize
 from streamrelay.proxy.cors import parseOrigins, withCORS
+from streamrelay.proxy.endpoints import KeptEndpoints
 from streamrelay.proxy.routes import ProxyRoutes
 from streamrelay.proxy.upstream import UpstreamURL
 from streamrelay.service import (
@@ -132,7 +133,7 @@ def backendClient(reactor: object, caFile: str | None = None) -> HTTPClient:
         policy = BrowserLikePolicyForHTTPS(
             trustRoot=ssl.Certificate.loadPEM(Path(caFile).read_bytes())
         )
-    agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[arg-type]
+    agent = Agent.usingEndpointFactory(reactor, KeptEndpoints(reactor, policy), pool=pool)
     return HTTPClient(agent, cookiejar=jar)  # type: ignore[arg-type]
 
 
