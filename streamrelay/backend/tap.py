@@ -19,6 +19,7 @@ from streamrelay.accesslog import redactedLogFormatter
 from streamrelay.auth import readSecret
 from streamrelay.backend.multipart import DEFAULT_MAX_FORM_FILES
 from streamrelay.backend.routes import BackendRoutes
+from streamrelay.collector import tuneCollector
 from streamrelay.hooks.clients import ClientContexts
 from streamrelay.hooks.config import HOOK_OPTIONS, checkHookOptions, makeHooks
 from streamrelay.hooks.metrics import HookMetrics
@@ -134,6 +135,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     tuneMalloc()
+    tuneCollector(reactor)
 
     store: DiskStore | S3Store
     if options["s3"] is not None:

@@ -17,6 +17,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from streamrelay.accesslog import redactedLogFormatter
 from streamrelay.auth import TokenFile, readSecret
+from streamrelay.collector import tuneCollector
 from streamrelay.grants import GrantKeys
 from streamrelay.limits import UploadSlots
 from streamrelay.memory import tuneMalloc
@@ -150,6 +151,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     tuneMalloc()
+    tuneCollector(reactor)
 
     tokens = None
     if options["tokens-file"]:
