@@ -71,13 +71,32 @@ class KeptEndpointsTests(SynchronousTestCase):
         self.assertIsNot(self.endpoint(b"https://127.0.0.1:8081/files/a"), first)
 
     def test_connects(self) -> None:
-        """A kept endpoint connects each time it is asked, to its host and port."""
-        endpoint = self.endpoint(b"http://127.0.0.1:8081/files/a")
+        """
+        A kept endpoint connects each time it is asked, to its host and
+        port, resolving the name again each time (a backend that moved is
+        found).
+        """
+        asked: list[str] = []
+        resolver = self.reactor.nameResolver
+
+        class Counting:
+            def resolveHostName(self, receiver: Any, hostName: str, *args: Any, **kw: Any) -> Any:
+                asked.append(hostName)
+                return resolver.resolveHostName(receiver, hostName, *args, **kw)
+
+        self.reactor.installNameResolver(Counting())  # type: ignore[arg-type]
+        endpoint = self.endpoint(b"http://backend:8081/files/a")
         self.assertIsInstance(endpoint, HostnameEndpoint)
         for _ in range(2):
             endpoint.connect(_NoProtocol())
             self.reactor.advance(0)
         self.assertEqual([(c[0], c[1]) for c in self.reactor.tcpClients], [("127.0.0.1", 8081)] * 2)
+        self.assertEqual(asked, ["backend", "backend"])
+
+    def test_backendClient(self) -> None:
+        """The proxy's client for the backend connects through kept endpoints."""
+        client: Any = backendClient(self.reactor)
+        self.assertIsInstance(client._agent._endpointFactory, KeptEndpoints)
 
     def test_tls(self) -> None:
         """An https origin's endpoint speaks TLS (it is not the plain one)."""

@@ -7,7 +7,9 @@ backpressure, aborts, listings, sweeping, readiness and the options.
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -902,6 +904,29 @@ class UploadTests(SynchronousTestCase):
         self.s3.answer("lastPartTime", S3Error(404, "NoSuchUpload"))
         self.assertEqual(self.s3.pending(), [])
         self.successResultOf(self.store.settled())
+
+    def test_failedPartLetGo(self) -> None:
+        """
+        A refused part's bytes go with its upload, without waiting for the
+        cycle collector (which a service runs seldom): what the upload keeps
+        of the failure holds no frame that sent the part.
+        """
+        gc.disable()
+        self.addCleanup(gc.enable)
+        chunk = b"y" * MiB
+        alone = sys.getrefcount(chunk)
+        for _ in range(5):
+            self.upload.write(chunk)
+        self.s3.answer("createUpload", "up1")
+        self.s3.answer("uploadPart", S3Error(500, "InternalError"))
+        self.assertRaises(UploadFailed, self.upload.write, b"more")
+        self.upload.abort()
+        self.s3.answer("abortUpload")
+        self.s3.answer("lastPartTime", S3Error(404, "NoSuchUpload"))
+        self.successResultOf(self.store.settled())
+        del self.upload
+        self.s3.calls.clear()
+        self.assertEqual(sys.getrefcount(chunk), alone)
 
     def test_quotaIsStorageFull(self) -> None:
         """A quota S3 enforces is the store being full (the route answers 507)."""

@@ -7,8 +7,10 @@ is removed and when, publishing by copies inside S3, and failures.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import sys
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +19,7 @@ from zope.interface.verify import verifyObject
 from streamrelay.store import StorageFull
 from streamrelay.store.s3.client import SHA256_META, ObjectHead
 from streamrelay.store.s3.messages import S3Error
+from streamrelay.store.s3.publishing import UploadFailed
 from streamrelay.store.s3.store import S3Store
 from streamrelay.tus.interfaces import IPartialWriter, IResumableStore, ResumableUpload
 from streamrelay.tus.s3 import S3ResumableStore
@@ -195,6 +198,26 @@ class S3ResumableTests(SynchronousTestCase):
         self.assertRaises(StorageFull, writer.write, b"y")
         self.failureResultOf(writer.flush(), StorageFull)
         writer.close()
+
+    def test_failedSegmentLetGo(self) -> None:
+        """
+        A refused segment's bytes go with its writer, without waiting for
+        the cycle collector: the error kept holds no frame that sent them.
+        """
+        gc.disable()
+        self.addCleanup(gc.enable)
+        chunk = b"z" * MiB
+        alone = sys.getrefcount(chunk)
+        writer = self.writer(self.loaded(newUpload(), []))
+        for _ in range(10):
+            writer.write(chunk)
+        self.s3.answer("put", S3Error(500, "InternalError"))
+        self.assertRaises(UploadFailed, writer.write, b"y")
+        self.failureResultOf(writer.flush())
+        writer.close()
+        del writer
+        self.s3.calls.clear()
+        self.assertEqual(sys.getrefcount(chunk), alone)
 
     def test_damagedRecords(self) -> None:
         """

@@ -466,6 +466,9 @@ class S3PartialWriter(ProducerHolder):
             self._resume()
 
     def _failed(self, failure: Failure) -> None:
+        # Its error is kept without its frames: they hold the segment's
+        # bytes, and this writer, in a cycle.
+        failure.cleanFailure()
         self._sending = None
         self._full = None
         if self._error is None:

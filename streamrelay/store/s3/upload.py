@@ -210,6 +210,9 @@ class S3Upload(ProducerHolder):
             self._fail(failure)
 
     def _fail(self, failure: Failure) -> None:
+        # Kept (to fail the body's next write) without its frames: they
+        # hold the part that failed, and this upload, in a cycle.
+        failure.cleanFailure()
         if self._failure is None:
             self._failure = failure
             self._log.warn(
