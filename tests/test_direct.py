@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay.store.direct import ALIGN, DirectPool, DirectWriter, directIO
 from streamrelay.store.disk import DiskStore
@@ -267,3 +274,39 @@ class DiskStoreDirectTests(SynchronousTestCase):
         upload = store.begin("f")
         self.assertIsInstance(upload._writer, QueuedWriter)
         upload.abort()
+
+
+class FailedPieceInThreadTests(TestCase):
+    """The direct writer with the backend's runner: a real thread pool."""
+
+    async def test_failedPieceLetGo(self) -> None:
+        """
+        The bytes of a piece whose write failed in a pool thread go with
+        the writer, without waiting for the cycle collector: the error kept
+        holds no frame of the job (whose piece holds the error).
+        """
+        def run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            pool = reactor.getThreadPool()  # type: ignore[attr-defined]
+            return deferToThreadPool(reactor, pool, f, *args)  # type: ignore[arg-type]
+
+        def full(fd: int, data: Any, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "pwrite", full)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        fd = os.open(self.mktemp(), os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.close, fd)
+        directIO(fd)
+        pool = DirectPool(run, jobs=1, piece=PIECE)
+        chunk = b"d" * PIECE
+        alone = sys.getrefcount(chunk)
+        writer = DirectWriter(fd, pool, high=4 * PIECE, low=PIECE, budget=WriteBudget(1 << 30))
+        writer.write(chunk)
+        with self.assertRaises(StorageFull):
+            await writer.finish()
+        # The failure is heard inside the pool's own call, which still
+        # holds the piece until it returns.
+        await deferLater(reactor, 0, lambda: None)
+        del writer
+        self.assertEqual(sys.getrefcount(chunk), alone)

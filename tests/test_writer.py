@@ -5,12 +5,16 @@ The queued, threaded file writer, with a runner the test fires by hand.
 from __future__ import annotations
 
 import errno
+import gc
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.threads import deferToThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamrelay.store.interfaces import StorageFull, StorageUnavailable
 from streamrelay.store.writer import (
@@ -425,3 +429,35 @@ class BackgroundSyncTests(SynchronousTestCase):
         self.assertNoResult(finished)
         self.runner.step()
         self.successResultOf(finished)
+
+
+class FailedWriteInThreadTests(TestCase):
+    """The writer with the backend's runner: a real thread pool."""
+
+    async def test_failedWriteLetGo(self) -> None:
+        """
+        The bytes of a write that failed in a pool thread go with the
+        writer, without waiting for the cycle collector: the error kept
+        holds no frame of the thread (whose Failure is one of its locals).
+        """
+        def run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            pool = reactor.getThreadPool()  # type: ignore[attr-defined]
+            return deferToThreadPool(reactor, pool, f, *args)  # type: ignore[arg-type]
+
+        def full(fd: int, buffers: list[bytes]) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "writev", full)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        path = self.mktemp()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.close, fd)
+        chunk = b"w" * (1 << 20)
+        alone = sys.getrefcount(chunk)
+        writer = QueuedWriter(fd, run, high=4 << 20, low=1 << 20)
+        writer.write(chunk)
+        with self.assertRaises(StorageFull):
+            await writer.finish()
+        del writer
+        self.assertEqual(sys.getrefcount(chunk), alone)

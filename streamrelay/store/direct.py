@@ -214,7 +214,9 @@ class DirectPool:
                 try:
                     _writePiece(piece.writer.fd, buffer, piece.slices, piece.offset, piece.last)
                 except Exception as e:
-                    piece.error = e
+                    # Without its frames: this one holds the piece, which
+                    # would hold its bytes and the error in a cycle.
+                    piece.error = e.with_traceback(None)
             self._done.append(piece)
 
     def _ended(self, result: object, buffer: _Buffer) -> None:

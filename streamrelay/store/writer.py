@@ -463,6 +463,9 @@ class QueuedWriter(HeldWriter):
             self._answer()
 
     def _failed(self, failure: Failure) -> None:
+        # Its error is kept without its frames: a pool thread's Failure is
+        # one of the thread's locals, in a cycle with the chunks written.
+        failure.cleanFailure()
         self._busy = False
         assert failure.value is not None
         self._error = storageError(failure.value)
